@@ -1,0 +1,5 @@
+"""Learning rules that replace backprop's credit assignment in a converted model."""
+
+from localgrad.rules.dfa import DirectFeedbackAlignment
+
+__all__ = ["DirectFeedbackAlignment"]
