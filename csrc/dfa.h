@@ -24,7 +24,7 @@ struct Layer {
   int64_t out_row_stride = 0;
   int64_t act_row_stride = 0;
   Activation kind = Activation::Identity;
-  float slope = 0.f;            // LeakyReLU's negative slope
+  double slope = 0.0;           // LeakyReLU's negative slope (double: exact in fp64)
 };
 
 // Kernel arguments are passed by value and must stay under the 4 KiB limit;

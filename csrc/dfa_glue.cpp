@@ -84,7 +84,7 @@ PreparedProject prepare_project(const at::Tensor& error,
       layer.act_row_stride = act.defined() ? act.stride(0) : 0;
       // Without a tensor the derivative is 1 whatever the nominal kind.
       layer.kind = act.defined() ? kind : Activation::Identity;
-      layer.slope = static_cast<float>(slopes[l]);
+      layer.slope = slopes[l];
       p.layers.push_back(layer);
     }
     if (act.defined()) p.acts.push_back(std::move(act));

@@ -1,0 +1,5 @@
+import sys
+
+from localgrad.cli import main
+
+sys.exit(main())

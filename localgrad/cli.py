@@ -1,0 +1,49 @@
+"""Command line: `localgrad demo`, `localgrad info`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="localgrad", description="Local learning rules for PyTorch")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="train one MLP with several rules on MNIST digits and compare")
+    demo.add_argument("--rules", default="backprop,dfa", help="comma-separated rules (default: backprop,dfa)")
+    demo.add_argument("--dataset", default="mnist", choices=["mnist", "digits"])
+    demo.add_argument("--hidden", type=_ints, default=[256, 256], help="hidden widths, e.g. 256,256")
+    demo.add_argument("--epochs", type=int, default=15)
+    demo.add_argument("--batch-size", type=int, default=64)
+    demo.add_argument("--lr", type=float, default=1e-3)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    demo.add_argument("--no-progress", action="store_true")
+
+    sub.add_parser("info", help="print how localgrad was built")
+
+    args = parser.parse_args(argv)
+    if args.command == "info":
+        import localgrad
+
+        print(json.dumps(localgrad.build_info(), indent=2))
+        return 0
+    from localgrad import demo as demo_module
+
+    demo_module.run(
+        rules=[r for r in args.rules.split(",") if r],
+        dataset_name=args.dataset,
+        hidden=args.hidden,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    return 0

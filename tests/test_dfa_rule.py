@@ -1,0 +1,363 @@
+"""convert(model, rule="dfa"): the gradients it leaves in .grad, and its state."""
+
+import copy
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+from testing import DEVICES, rel_err
+from torch import nn
+
+import localgrad
+from localgrad.nn import DFALinear
+
+F64 = torch.float64
+
+
+def mlp(*modules):
+    torch.manual_seed(0)
+    return nn.Sequential(*modules).to(F64)
+
+
+def deep_mlp():
+    return mlp(
+        nn.Flatten(),
+        nn.Linear(12, 9),
+        nn.Tanh(),
+        nn.Linear(9, 7),
+        nn.ReLU(),
+        nn.Linear(7, 6),
+        nn.LeakyReLU(0.3),
+        nn.Linear(6, 5),
+        nn.Sigmoid(),
+        nn.Linear(5, 8),  # no activation: identity
+        nn.Linear(8, 4),
+    )
+
+
+def dfa_formula(model, x, y):
+    """Nøkland 2016, written out independently of localgrad: hidden layer l gets
+    delta_l = (e @ B_l) * f'(a_l), dW_l = delta_l^T x_l; the output layer its
+    true gradient. Returns {parameter name: expected grad}."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    derivs = {
+        nn.Tanh: lambda a: 1 - torch.tanh(a) ** 2,
+        nn.ReLU: lambda a: (a > 0).to(a.dtype),
+        nn.Sigmoid: lambda a: torch.sigmoid(a) * (1 - torch.sigmoid(a)),
+    }
+    h = x.flatten(1)
+    inputs, slopes_of = [], []
+    modules = [m for m in model if not isinstance(m, nn.Flatten)]
+    pre = {}
+    for i, m in enumerate(modules):
+        if isinstance(m, nn.Linear):
+            inputs.append(h)
+            h = h @ m.weight.detach().T + m.bias.detach()
+            pre[len(inputs) - 1] = h
+            nxt = modules[i + 1] if i + 1 < len(modules) else None
+            slopes_of.append(nxt)
+        else:
+            h = m(h)
+    out = h.detach().requires_grad_(True)
+    (e,) = torch.autograd.grad(F.cross_entropy(out, y), out)
+    grads = {}
+    for l, layer in enumerate(linears):
+        if l == len(linears) - 1:
+            delta = e
+        else:
+            act = slopes_of[l]
+            a = pre[l]
+            if isinstance(act, nn.LeakyReLU):
+                d = torch.where(a > 0, torch.ones_like(a), torch.full_like(a, act.negative_slope))
+            elif isinstance(act, nn.Linear) or act is None:
+                d = torch.ones_like(a)
+            else:
+                d = derivs[type(act)](a)
+            delta = (e @ layer.feedback) * d
+        grads[id(layer.weight)] = delta.T @ inputs[l]
+        grads[id(layer.bias)] = delta.sum(0)
+    return grads
+
+
+def run_step(model, x, y):
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+
+
+def test_gradients_match_the_dfa_formula():
+    model = localgrad.convert(deep_mlp(), rule="dfa", seed=3)
+    x = torch.randn(11, 3, 4, dtype=F64)
+    y = torch.randint(0, 4, (11,))
+    run_step(model, x, y)
+    expected = dfa_formula(model, x, y)
+    for p in model.parameters():
+        assert p.grad is not None
+        assert rel_err(p.grad, expected[id(p)]) <= 1e-12
+
+
+def test_one_hidden_layer_with_feedback_equal_to_output_weight_is_backprop():
+    """With B_1 = W_2 (both n_out x H_1) DFA's error is backprop's, exactly."""
+    for act in (nn.ReLU(), nn.Tanh(), nn.Sigmoid()):
+        plain = mlp(nn.Linear(10, 16), act, nn.Linear(16, 5))
+        dfa = localgrad.convert(copy.deepcopy(plain), rule="dfa")
+        with torch.no_grad():
+            dfa[0].feedback.copy_(dfa[2].weight)
+        x, y = torch.randn(13, 10, dtype=F64), torch.randint(0, 5, (13,))
+        run_step(plain, x, y)
+        run_step(dfa, x, y)
+        for p, q in zip(plain.parameters(), dfa.parameters()):
+            assert rel_err(q.grad, p.grad) <= 1e-12
+
+
+def test_output_layer_keeps_its_true_gradient_and_hidden_layers_are_not_swept():
+    model = localgrad.convert(deep_mlp(), rule="dfa")
+    plain = localgrad.unconvert(copy.deepcopy(model))
+    x, y = torch.randn(6, 12, dtype=F64), torch.randint(0, 4, (6,))
+    out = model(x)
+    # Autograd's graph reaches the output layer only: no backward sweep.
+    assert torch.autograd.grad(out.sum(), model[1].weight, allow_unused=True) == (None,)
+    run_step(model, x, y)
+    run_step(plain, x, y)
+    assert rel_err(model[-1].weight.grad, plain[-1].weight.grad) <= 1e-12
+    assert rel_err(model[-1].bias.grad, plain[-1].bias.grad) <= 1e-12
+    assert rel_err(model[1].weight.grad, plain[1].weight.grad) > 1e-3  # DFA is not backprop
+
+
+def test_forward_matches_the_unconverted_model():
+    plain = deep_mlp()
+    model = localgrad.convert(copy.deepcopy(plain), rule="dfa")
+    x = torch.randn(5, 12, dtype=F64)
+    assert torch.equal(model(x), plain(x))
+    with torch.no_grad():
+        assert torch.equal(model(x), plain(x))
+
+
+def test_gradients_accumulate_like_autograd():
+    model = localgrad.convert(deep_mlp(), rule="dfa")
+    x1, y1 = torch.randn(4, 12, dtype=F64), torch.randint(0, 4, (4,))
+    x2, y2 = torch.randn(5, 12, dtype=F64), torch.randint(0, 4, (5,))
+    run_step(model, x1, y1)
+    g1 = [p.grad.clone() for p in model.parameters()]
+    run_step(model, x2, y2)
+    g2 = [p.grad.clone() for p in model.parameters()]
+    # Two forwards before one backward, and two backwards into the same .grad.
+    model.zero_grad(set_to_none=True)
+    (F.cross_entropy(model(x1), y1) + F.cross_entropy(model(x2), y2)).backward()
+    for p, a, b in zip(model.parameters(), g1, g2):
+        assert rel_err(p.grad, a + b) <= 1e-12
+    model.zero_grad(set_to_none=False)
+    F.cross_entropy(model(x1), y1).backward()
+    F.cross_entropy(model(x2), y2).backward()
+    for p, a, b in zip(model.parameters(), g1, g2):
+        assert rel_err(p.grad, a + b) <= 1e-12
+
+
+def test_leading_dimensions_are_batch():
+    model = localgrad.convert(mlp(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)), rule="dfa")
+    flat = copy.deepcopy(model)
+    x = torch.randn(2, 7, 6, dtype=F64)
+    target = torch.randn(2, 7, 3, dtype=F64)
+    model.zero_grad()
+    F.mse_loss(model(x), target).backward()
+    flat.zero_grad()
+    F.mse_loss(flat(x.reshape(14, 6)), target.reshape(14, 3)).backward()
+    for p, q in zip(model.parameters(), flat.parameters()):
+        assert rel_err(p.grad, q.grad) <= 1e-12
+
+
+def test_empty_batch():
+    model = localgrad.convert(deep_mlp(), rule="dfa")
+    out = model(torch.randn(0, 12, dtype=F64))
+    out.sum().backward()
+    for p in model.parameters():
+        assert p.grad is not None and not p.grad.any()
+
+
+def test_state_dict_holds_feedback_and_a_resumed_run_continues_exactly():
+    model = localgrad.convert(deep_mlp(), rule="dfa", seed=1)
+    keys = model.state_dict().keys()
+    hidden = [m for m in model.modules() if isinstance(m, DFALinear)][:-1]
+    assert all(hasattr(m, "feedback") for m in hidden)
+    assert sum(k.endswith("feedback") for k in keys) == len(hidden)
+    assert not hasattr(model[-1], "feedback")
+    assert model[1].feedback.shape == (4, 9)
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    data = [(torch.randn(8, 12, dtype=F64), torch.randint(0, 4, (8,))) for _ in range(6)]
+
+    def train(m, o, batches):
+        for x, y in batches:
+            o.zero_grad()
+            F.cross_entropy(m(x), y).backward()
+            o.step()
+
+    train(model, opt, data[:3])
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
+    train(model, opt, data[3:])
+
+    resumed = localgrad.convert(deep_mlp(), rule="dfa", seed=99)  # other feedback until loaded
+    resumed_opt = torch.optim.SGD(resumed.parameters(), lr=0.1, momentum=0.9)
+    buffer.seek(0)
+    state = torch.load(buffer)
+    resumed.load_state_dict(state["model"])
+    resumed_opt.load_state_dict(state["opt"])
+    train(resumed, resumed_opt, data[3:])
+    for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_wrong_feedback_shape_in_state_dict_is_refused():
+    model = localgrad.convert(deep_mlp(), rule="dfa")
+    state = model.state_dict()
+    state["1.feedback"] = torch.zeros(4, 10, dtype=F64)
+    with pytest.raises(RuntimeError, match="feedback"):
+        model.load_state_dict(state)
+
+
+def test_moving_the_model_keeps_feedback_in_use():
+    """.to() replaces the feedback views; the rule must follow them."""
+    model = localgrad.convert(deep_mlp(), rule="dfa", seed=2).float()
+    assert model[1].feedback.dtype == torch.float32
+    x, y = torch.randn(6, 12), torch.randint(0, 4, (6,))
+    run_step(model, x, y)
+    expected = dfa_formula(model.double(), x.double(), y)
+    model.float()
+    run_step(model, x, y)
+    for p in model.parameters():
+        assert rel_err(p.grad, expected[id(p)]) <= 1e-5
+    with torch.no_grad():
+        model[1].feedback.mul_(2)  # in place: seen through the shared matrix
+    run_step(model, x, y)
+    assert rel_err(model[1].weight.grad, 2 * expected[id(model[1].weight)]) <= 1e-5
+
+
+def test_optimizer_built_before_convert_still_trains():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    localgrad.convert(model, rule="dfa")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 8, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_seed_sets_feedback():
+    a = localgrad.convert(deep_mlp(), rule="dfa", seed=5)
+    b = localgrad.convert(deep_mlp(), rule="dfa", seed=5)
+    c = localgrad.convert(deep_mlp(), rule="dfa", seed=6)
+    assert torch.equal(a[1].feedback, b[1].feedback)
+    assert not torch.equal(a[1].feedback, c[1].feedback)
+    bound = 1 / 9**0.5  # U(-1/sqrt(width), 1/sqrt(width)), width 9
+    assert a[1].feedback.abs().max() <= bound
+
+
+def test_unconvert_returns_plain_layers_with_the_same_parameters():
+    model = localgrad.convert(deep_mlp(), rule="dfa")
+    weight = model[1].weight
+    localgrad.unconvert(model)
+    assert type(model[1]) is nn.Linear and model[1].weight is weight
+    assert not any(k.endswith("feedback") for k in model.state_dict())
+    x, y = torch.randn(3, 12, dtype=F64), torch.randint(0, 4, (3,))
+    run_step(model, x, y)
+    assert model[1].weight.grad is not None  # plain backprop again
+    localgrad.convert(model, rule="dfa")  # and convertible again
+
+
+def test_backprop_rule_leaves_the_model_alone():
+    model = deep_mlp()
+    assert localgrad.convert(model, rule="backprop") is model
+    assert not any(isinstance(m, DFALinear) for m in model.modules())
+
+
+class FunctionalActivation(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 5), nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+class SharedActivation(nn.Module):
+    """One activation module used after every layer: allowed."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(4, 5), nn.Linear(5, 6), nn.Linear(6, 2)
+        self.act = nn.Tanh()
+
+    def forward(self, x):
+        return self.fc3(self.act(self.fc2(self.act(self.fc1(x)))))
+
+
+def test_shared_activation_module():
+    torch.manual_seed(0)
+    model = localgrad.convert(SharedActivation().double(), rule="dfa")
+    x, y = torch.randn(5, 4, dtype=F64), torch.randint(0, 2, (5,))
+    run_step(model, x, y)
+    with torch.no_grad():  # converted layers outside the model's forward order
+        h1 = torch.tanh(model.fc1(x))
+        h2 = torch.tanh(model.fc2(h1))
+        out = model.fc3(h2)
+    out.requires_grad_(True)
+    (e,) = torch.autograd.grad(F.cross_entropy(out, y), out)
+    delta1 = (e @ model.fc1.feedback) * (1 - h1**2)
+    assert rel_err(model.fc1.weight.grad, delta1.T @ x) <= 1e-12
+
+
+def test_bad_models_get_clear_errors():
+    with pytest.raises(ValueError, match="unknown rule"):
+        localgrad.convert(deep_mlp(), rule="magic")
+    with pytest.raises(ValueError, match="already converted"):
+        localgrad.convert(localgrad.convert(deep_mlp(), rule="dfa"), rule="dfa")
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        localgrad.convert(nn.Sequential(nn.ReLU()), rule="dfa")
+    model = localgrad.convert(FunctionalActivation(), rule="dfa")
+    with pytest.raises(RuntimeError, match="activation module"):
+        model(torch.randn(3, 4))
+    model = localgrad.convert(mlp(nn.Linear(4, 5), nn.Dropout(0.5), nn.Linear(5, 2)), rule="dfa")
+    with pytest.raises(RuntimeError, match="activation module"):
+        model(torch.randn(3, 4, dtype=F64))
+    model = localgrad.convert(mlp(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2)), rule="dfa")
+    with pytest.raises(RuntimeError, match="out of order"):
+        model[2](torch.randn(3, 5, dtype=F64))
+
+
+def test_reference_fallback_without_the_extension(monkeypatch):
+    """Importing and training work without localgrad._C (CPU); the op warns once."""
+    import localgrad.ops as ops
+
+    model = localgrad.convert(deep_mlp(), rule="dfa", seed=3)
+    x, y = torch.randn(7, 12, dtype=F64), torch.randint(0, 4, (7,))
+    run_step(model, x, y)
+    compiled = [p.grad.clone() for p in model.parameters()]
+    monkeypatch.setattr(ops, "has_extension", lambda: False)
+    monkeypatch.setattr(ops, "_warned_fallback", False)
+    with pytest.warns(RuntimeWarning, match="reference"):
+        run_step(model, x, y)
+    for p, g in zip(model.parameters(), compiled):
+        assert rel_err(p.grad, g) <= 1e-12
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_training_step_on_device(device):
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
+    model = localgrad.convert(copy.deepcopy(plain), rule="dfa").to(device)
+    x, y = torch.randn(32, 20), torch.randint(0, 10, (32,))
+    run_step(model, x.to(device), y.to(device))
+    expected = dfa_formula(model.cpu().double(), x.double(), y)
+    model.to(device).float()
+    run_step(model, x.to(device), y.to(device))
+    for p in model.parameters():
+        assert rel_err(p.grad.cpu(), expected[id(p)]) <= 1e-5
