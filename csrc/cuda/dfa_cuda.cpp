@@ -2,7 +2,7 @@
 // backend (dfa_glue.cpp); this file only hands them to the kernel.
 #include <algorithm>
 
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -21,7 +21,7 @@ void dfa_project_cuda(const at::Tensor& error, const at::Tensor& feedback,
   if (error.size(0) == 0 || p.layers.empty()) return;
 
   const c10::cuda::CUDAGuard guard(error.device());
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   ProjectParams params;
   params.error = p.error.const_data_ptr();
   params.feedback = p.feedback.const_data_ptr();
