@@ -1,5 +1,5 @@
 // CUDA sign_feedback: checks shared with the CPU backend, then one launch.
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -16,7 +16,7 @@ void sign_feedback_cuda(const at::Tensor& weight, int64_t seed, int64_t counter,
   const c10::cuda::CUDAGuard guard(weight.device());
   const cudaError_t status = launch(prepared.params, random_magnitude,
                                     scalar_kind(weight.scalar_type()),
-                                    at::cuda::getCurrentCUDAStream());
+                                    c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(status == cudaSuccess, "sign_feedback: CUDA kernel launch failed: ",
               cudaGetErrorString(status));
 }
