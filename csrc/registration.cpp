@@ -14,4 +14,12 @@ TORCH_LIBRARY(localgrad, m) {
   m.def(
       "dfa_project(Tensor error, Tensor feedback, Tensor?[] activations, "
       "int[] kinds, float[] slopes, Tensor(a!)[] out) -> ()");
+
+  // Sign-concordant feedback (Liao, Leibo & Poggio 2016), written into `out`
+  // (weight's shape): scale * sign(weight) (uSF), or, with random_magnitude,
+  // |R| * sign(weight) with R ~ U(-scale, scale) drawn by the counter-based
+  // RNG from (seed, counter, element index) (brSF advances counter, frSF not).
+  m.def(
+      "sign_feedback(Tensor weight, int seed, int counter, float scale, "
+      "bool random_magnitude, Tensor(a!) out) -> ()");
 }

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from localgrad.demo import DEFAULT_RULES
+
 
 def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
@@ -14,8 +16,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="localgrad", description="Local learning rules for PyTorch")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="train one MLP with several rules on MNIST digits and compare")
-    demo.add_argument("--rules", default="backprop,dfa", help="comma-separated rules (default: backprop,dfa)")
+    demo = sub.add_parser("demo", help="train one model with several rules on MNIST digits and compare")
+    demo.add_argument(
+        "--rules", default=",".join(DEFAULT_RULES), help=f"comma-separated rules (default: {','.join(DEFAULT_RULES)})"
+    )
+    demo.add_argument("--model", default="mlp", choices=["mlp", "cnn"], help="MLP or LeNet-like CNN")
     demo.add_argument("--dataset", default="mnist", choices=["mnist", "digits"])
     demo.add_argument("--hidden", type=_ints, default=[256, 256], help="hidden widths, e.g. 256,256")
     demo.add_argument("--epochs", type=int, default=15)
@@ -23,6 +28,7 @@ def main(argv=None) -> int:
     demo.add_argument("--lr", type=float, default=1e-3)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    demo.add_argument("--plot", default="demo_accuracy.png", help="accuracy plot file ('' for none)")
     demo.add_argument("--no-progress", action="store_true")
 
     sub.add_parser("info", help="print how localgrad was built")
@@ -45,5 +51,7 @@ def main(argv=None) -> int:
         seed=args.seed,
         device=args.device,
         progress=not args.no_progress,
+        model_name=args.model,
+        plot_path=args.plot or None,
     )
     return 0

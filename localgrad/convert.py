@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import warnings
+
+import torch
 from torch import nn
 
 from localgrad import activations as act
+from localgrad.nn.dfa_conv2d import DFAConv2d
 from localgrad.nn.dfa_linear import DFALinear
+from localgrad.nn.fa_conv2d import FAConv2d, unsupported_reason
+from localgrad.nn.fa_linear import FALinear
+from localgrad.nn.feedback import FEEDBACK_RULES
 from localgrad.rules.dfa import DirectFeedbackAlignment
 
-RULES = ("backprop", "dfa")
+RULES = ("backprop", *FEEDBACK_RULES, "dfa")
+_CONVERTED = (DFALinear, DFAConv2d, FALinear, FAConv2d)
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -16,51 +24,176 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
-def convert(model: nn.Module, rule: str = "dfa", *, seed: int = 0, feedback_scale: float = 1.0) -> nn.Module:
-    """Converts `model` in place to train with `rule` and returns it.
+def layer_seed(seed: int, index: int) -> int:
+    """Each layer's own seed: distinct per layer, fixed by the model's seed."""
+    return seed * 65_537 + index
 
-    rule="dfa" (Nøkland 2016): the model's nn.Linear layers, in registration
-    order, are its layers in forward order; the last is the output layer and
-    keeps its true gradient, every other one becomes a hidden DFALinear with a
-    fixed random `feedback` buffer (n_outputs, out_features) drawn from a
-    generator seeded with `seed` (see DirectFeedbackAlignment for the scale).
-    Between hidden layers, activations must be modules (nn.ReLU, nn.LeakyReLU,
-    nn.Tanh, nn.Sigmoid, nn.Identity): the error enters after them. The
-    training loop stays `loss.backward(); optimizer.step()`. Parameters are
+
+def convert(
+    model: nn.Module,
+    rule: str = "dfa",
+    *,
+    seed: int = 0,
+    feedback_scale: float | None = None,
+    example_input: torch.Tensor | None = None,
+    inject: str = "activation",
+) -> nn.Module:
+    """Converts `model` in place to train with `rule` and returns it. The
+    training loop stays `loss.backward(); optimizer.step()`; parameters are
     kept, so optimizers built before conversion keep working.
 
-    rule="backprop" leaves the model as it is (the baseline).
+    rule="backprop": the model is left as it is (the baseline).
+
+    rule="fa", "usf", "brsf", "frsf" (the feedback-alignment family): every
+    nn.Linear and nn.Conv2d backpropagates through a matrix B (its buffer
+    `feedback`, the weight's shape) instead of its weight: fixed random (fa,
+    Lillicrap 2016), s*sign(W) (usf), |R|*sign(W) with R redrawn every update
+    (brsf) or fixed (frsf) (Liao, Leibo & Poggio 2016). Other modules with
+    parameters keep plain backprop, with a warning naming them.
+    feedback_scale: the bound s of U(-s, s) for B and R (uSF: B = s*sign(W));
+    default: the weight's own init scale, 1/sqrt(fan_in) (uSF: divided by
+    sqrt(3), matching that init's standard deviation).
+
+    rule="dfa" (Nøkland 2016): the nn.Linear and nn.Conv2d layers, in
+    registration order, are the model's layers in forward order; the last
+    (an nn.Linear) is the output layer and keeps its true gradient, every
+    other one becomes a hidden DFALinear / DFAConv2d with a fixed random
+    `feedback` (n_outputs, width) ~ U(-s, s), default s = 1/sqrt(width),
+    where width is out_features, or C*H*W of a conv layer's output map (sized
+    by one forward of `example_input`, required when there are conv layers).
+    inject="activation" (default): the error enters after an activation
+    module (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity) applied
+    directly to the layer's output, so f' enters as in the paper (a layer
+    without one is named in a warning and takes the error at its output);
+    inject="output": at the layer's output. Autograd never sweeps back through
+    the layers; modules between them (BatchNorm, ...) get no gradient, with a
+    warning naming them.
+
+    Random matrices are drawn from generators seeded with `seed`.
     """
     if rule not in RULES:
         raise ValueError(f"convert: unknown rule {rule!r}; choose one of {', '.join(RULES)}")
-    if any(isinstance(m, DFALinear) for m in model.modules()):
+    if any(isinstance(m, _CONVERTED) for m in model.modules()):
         raise ValueError("convert: model is already converted; call localgrad.unconvert(model) first")
     if rule == "backprop":
         return model
-    if isinstance(model, nn.Linear):
-        raise ValueError("convert: pass the model that contains the Linear layers, not a layer itself")
+    if isinstance(model, (nn.Linear, nn.Conv2d)):
+        raise ValueError("convert: pass the model that contains the layers, not a layer itself")
+    if rule in FEEDBACK_RULES:
+        return _convert_feedback(model, rule, seed, feedback_scale)
+    return _convert_dfa(model, seed, feedback_scale, example_input, inject)
 
-    linears = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear]
-    if not linears:
-        raise ValueError("convert(rule='dfa'): the model has no nn.Linear layer to train")
-    layers = []
-    for name, linear in linears:
-        layer = DFALinear.from_linear(linear)
+
+def _convert_feedback(model: nn.Module, rule: str, seed: int, scale: float | None) -> nn.Module:
+    left_alone = []
+    index = 0
+    for name, module in list(model.named_modules()):
+        new = None
+        if type(module) is nn.Linear:
+            new = FALinear.from_linear(module, rule, layer_seed(seed, index), scale)
+        elif type(module) is nn.Conv2d:
+            reason = unsupported_reason(module)
+            if reason is None:
+                new = FAConv2d.from_conv(module, rule, layer_seed(seed, index), scale)
+            else:
+                left_alone.append(f"{name} (Conv2d, {reason})")
+        elif any(True for _ in module.parameters(recurse=False)):
+            left_alone.append(f"{name or type(module).__name__} ({type(module).__name__})")
+        if new is not None:
+            _replace(model, name, new)
+            index += 1
+    if index == 0:
+        raise ValueError(f"convert(rule={rule!r}): the model has no nn.Linear or nn.Conv2d layer to convert")
+    if left_alone:
+        warnings.warn(
+            f"convert(rule={rule!r}): these modules keep plain backprop: {', '.join(left_alone)}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return model
+
+
+def _conv_output_maps(model: nn.Module, convs: list[nn.Conv2d], example_input) -> dict[int, tuple]:
+    """Output map shape (C, H, W) of each conv, from one eval-mode forward."""
+    shapes, handles = {}, []
+    for conv in convs:
+        handles.append(conv.register_forward_hook(lambda m, i, o: shapes.__setitem__(id(m), tuple(o.shape[1:]))))
+    was_training = [m.training for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, training in zip(model.modules(), was_training):
+            m.training = training
+    missing = [c for c in convs if id(c) not in shapes]
+    if missing:
+        raise ValueError("convert(rule='dfa'): some Conv2d layers did not run on example_input")
+    return shapes
+
+
+def _convert_dfa(model: nn.Module, seed: int, scale: float | None, example_input, inject: str) -> nn.Module:
+    layers, left_alone = [], []
+    for name, module in model.named_modules():
+        if type(module) is nn.Linear:
+            layers.append((name, module))
+        elif type(module) is nn.Conv2d:
+            reason = unsupported_reason(module)
+            if reason is None:
+                layers.append((name, module))
+            else:
+                left_alone.append(f"{name} (Conv2d, {reason})")
+        elif any(True for _ in module.parameters(recurse=False)):
+            left_alone.append(f"{name or type(module).__name__} ({type(module).__name__})")
+    if not layers:
+        raise ValueError("convert(rule='dfa'): the model has no nn.Linear or nn.Conv2d layer to train")
+    if type(layers[-1][1]) is not nn.Linear:
+        raise ValueError(
+            f"convert(rule='dfa'): the output layer (the last registered layer, {layers[-1][0]!r}) "
+            "must be an nn.Linear"
+        )
+    convs = [m for _, m in layers if type(m) is nn.Conv2d]
+    maps = {}
+    if convs:
+        if example_input is None:
+            raise ValueError(
+                "convert(rule='dfa'): the model has Conv2d layers; pass example_input= (one batch of "
+                "inputs) so each conv layer's feedback can be sized to its output map"
+            )
+        maps = _conv_output_maps(model, convs, example_input)
+    converted = []
+    for name, module in layers:
+        if type(module) is nn.Conv2d:
+            layer = DFAConv2d.from_conv(module)
+            layer.output_map = maps[id(module)]
+        else:
+            layer = DFALinear.from_linear(module)
         _replace(model, name, layer)
-        layers.append(layer)
-    rule_obj = DirectFeedbackAlignment(layers[:-1], layers[-1], seed=seed, feedback_scale=feedback_scale)
+        converted.append(layer)
+    rule_obj = DirectFeedbackAlignment(
+        converted[:-1], converted[-1], [n for n, _ in layers], seed=seed, feedback_scale=scale, inject=inject
+    )
     for module in model.modules():
         if act.from_module(module) is not None:
             rule_obj._hooks.append(module.register_forward_hook(rule_obj.observe_activation))
+    if left_alone:
+        warnings.warn(
+            "convert(rule='dfa'): DFA delivers the error to Linear and Conv2d layers only; these "
+            f"modules get no gradient: {', '.join(left_alone)}",
+            UserWarning,
+            stacklevel=3,
+        )
     return model
 
 
 def unconvert(model: nn.Module) -> nn.Module:
-    """Returns `model` (in place) with plain nn.Linear layers sharing the
-    converted layers' parameters; feedback matrices are dropped."""
+    """Returns `model` (in place) with plain nn.Linear / nn.Conv2d layers
+    sharing the converted layers' parameters; feedback matrices are dropped."""
     for name, module in list(model.named_modules()):
-        if isinstance(module, DFALinear):
-            if module.dfa_rule is not None:
-                module.dfa_rule.remove_hooks()
-            _replace(model, name, module.to_linear())
+        if isinstance(module, (DFALinear, DFAConv2d)) and module.dfa_rule is not None:
+            module.dfa_rule.remove_hooks()
+        if isinstance(module, _CONVERTED):
+            _replace(model, name, module.to_plain())
     return model

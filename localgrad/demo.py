@@ -1,5 +1,6 @@
-"""The demo: one MLP, trained on real MNIST digits with several rules, same
-initial weights, data order and budget for each; prints a comparison table."""
+"""The demo: one model (an MLP, or a LeNet-like CNN), trained on real MNIST
+digits with several rules, same initial weights, data order and budget for
+each; prints a comparison table and can plot test accuracy per epoch."""
 
 from __future__ import annotations
 
@@ -23,6 +24,29 @@ class RuleResult:
     curve: list[float]  # test accuracy after each epoch
 
 
+DEFAULT_RULES = ("backprop", "fa", "usf", "brsf", "frsf", "dfa")
+MODELS = ("mlp", "cnn")
+
+
+def lenet(n_classes: int) -> nn.Sequential:
+    """LeNet-5-like (LeCun 1998), ReLU and max pooling, for 28x28 inputs."""
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 28, 28)),
+        nn.Conv2d(1, 6, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120),
+        nn.ReLU(),
+        nn.Linear(120, 84),
+        nn.ReLU(),
+        nn.Linear(84, n_classes),
+    )
+
+
 def mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Flatten()]
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -42,6 +66,14 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct / max(len(y), 1)
 
 
+def build_model(name: str, dataset: data.Dataset, hidden: list[int]) -> nn.Sequential:
+    if name == "cnn":
+        if dataset.n_features != 784:
+            raise ValueError("demo: the CNN takes 28x28 images; use --dataset mnist")
+        return lenet(dataset.n_classes)
+    return mlp([dataset.n_features, *hidden, dataset.n_classes])
+
+
 def train(
     rule: str,
     dataset: data.Dataset,
@@ -51,10 +83,11 @@ def train(
     lr: float,
     seed: int,
     progress: bool = True,
+    model_name: str = "mlp",
 ) -> RuleResult:
     torch.manual_seed(seed)
-    model = mlp([dataset.n_features, *hidden, dataset.n_classes]).to(dataset.x_train.device)
-    localgrad.convert(model, rule=rule, seed=seed)
+    model = build_model(model_name, dataset, hidden).to(dataset.x_train.device)
+    localgrad.convert(model, rule=rule, seed=seed, example_input=dataset.x_train[:2])
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     order = torch.Generator().manual_seed(seed)
@@ -78,10 +111,10 @@ def train(
     return RuleResult(rule, curve[-1], loss_sum / max(n_batches, 1), seconds / max(epochs, 1), curve)
 
 
-def format_table(results: list[RuleResult], dataset: data.Dataset) -> str:
+def format_table(results: list[RuleResult], dataset: data.Dataset, model_name: str = "mlp") -> str:
     baseline = next((r for r in results if r.rule == "backprop"), None)
     lines = [
-        f"{dataset.name}: {len(dataset.y_train)} train / {len(dataset.y_test)} test",
+        f"{model_name} on {dataset.name}: {len(dataset.y_train)} train / {len(dataset.y_test)} test",
         f"{'rule':<10} {'test acc':>9} {'vs backprop':>12} {'train loss':>11} {'s / epoch':>10}",
     ]
     for r in results:
@@ -92,8 +125,28 @@ def format_table(results: list[RuleResult], dataset: data.Dataset) -> str:
     return "\n".join(lines)
 
 
+def plot(results: list[RuleResult], path: str, title: str) -> None:
+    """Test accuracy per epoch, one line per rule, written to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in results:
+        ax.plot(range(1, len(r.curve) + 1), [100 * a for a in r.curve], label=r.rule, marker=".")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def run(
-    rules=("backprop", "dfa"),
+    rules=DEFAULT_RULES,
     dataset_name: str = "mnist",
     hidden=(256, 256),
     epochs: int = 15,
@@ -102,6 +155,8 @@ def run(
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
+    model_name: str = "mlp",
+    plot_path: str | None = None,
 ) -> list[RuleResult]:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() and localgrad.has_cuda_kernels() else "cpu"
@@ -109,6 +164,13 @@ def run(
     if dataset_name not in loaders:
         raise ValueError(f"demo: dataset must be one of {', '.join(loaders)}, got {dataset_name!r}")
     dataset = loaders[dataset_name](seed=seed).to(device)
-    results = [train(rule, dataset, list(hidden), epochs, batch_size, lr, seed, progress) for rule in rules]
-    print(format_table(results, dataset))
+    if model_name not in MODELS:
+        raise ValueError(f"demo: model must be one of {', '.join(MODELS)}, got {model_name!r}")
+    results = [
+        train(rule, dataset, list(hidden), epochs, batch_size, lr, seed, progress, model_name) for rule in rules
+    ]
+    print(format_table(results, dataset, model_name))
+    if plot_path:
+        plot(results, plot_path, f"{model_name} on {dataset.name}")
+        print(f"wrote {plot_path}")
     return results

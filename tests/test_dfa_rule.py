@@ -2,6 +2,8 @@
 
 import copy
 import io
+import math
+import warnings
 
 import pytest
 import torch
@@ -322,15 +324,110 @@ def test_bad_models_get_clear_errors():
         localgrad.convert(localgrad.convert(deep_mlp(), rule="dfa"), rule="dfa")
     with pytest.raises(ValueError, match="no nn.Linear"):
         localgrad.convert(nn.Sequential(nn.ReLU()), rule="dfa")
-    model = localgrad.convert(FunctionalActivation(), rule="dfa")
-    with pytest.raises(RuntimeError, match="activation module"):
-        model(torch.randn(3, 4))
-    model = localgrad.convert(mlp(nn.Linear(4, 5), nn.Dropout(0.5), nn.Linear(5, 2)), rule="dfa")
-    with pytest.raises(RuntimeError, match="activation module"):
-        model(torch.randn(3, 4, dtype=F64))
+    with pytest.raises(ValueError, match="must be an nn.Linear"):
+        localgrad.convert(nn.Sequential(nn.Linear(3, 3), nn.Conv2d(1, 1, 1)), rule="dfa")
+    with pytest.raises(ValueError, match="example_input"):
+        localgrad.convert(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2)), rule="dfa")
+    with pytest.raises(ValueError, match="inject"):
+        localgrad.convert(deep_mlp(), rule="dfa", inject="everywhere")
     model = localgrad.convert(mlp(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2)), rule="dfa")
     with pytest.raises(RuntimeError, match="out of order"):
         model[2](torch.randn(3, 5, dtype=F64))
+
+
+def test_functional_activation_is_named_and_takes_the_error_at_the_output():
+    torch.manual_seed(0)
+    model = localgrad.convert(FunctionalActivation().double(), rule="dfa")
+    x, y = torch.randn(3, 4, dtype=F64), torch.randint(0, 2, (3,))
+    with pytest.warns(UserWarning, match="applied directly to the output of fc1"):
+        run_step(model, x, y)
+    with torch.no_grad():
+        out = model.fc2(torch.relu(model.fc1(x)))
+    out.requires_grad_(True)
+    (e,) = torch.autograd.grad(F.cross_entropy(out, y), out)
+    assert rel_err(model.fc1.weight.grad, (e @ model.fc1.feedback).T @ x) <= 1e-12
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_step(model, x, y)  # said once
+
+
+def test_inject_at_output_ignores_the_activation():
+    model = localgrad.convert(deep_mlp(), rule="dfa", inject="output", seed=3)
+    x, y = torch.randn(5, 12, dtype=F64), torch.randint(0, 4, (5,))
+    run_step(model, x, y)
+    with torch.no_grad():
+        out = model(x)
+    out.requires_grad_(True)
+    (e,) = torch.autograd.grad(F.cross_entropy(out, y), out)
+    assert rel_err(model[3].weight.grad, (e @ model[3].feedback).T @ torch.tanh(model[1](x)).detach()) <= 1e-12
+
+
+def lenet(**conv):
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, **conv),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 5, 3, padding=1),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Dropout(0.0),
+        nn.LazyLinear(7),
+        nn.Sigmoid(),
+        nn.Linear(7, 3),
+    ).to(F64)
+
+
+@pytest.mark.parametrize("conv", [dict(), dict(stride=2, padding=2), dict(dilation=2, padding=1)])
+def test_conv_gradients_match_the_dfa_formula(conv):
+    x, y = torch.randn(6, 1, 12, 12, dtype=F64), torch.randint(0, 3, (6,))
+    model = lenet(**conv)
+    model(x)  # materialise the lazy layer
+    localgrad.convert(model, rule="dfa", example_input=x, seed=2)
+    c1, c2, l1, out_layer = model[0], model[3], model[7], model[9]
+    assert c1.feedback.shape == (3, math.prod(c1.output_map)) and c1.output_map[0] == 4
+    run_step(model, x, y)
+    with torch.no_grad():
+        a1 = F.conv2d(x, c1.weight, c1.bias, c1.stride, c1.padding, c1.dilation)
+        h1 = F.relu(a1)
+        p1 = F.max_pool2d(h1, 2)
+        a2 = F.conv2d(p1, c2.weight, c2.bias, 1, 1)
+        h2 = torch.tanh(a2)
+        a3 = h2.flatten(1) @ l1.weight.T + l1.bias
+        h3 = torch.sigmoid(a3)
+        out = h3 @ out_layer.weight.T + out_layer.bias
+    out.requires_grad_(True)
+    (e,) = torch.autograd.grad(F.cross_entropy(out, y), out)
+    d1 = ((e @ c1.feedback) * (h1 > 0).flatten(1)).view_as(a1)
+    d2 = ((e @ c2.feedback) * (1 - h2**2).flatten(1)).view_as(a2)
+    d3 = (e @ l1.feedback) * h3 * (1 - h3)
+    # The conv weight gradient of delta, written out independently: autograd of <a(W), delta>.
+    for layer, inp, delta, kw in [(c1, x, d1, conv), (c2, p1, d2, dict(padding=1))]:
+        w = layer.weight.detach().clone().requires_grad_(True)
+        b = layer.bias.detach().clone().requires_grad_(True)
+        (F.conv2d(inp, w, b, **kw) * delta).sum().backward()
+        assert rel_err(layer.weight.grad, w.grad) <= 1e-12
+        assert rel_err(layer.bias.grad, b.grad) <= 1e-12
+    assert rel_err(l1.weight.grad, d3.T @ h2.flatten(1)) <= 1e-12
+    assert rel_err(out_layer.weight.grad, e.T @ h3) <= 1e-12
+
+
+def test_conv_model_state_dict_and_map_check():
+    x = torch.randn(2, 1, 12, 12, dtype=F64)
+    model = lenet()
+    model(x)
+    localgrad.convert(model, rule="dfa", example_input=x)
+    assert model.state_dict()["0.feedback"].shape == (3, 4 * 10 * 10)
+    with pytest.raises(RuntimeError, match="output map"):
+        model(torch.randn(2, 1, 14, 14, dtype=F64))
+
+
+def test_modules_without_a_dfa_gradient_are_named_once():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2))
+    with pytest.warns(UserWarning, match=r"get no gradient: 1 \(BatchNorm2d\)"):
+        localgrad.convert(model, rule="dfa", example_input=torch.randn(1, 1, 4, 4))
+    assert model[1].training and model[1].num_batches_tracked == 0  # the sizing pass left BN alone
 
 
 def test_reference_fallback_without_the_extension(monkeypatch):

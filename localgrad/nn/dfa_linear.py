@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from localgrad.nn.feedback import share_parameters
+
 
 class DFALinear(nn.Linear):
     """An nn.Linear whose weight gradient comes from Direct Feedback Alignment.
@@ -26,23 +28,30 @@ class DFALinear(nn.Linear):
     def from_linear(cls, linear: nn.Linear) -> "DFALinear":
         """A DFALinear sharing `linear`'s parameters (optimizers holding them keep working)."""
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
-        layer.weight = linear.weight
-        layer.bias = linear.bias
-        layer.train(linear.training)
-        return layer
+        return share_parameters(layer, linear)
 
-    def to_linear(self) -> nn.Linear:
+    def to_plain(self) -> nn.Linear:
         """A plain nn.Linear sharing this layer's parameters."""
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
-        linear.weight = self.weight
-        linear.bias = self.bias
-        linear.train(self.training)
-        return linear
+        return share_parameters(linear, self)
+
+    @property
+    def dfa_width(self) -> int:
+        return self.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dfa_rule is None or not torch.is_grad_enabled():
             return F.linear(x, self.weight, self.bias)
         return self.dfa_rule.forward_layer(self, x)
+
+    def dfa_compute(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def dfa_weight_grads(self, delta: torch.Tensor, x: torch.Tensor):
+        """(grad_weight, grad_bias) for delta: (rows, out_features) at the
+        output; leading dimensions of x count as batch."""
+        grad_w = delta.t() @ x.reshape(-1, self.in_features).to(delta.dtype)
+        return grad_w, (delta.sum(0) if self.bias is not None else None)
 
     def extra_repr(self) -> str:
         role = "output" if getattr(self, "feedback", None) is None else "hidden"

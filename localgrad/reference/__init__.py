@@ -3,5 +3,6 @@ equations. They are the oracle for the tests and the fallback when the compiled
 extension is missing."""
 
 from localgrad.reference.dfa import dfa_project
+from localgrad.reference.sign_feedback import sign_feedback
 
-__all__ = ["dfa_project"]
+__all__ = ["dfa_project", "sign_feedback"]

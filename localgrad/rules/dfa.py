@@ -17,46 +17,63 @@ gradients are accumulated into `.grad` like autograd would.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from localgrad import activations as act
 from localgrad import ops
-from localgrad.nn.dfa_linear import DFALinear
 
 
 @dataclass
 class _Tape:
     """What one forward pass leaves for its backward: per hidden layer, its
-    input and its activation's output (and kind)."""
+    input and, when an activation module was applied to its output, that
+    module's output and kind."""
 
     inputs: list = field(default_factory=list)
-    outputs: list = field(default_factory=list)  # h_l = f(a_l), None for identity
+    outputs: list = field(default_factory=list)  # h_l = f(a_l), None: error enters at a_l
     kinds: list = field(default_factory=list)
     slopes: list = field(default_factory=list)
-    last_output: torch.Tensor | None = None  # a_l of the hidden layer that ran last
-    expected_input: torch.Tensor | None = None  # what the next layer must be fed
+    last_output: torch.Tensor | None = None  # a_l of the last hidden layer, until an activation takes it
+    last_raw: torch.Tensor | None = None  # a_l of the last hidden layer
+    unknown: list = field(default_factory=list)  # layers whose output went through unknown operations
 
 
 class DirectFeedbackAlignment:
     """The DFA rule attached to a converted model (see `localgrad.convert`).
 
-    hidden: the hidden DFALinear layers in forward order; output: the output
-    layer. Their feedback buffers are column blocks of one (n_out, sum of
-    widths) matrix, so the fused op reads them without a copy.
+    hidden: the hidden DFALinear / DFAConv2d layers in forward order; output:
+    the output layer; names: all their names, for messages. Hidden layers'
+    feedback buffers are column blocks of one (n_out, sum of widths) matrix,
+    so the fused op reads them without a copy. inject: "activation" (the error
+    enters after an activation module applied directly to the layer's output,
+    as in Nøkland 2016) or "output" (it enters at the layer's output).
     """
 
-    def __init__(self, hidden: list[DFALinear], output: DFALinear, seed: int = 0, feedback_scale: float = 1.0):
+    def __init__(
+        self,
+        hidden: list,
+        output: nn.Module,
+        names: list[str],
+        seed: int = 0,
+        feedback_scale: float | None = None,
+        inject: str = "activation",
+    ):
+        if inject not in ("activation", "output"):
+            raise ValueError(f"DFA: inject must be 'activation' or 'output', got {inject!r}")
         self.hidden = hidden
         self.output = output
-        self.n_out = output.out_features
-        self.widths = [layer.out_features for layer in hidden]
+        self.names = names
+        self.inject = inject
+        self.n_out = output.out_features if isinstance(output, nn.Linear) else output.out_channels
+        self.widths = [layer.dfa_width for layer in hidden]
         self._tape: _Tape | None = None
         self._bank: torch.Tensor | None = None
         self._hooks = []
+        self._warned_no_activation = False
         for index, layer in enumerate([*hidden, output]):
             layer.dfa_rule = self
             layer.dfa_index = index
@@ -64,14 +81,15 @@ class DirectFeedbackAlignment:
 
     # Feedback matrices -------------------------------------------------
 
-    def _init_feedback(self, seed: int, scale: float) -> None:
-        """B_l ~ U(-s, s) with s = scale / sqrt(width_l): the init of an
+    def _init_feedback(self, seed: int, scale: float | None) -> None:
+        """B_l ~ U(-s, s), by default s = 1/sqrt(width_l): the init of an
         nn.Linear(width_l, n_out), the shape of weight that backprop would
-        send e through, so DFA's signal starts at backprop's scale."""
+        send e through, so DFA's signal starts at backprop's scale. (For a
+        conv layer width_l is its whole output map, C*H*W.)"""
         generator = torch.Generator().manual_seed(seed)
         blocks = []
         for width in self.widths:
-            bound = scale / math.sqrt(max(width, 1))
+            bound = 1.0 / math.sqrt(max(width, 1)) if scale is None else float(scale)
             blocks.append((torch.rand(self.n_out, width, generator=generator, dtype=torch.float64) * 2 - 1) * bound)
         ref = self.output.weight
         bank = torch.cat(blocks, dim=1) if blocks else torch.empty(self.n_out, 0, dtype=torch.float64)
@@ -120,70 +138,76 @@ class DirectFeedbackAlignment:
     # Forward: record what the backward needs -----------------------------
 
     def observe_activation(self, module: nn.Module, inputs, output) -> None:
-        """Forward hook on the model's activation modules: notes which
-        activation the last hidden layer's output went through."""
+        """Forward hook on the model's activation modules: notes the
+        activation applied directly to the last hidden layer's output."""
         tape = self._tape
         if tape is None or tape.last_output is None or not inputs or inputs[0] is not tape.last_output:
             return
-        kind, slope = act.from_module(module)
-        tape.kinds[-1], tape.slopes[-1] = kind, slope
-        tape.expected_input = output
+        tape.kinds[-1], tape.slopes[-1] = act.from_module(module)
+        tape.outputs[-1] = output.detach()
         tape.last_output = None
 
-    def forward_layer(self, layer: DFALinear, x: torch.Tensor) -> torch.Tensor:
+    def forward_layer(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         index = layer.dfa_index
-        is_output = layer is self.output
         if index == 0:
             self._tape = _Tape()
         tape = self._tape
-        if index > 0:
-            if tape is None or len(tape.inputs) != index:
-                raise RuntimeError(
-                    f"DFA: layer {index} ran out of order; convert(rule='dfa') expects the model's "
-                    "nn.Linear layers to run once each, in the order they were registered"
-                )
-            if x is not tape.expected_input:
-                raise RuntimeError(
-                    f"DFA: the input of layer {index} is not the previous layer's output passed "
-                    "through one activation module. DFA needs each hidden layer's activation: use "
-                    "modules (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity) rather than "
-                    "functional calls, with no other operation between the Linear layers"
-                )
-            # An identity layer needs no tensor: its derivative is 1.
-            if tape.kinds[-1] != act.Activation.IDENTITY:
-                tape.outputs[-1] = x.detach()
-        x = x.detach()
-        if is_output:
+        if index > 0 and (tape is None or len(tape.inputs) != index):
+            raise RuntimeError(
+                f"DFA: layer {self.names[index]!r} ran out of order; convert(rule='dfa') expects the "
+                "model's Linear/Conv2d layers to run once each, in the order they were registered"
+            )
+        if index > 0 and tape.outputs[-1] is None and x is not tape.last_raw:
+            tape.unknown.append(index - 1)  # neither an activation module nor nothing in between
+        tape.last_output = None
+        x = x.detach()  # no backward sweep through the layers below
+        if layer is self.output:
             self._tape = None
-            y = F.linear(x, layer.weight, layer.bias)
+            self._warn_missing_activations(tape)
+            y = layer.dfa_compute(x)
             if self.hidden and y.requires_grad:
                 y.register_hook(lambda e, tape=tape: self._backward(tape, e))
             return y
         tape.inputs.append(x)
         with torch.no_grad():  # no graph: hidden layers never see autograd
-            y = F.linear(x, layer.weight, layer.bias)
+            y = layer.dfa_compute(x)
         tape.outputs.append(None)
         tape.kinds.append(act.Activation.IDENTITY)
         tape.slopes.append(0.0)
-        tape.last_output = y
-        tape.expected_input = y
+        tape.last_raw = y
+        if self.inject == "activation":
+            tape.last_output = y
         return y
+
+    def _warn_missing_activations(self, tape: _Tape) -> None:
+        if self.inject != "activation" or self._warned_no_activation:
+            return
+        missing = [self.names[i] for i in tape.unknown]
+        if missing:
+            warnings.warn(
+                "DFA: no activation module (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity) "
+                f"is applied directly to the output of {', '.join(missing)}; their error enters at the "
+                "layer output (f' = 1). Use activation modules, not functional calls, for the "
+                "error to enter after the activation.",
+                UserWarning,
+                stacklevel=2,
+            )
+            self._warned_no_activation = True
 
     # Backward: one fused projection, then the weight-gradient GEMMs --------
 
     def _backward(self, tape: _Tape, error: torch.Tensor) -> None:
         error = error.reshape(-1, self.n_out)
+        rows = error.shape[0]
         bank = self.feedback_bank()
         dtype = error.dtype
-        outputs = [None if h is None else h.reshape(-1, h.shape[-1]).to(dtype) for h in tape.outputs]
-        deltas = ops.dfa_project(
-            error, bank.to(dtype), outputs, tape.kinds, tape.slopes, widths=self.widths
-        )
+        outputs = [None if h is None else h.reshape(rows, w).to(dtype) for h, w in zip(tape.outputs, self.widths)]
+        deltas = ops.dfa_project(error, bank.to(dtype), outputs, tape.kinds, tape.slopes, widths=self.widths)
         for layer, x, delta in zip(self.hidden, tape.inputs, deltas):
-            x = x.reshape(-1, layer.in_features).to(dtype)
-            _accumulate(layer.weight, delta.t() @ x)
-            if layer.bias is not None:
-                _accumulate(layer.bias, delta.sum(0))
+            grad_w, grad_b = layer.dfa_weight_grads(delta, x.to(dtype))
+            _accumulate(layer.weight, grad_w)
+            if grad_b is not None:
+                _accumulate(layer.bias, grad_b)
 
     def remove_hooks(self) -> None:
         for handle in self._hooks:

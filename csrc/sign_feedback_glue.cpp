@@ -1,0 +1,35 @@
+#include "sign_feedback_glue.h"
+
+#include <cmath>
+
+#include "checks.h"
+
+namespace localgrad::sign_feedback {
+
+namespace {
+constexpr const char* kOp = "sign_feedback";
+}
+
+Prepared prepare(const at::Tensor& weight, int64_t seed, int64_t counter, double scale,
+                 const at::Tensor& out) {
+  check_float(weight, kOp, "weight");
+  check_same_dtype(out, weight, kOp, "out", "weight");
+  check_same_device(out, weight, kOp, "out", "weight");
+  TORCH_CHECK_VALUE(out.sizes() == weight.sizes(), kOp, ": out must have the shape of weight ",
+                    weight.sizes(), ", got ", out.sizes());
+  TORCH_CHECK_VALUE(out.is_contiguous(), kOp,
+                    ": out must be contiguous (an output cannot be copied), got strides ",
+                    out.strides());
+  TORCH_CHECK_VALUE(std::isfinite(scale), kOp, ": scale must be finite, got ", scale);
+  Prepared p;
+  p.weight = weight.contiguous();
+  p.params.weight = p.weight.const_data_ptr();
+  p.params.out = out.data_ptr();
+  p.params.numel = weight.numel();
+  p.params.seed = static_cast<uint64_t>(seed);
+  p.params.counter = static_cast<uint64_t>(counter);
+  p.params.scale = scale;
+  return p;
+}
+
+}  // namespace localgrad::sign_feedback

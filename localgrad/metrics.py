@@ -1,0 +1,78 @@
+"""Alignment diagnostics: how close a rule's updates are to backprop's, and how
+close its feedback matrices are to the weights they stand in for (the angles
+Lillicrap et al. 2016, Fig. 2, and Nøkland 2016, Fig. 3, plot)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from localgrad.convert import unconvert
+from localgrad.nn.dfa_linear import DFALinear
+from localgrad.nn.fa_conv2d import FAConv2d
+from localgrad.nn.fa_linear import FALinear
+
+
+@dataclass
+class LayerAlignment:
+    name: str
+    rule: str
+    update_angle: float  # degrees between the rule's weight update and backprop's gradient
+    feedback_angle: float | None  # degrees between the feedback and the weights it stands in for
+
+
+def angle(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Angle in degrees between two tensors seen as vectors (90 if one is 0)."""
+    a, b = a.detach().double().flatten(), b.detach().double().flatten()
+    denom = a.norm() * b.norm()
+    if denom == 0:
+        return 90.0
+    return math.degrees(math.acos(max(-1.0, min(1.0, (a @ b / denom).item()))))
+
+
+def _weight_grads(model: nn.Module, x, y, loss_fn) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    loss_fn(model(x), y).backward()
+    return {name: m.weight.grad for name, m in model.named_modules() if hasattr(m, "weight") and m.weight is not None and m.weight.grad is not None}
+
+
+def alignment(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable = F.cross_entropy,
+) -> list[LayerAlignment]:
+    """Per converted layer, on the batch (x, y): the angle between the rule's
+    update and the true gradient, and between its feedback and the weights:
+    for FA-family layers B vs W; for a DFA hidden layer B_l vs the product of
+    the downstream weights W_L ... W_(l+1), the matrix backprop would send the
+    error through in a linear network. Runs on copies: the model, its
+    gradients and its rule's state (brSF's counter) are left as they were."""
+    rule_model = copy.deepcopy(model)
+    rule_grads = _weight_grads(rule_model, x, y, loss_fn)
+    true_grads = _weight_grads(unconvert(copy.deepcopy(model)), x, y, loss_fn)
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (FALinear, FAConv2d, DFALinear))]
+    dfa_weights = [m.weight.detach() for _, m in layers if isinstance(m, DFALinear)]
+    results = []
+    for name, layer in layers:
+        if isinstance(layer, DFALinear):
+            rule = "dfa"
+            index = layer.dfa_index
+            if getattr(layer, "feedback", None) is None:
+                feedback_angle = None  # the output layer learns from its true gradient
+            else:
+                downstream = dfa_weights[-1]
+                for w in reversed(dfa_weights[index + 1 : -1]):
+                    downstream = downstream @ w
+                feedback_angle = angle(layer.feedback, downstream)
+        else:
+            rule = layer.feedback_rule
+            feedback_angle = angle(layer.feedback, layer.weight)
+        results.append(LayerAlignment(name, rule, angle(rule_grads[name], true_grads[name]), feedback_angle))
+    return results
