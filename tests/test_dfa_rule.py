@@ -458,3 +458,17 @@ def test_float32_training_step_on_device(device):
     run_step(model, x.to(device), y.to(device))
     for p in model.parameters():
         assert rel_err(p.grad.cpu(), expected[id(p)]) <= 1e-5
+
+
+class MeanOverTime(nn.Module):
+    def forward(self, x):
+        return x.mean(1)
+
+
+def test_rows_must_match_the_output():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), MeanOverTime(), nn.Linear(5, 2)).double()
+    localgrad.convert(model, rule="dfa")
+    out = model(torch.randn(3, 7, 4, dtype=F64))
+    with pytest.raises(RuntimeError, match="produced 21 rows"):
+        out.sum().backward()

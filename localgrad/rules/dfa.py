@@ -40,6 +40,7 @@ class _Tape:
     last_output: torch.Tensor | None = None  # a_l of the last hidden layer, until an activation takes it
     last_raw: torch.Tensor | None = None  # a_l of the last hidden layer
     unknown: list = field(default_factory=list)  # layers whose output went through unknown operations
+    rows: list = field(default_factory=list)  # output rows (samples) of each hidden layer
 
 
 class DirectFeedbackAlignment:
@@ -163,6 +164,7 @@ class DirectFeedbackAlignment:
         x = x.detach()  # no backward sweep through the layers below
         if layer is self.output:
             self._tape = None
+            tape.last_raw = None  # the backward needs it no more than the forward does
             self._warn_missing_activations(tape)
             y = layer.dfa_compute(x)
             if self.hidden and y.requires_grad:
@@ -171,6 +173,7 @@ class DirectFeedbackAlignment:
         tape.inputs.append(x)
         with torch.no_grad():  # no graph: hidden layers never see autograd
             y = layer.dfa_compute(x)
+        tape.rows.append(y.numel() // max(layer.dfa_width, 1))
         tape.outputs.append(None)
         tape.kinds.append(act.Activation.IDENTITY)
         tape.slopes.append(0.0)
@@ -199,6 +202,12 @@ class DirectFeedbackAlignment:
     def _backward(self, tape: _Tape, error: torch.Tensor) -> None:
         error = error.reshape(-1, self.n_out)
         rows = error.shape[0]
+        for name, layer_rows in zip(self.names, tape.rows):
+            if layer_rows != rows:
+                raise RuntimeError(
+                    f"DFA: layer {name!r} produced {layer_rows} rows (samples) but the output has {rows}; "
+                    "DFA sends each output row's error to the matching row of every hidden layer"
+                )
         bank = self.feedback_bank()
         dtype = error.dtype
         outputs = [None if h is None else h.reshape(rows, w).to(dtype) for h, w in zip(tape.outputs, self.widths)]
