@@ -1,14 +1,13 @@
 """The feedback-alignment family (fa, usf, brsf, frsf) on Linear and Conv2d models."""
 
 import copy
-import io
 import math
 import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
-from testing import DEVICES, rel_err
+from testing import DEVICES, assert_resume_is_exact, rel_err
 from torch import nn
 
 import localgrad
@@ -208,31 +207,10 @@ def test_layers_get_distinct_feedback_and_seed_is_reproducible():
 def test_resumed_run_continues_bit_exactly(rule):
     x0, y0 = data((2, 12, 12), 5, n=8)
     base = materialize(cnn(padding=1), x0)
-    model = converted_copy(base, rule, seed=3)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     batches = [data((2, 12, 12), 5, n=8) for _ in range(4)]
     batches = [(x + i, y) for i, (x, y) in enumerate(batches)]
-
-    def train(m, o, bs):
-        for x, y in bs:
-            o.zero_grad()
-            F.cross_entropy(m(x), y).backward()
-            o.step()
-
-    train(model, opt, batches[:2])
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
-    train(model, opt, batches[2:])
-
-    resumed = converted_copy(base, rule, seed=99)
-    resumed_opt = torch.optim.SGD(resumed.parameters(), lr=0.05, momentum=0.9)
-    buffer.seek(0)
-    state = torch.load(buffer)
-    resumed.load_state_dict(state["model"])
-    resumed_opt.load_state_dict(state["opt"])
-    train(resumed, resumed_opt, batches[2:])
-    for (k, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), k
+    model = converted_copy(base, rule, seed=3)
+    assert_resume_is_exact(model, lambda: converted_copy(base, rule, seed=99), batches, 2)
 
 
 def test_state_dict_holds_feedback_of_the_weight_shape():

@@ -29,3 +29,35 @@ def low_precision_bound(torch_result: torch.Tensor, oracle: torch.Tensor) -> flo
 def poisoned(shape, dtype, device) -> torch.Tensor:
     """An output buffer full of NaN, so that any element left unwritten fails."""
     return torch.full(shape, float("nan"), dtype=dtype, device=device)
+
+
+def assert_resume_is_exact(model, make_other, batches, split, lr=0.05):
+    """Trains `model` (SGD with momentum, cross-entropy) on all `batches`,
+    saving model and optimizer state after `split` of them; then loads that
+    state into `make_other()` (a model converted with other random feedback)
+    and trains it on the rest. Both must end bit-for-bit equal."""
+    import io
+
+    import torch.nn.functional as F
+
+    def train(m, opt, part):
+        for x, y in part:
+            opt.zero_grad()
+            F.cross_entropy(m(x), y).backward()
+            opt.step()
+
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    train(model, opt, batches[:split])
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
+    train(model, opt, batches[split:])
+
+    resumed = make_other()
+    resumed_opt = torch.optim.SGD(resumed.parameters(), lr=lr, momentum=0.9)
+    buffer.seek(0)
+    state = torch.load(buffer)
+    resumed.load_state_dict(state["model"])
+    resumed_opt.load_state_dict(state["opt"])
+    train(resumed, resumed_opt, batches[split:])
+    for (key, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), key

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from localgrad.activations import Activation, derivative_from_output
+from localgrad.activations import derivative_from_output
 
 
 def dfa_project(
