@@ -171,6 +171,9 @@ def run(
     ]
     print(format_table(results, dataset, model_name))
     if plot_path:
-        plot(results, plot_path, f"{model_name} on {dataset.name}")
-        print(f"wrote {plot_path}")
+        try:
+            plot(results, plot_path, f"{model_name} on {dataset.name}")
+            print(f"wrote {plot_path}")
+        except ImportError:
+            print("matplotlib is not installed (pip install 'localgrad[data]'): no plot written")
     return results
