@@ -25,14 +25,26 @@ LOCALGRAD_RNG_HD uint64_t splitmix64(uint64_t z) {
   return z ^ (z >> 31);
 }
 
+// The first two rounds depend on (seed, counter) only: callers that draw many
+// elements compute this key once and draw each element with one round.
+LOCALGRAD_RNG_HD uint64_t key(uint64_t seed, uint64_t counter) {
+  return splitmix64(splitmix64(seed) ^ counter);
+}
+
+LOCALGRAD_RNG_HD uint64_t keyed_bits(uint64_t key, uint64_t index) { return splitmix64(key ^ index); }
+
 LOCALGRAD_RNG_HD uint64_t bits(uint64_t seed, uint64_t counter, uint64_t index) {
-  return splitmix64(splitmix64(splitmix64(seed) ^ counter) ^ index);
+  return keyed_bits(key(seed, counter), index);
+}
+
+LOCALGRAD_RNG_HD double keyed_uniform(uint64_t key, uint64_t index) {
+  return static_cast<double>(keyed_bits(key, index) >> 11) * 0x1.0p-53;
 }
 
 // Uniform on [0, 1) with 53 random bits; exact in double on every backend, so
 // a value derived from it rounds the same way everywhere.
 LOCALGRAD_RNG_HD double uniform(uint64_t seed, uint64_t counter, uint64_t index) {
-  return static_cast<double>(bits(seed, counter, index) >> 11) * 0x1.0p-53;
+  return keyed_uniform(key(seed, counter), index);
 }
 
 }  // namespace localgrad::rng

@@ -19,21 +19,32 @@ struct Params {
   const void* weight = nullptr;  // contiguous, numel elements
   void* out = nullptr;           // contiguous, numel elements
   int64_t numel = 0;
-  uint64_t seed = 0;
-  uint64_t counter = 0;
+  uint64_t key = 0;  // rng::key(seed, counter), computed once per call
   double scale = 1.0;
 };
 
-// One element of B, computed in double so every backend rounds identically.
-template <bool kRandomMagnitude, typename acc_t>
-LOCALGRAD_RNG_HD double value(acc_t w, const Params& p, int64_t i) {
-  if (w != w) return w;  // NaN stays NaN, as torch.sign does
-  const double sign = w > acc_t(0) ? 1.0 : (w < acc_t(0) ? -1.0 : 0.0);
-  double magnitude = p.scale;
-  if constexpr (kRandomMagnitude) {
-    magnitude *= rng::uniform(p.seed, p.counter, static_cast<uint64_t>(i));
-  }
-  return sign * magnitude;
+// sign(w) in {-1, 0, 1}, NaN for NaN (as torch.sign); branch-free so that
+// loops over it vectorise.
+template <typename acc_t>
+LOCALGRAD_RNG_HD acc_t sign_of(acc_t w) {
+  const acc_t s = static_cast<acc_t>((w > acc_t(0)) - (w < acc_t(0)));
+  return w != w ? w : s;
+}
+
+// uSF element: sign(w) * scale. `scale` is already rounded to acc_t; with a
+// sign in {-1, 0, 1} that gives the same bits as the double product rounded
+// once (the reference's order).
+template <typename acc_t>
+LOCALGRAD_RNG_HD acc_t uniform_sign(acc_t w, acc_t scale) {
+  return sign_of(w) * scale;
+}
+
+// brSF/frSF element: sign(w) * (scale * u_i), in double so every backend
+// rounds identically.
+template <typename acc_t>
+LOCALGRAD_RNG_HD double random_sign(acc_t w, const Params& p, int64_t i) {
+  const double magnitude = p.scale * rng::keyed_uniform(p.key, static_cast<uint64_t>(i));
+  return static_cast<double>(sign_of(w)) * magnitude;
 }
 
 }  // namespace localgrad::sign_feedback

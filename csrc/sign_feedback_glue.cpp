@@ -26,8 +26,7 @@ Prepared prepare(const at::Tensor& weight, int64_t seed, int64_t counter, double
   p.params.weight = p.weight.const_data_ptr();
   p.params.out = out.data_ptr();
   p.params.numel = weight.numel();
-  p.params.seed = static_cast<uint64_t>(seed);
-  p.params.counter = static_cast<uint64_t>(counter);
+  p.params.key = rng::key(static_cast<uint64_t>(seed), static_cast<uint64_t>(counter));
   p.params.scale = scale;
   return p;
 }

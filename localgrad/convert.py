@@ -15,7 +15,7 @@ from localgrad.nn.fa_linear import FALinear
 from localgrad.nn.feedback import FEEDBACK_RULES
 from localgrad.rules.dfa import DirectFeedbackAlignment
 
-RULES = ("backprop", *FEEDBACK_RULES, "dfa")
+RULES = ("backprop", *FEEDBACK_RULES, "dfa", "ba")
 _CONVERTED = (DFALinear, DFAConv2d, FALinear, FAConv2d)
 
 
@@ -37,6 +37,7 @@ def convert(
     feedback_scale: float | None = None,
     example_input: torch.Tensor | None = None,
     inject: str = "activation",
+    derivative: bool = True,
 ) -> nn.Module:
     """Converts `model` in place to train with `rule` and returns it. The
     training loop stays `loss.backward(); optimizer.step()`; parameters are
@@ -69,6 +70,21 @@ def convert(
     the layers; modules between them (BatchNorm, ...) get no gradient, with a
     warning naming them.
 
+    rule="ba" (broadcast alignment, Samadi, Lillicrap & Tweed 2017, Neural
+    Computation 29:578): the output error e is broadcast to every hidden
+    layer through a fixed random matrix B_l, the hidden cell's teaching signal
+    is (e B_l) * f'(a_l) when derivative=True (the paper's "intracellular
+    teaching signal that reflects the cell's nonlinearity", its better
+    variant) or e B_l itself when derivative=False (the plain broadcast it is
+    compared with). How it differs from DFA: the two were proposed
+    concurrently and, for rate units, derivative=True computes exactly DFA's
+    update (same kernel, same feedback draw for the same seed). The paper's
+    own setting is dynamic spiking neurons whose input-output relation is
+    approximated by a piecewise-smooth rate function, and its question is
+    whether the derivative term is needed; derivative=False is DFA with
+    inject="output". Options and layers as for "dfa"; `inject` is set by
+    `derivative`.
+
     Random matrices are drawn from generators seeded with `seed`.
     """
     if rule not in RULES:
@@ -81,7 +97,9 @@ def convert(
         raise ValueError("convert: pass the model that contains the layers, not a layer itself")
     if rule in FEEDBACK_RULES:
         return _convert_feedback(model, rule, seed, feedback_scale)
-    return _convert_dfa(model, seed, feedback_scale, example_input, inject)
+    if rule == "ba":
+        inject = "activation" if derivative else "output"
+    return _convert_dfa(model, rule, seed, feedback_scale, example_input, inject)
 
 
 def _convert_feedback(model: nn.Module, rule: str, seed: int, scale: float | None) -> nn.Module:
@@ -113,7 +131,7 @@ def _convert_feedback(model: nn.Module, rule: str, seed: int, scale: float | Non
     return model
 
 
-def _conv_output_maps(model: nn.Module, convs: list[nn.Conv2d], example_input) -> dict[int, tuple]:
+def _conv_output_maps(model: nn.Module, convs: list[nn.Conv2d], example_input, rule: str) -> dict[int, tuple]:
     """Output map shape (C, H, W) of each conv, from one eval-mode forward."""
     shapes, handles = {}, []
     for conv in convs:
@@ -130,11 +148,11 @@ def _conv_output_maps(model: nn.Module, convs: list[nn.Conv2d], example_input) -
             m.training = training
     missing = [c for c in convs if id(c) not in shapes]
     if missing:
-        raise ValueError("convert(rule='dfa'): some Conv2d layers did not run on example_input")
+        raise ValueError(f"convert(rule={rule!r}): some Conv2d layers did not run on example_input")
     return shapes
 
 
-def _convert_dfa(model: nn.Module, seed: int, scale: float | None, example_input, inject: str) -> nn.Module:
+def _convert_dfa(model: nn.Module, rule: str, seed: int, scale: float | None, example_input, inject: str) -> nn.Module:
     layers, left_alone = [], []
     for name, module in model.named_modules():
         if type(module) is nn.Linear:
@@ -148,10 +166,10 @@ def _convert_dfa(model: nn.Module, seed: int, scale: float | None, example_input
         elif any(True for _ in module.parameters(recurse=False)):
             left_alone.append(f"{name or type(module).__name__} ({type(module).__name__})")
     if not layers:
-        raise ValueError("convert(rule='dfa'): the model has no nn.Linear or nn.Conv2d layer to train")
+        raise ValueError(f"convert(rule={rule!r}): the model has no nn.Linear or nn.Conv2d layer to train")
     if type(layers[-1][1]) is not nn.Linear:
         raise ValueError(
-            f"convert(rule='dfa'): the output layer (the last registered layer, {layers[-1][0]!r}) "
+            f"convert(rule={rule!r}): the output layer (the last registered layer, {layers[-1][0]!r}) "
             "must be an nn.Linear"
         )
     convs = [m for _, m in layers if type(m) is nn.Conv2d]
@@ -159,10 +177,10 @@ def _convert_dfa(model: nn.Module, seed: int, scale: float | None, example_input
     if convs:
         if example_input is None:
             raise ValueError(
-                "convert(rule='dfa'): the model has Conv2d layers; pass example_input= (one batch of "
+                f"convert(rule={rule!r}): the model has Conv2d layers; pass example_input= (one batch of "
                 "inputs) so each conv layer's feedback can be sized to its output map"
             )
-        maps = _conv_output_maps(model, convs, example_input)
+        maps = _conv_output_maps(model, convs, example_input, rule)
     converted = []
     for name, module in layers:
         if type(module) is nn.Conv2d:
@@ -173,14 +191,15 @@ def _convert_dfa(model: nn.Module, seed: int, scale: float | None, example_input
         _replace(model, name, layer)
         converted.append(layer)
     rule_obj = DirectFeedbackAlignment(
-        converted[:-1], converted[-1], [n for n, _ in layers], seed=seed, feedback_scale=scale, inject=inject
+        converted[:-1], converted[-1], [n for n, _ in layers], seed=seed, feedback_scale=scale, inject=inject,
+        rule=rule,
     )
     for module in model.modules():
         if act.from_module(module) is not None:
             rule_obj._hooks.append(module.register_forward_hook(rule_obj.observe_activation))
     if left_alone:
         warnings.warn(
-            "convert(rule='dfa'): DFA delivers the error to Linear and Conv2d layers only; these "
+            f"convert(rule={rule!r}): the broadcast delivers the error to Linear and Conv2d layers only; these "
             f"modules get no gradient: {', '.join(left_alone)}",
             UserWarning,
             stacklevel=3,

@@ -62,7 +62,7 @@ def alignment(
     results = []
     for name, layer in layers:
         if isinstance(layer, DFALinear):
-            rule = "dfa"
+            rule = layer.dfa_rule.rule if layer.dfa_rule is not None else "dfa"
             index = layer.dfa_index
             if getattr(layer, "feedback", None) is None:
                 feedback_angle = None  # the output layer learns from its true gradient

@@ -15,9 +15,14 @@ void fill(const Params& p) {
   using acc_t = at::opmath_type<scalar_t>;
   const auto* w = static_cast<const scalar_t*>(p.weight);
   auto* out = static_cast<scalar_t*>(p.out);
-  at::parallel_for(0, p.numel, 16384, [&](int64_t begin, int64_t end) {
+  const auto scale = static_cast<acc_t>(p.scale);
+  at::parallel_for(0, p.numel, 32768, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      out[i] = static_cast<scalar_t>(value<kRandomMagnitude>(static_cast<acc_t>(w[i]), p, i));
+      if constexpr (kRandomMagnitude) {
+        out[i] = static_cast<scalar_t>(random_sign(static_cast<acc_t>(w[i]), p, i));
+      } else {
+        out[i] = static_cast<scalar_t>(uniform_sign(static_cast<acc_t>(w[i]), scale));
+      }
     }
   });
 }

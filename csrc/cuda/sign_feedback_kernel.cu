@@ -16,10 +16,15 @@ template <typename scalar_t, bool kRandomMagnitude>
 __global__ void __launch_bounds__(kThreads) fill_kernel(const Params p) {
   const auto* w = static_cast<const scalar_t*>(p.weight);
   auto* out = static_cast<scalar_t*>(p.out);
+  using acc_t = typename AccType<scalar_t>::type;
+  const auto scale = static_cast<acc_t>(p.scale);
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < p.numel; i += stride) {
-    const double v = value<kRandomMagnitude>(static_cast<double>(to_acc(w[i])), p, i);
-    out[i] = from_acc<scalar_t>(static_cast<typename AccType<scalar_t>::type>(v));
+    if constexpr (kRandomMagnitude) {
+      out[i] = from_acc<scalar_t>(static_cast<acc_t>(random_sign(to_acc(w[i]), p, i)));
+    } else {
+      out[i] = from_acc<scalar_t>(uniform_sign(to_acc(w[i]), scale));
+    }
   }
 }
 

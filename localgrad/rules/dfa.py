@@ -62,6 +62,7 @@ class DirectFeedbackAlignment:
         seed: int = 0,
         feedback_scale: float | None = None,
         inject: str = "activation",
+        rule: str = "dfa",
     ):
         if inject not in ("activation", "output"):
             raise ValueError(f"DFA: inject must be 'activation' or 'output', got {inject!r}")
@@ -69,6 +70,7 @@ class DirectFeedbackAlignment:
         self.output = output
         self.names = names
         self.inject = inject
+        self.rule = rule  # "dfa", or "ba" (the same broadcast; see localgrad.convert)
         self.n_out = output.out_features if isinstance(output, nn.Linear) else output.out_channels
         self.widths = [layer.dfa_width for layer in hidden]
         self._tape: _Tape | None = None
