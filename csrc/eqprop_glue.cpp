@@ -176,19 +176,19 @@ void eqprop_update_impl(const at::Tensor& x, at::TensorList states_a,
     TORCH_CHECK_VALUE(gb.dim() == 1 && gb.size(0) == widths[i + 1], kUpdate, ": ", bname,
                       " must have shape (", widths[i + 1], ",), got ", gb.sizes());
   }
+  // a_{i+1}^T a_i - b_{i+1}^T b_i = (a_{i+1} - b_{i+1})^T a_i + b_{i+1}^T (a_i - b_i):
+  // the phases differ by O(beta), and products of the differences keep the
+  // digits that subtracting two full products would cancel (and give exactly
+  // zero for equal phases).
+  std::vector<at::Tensor> diffs;
+  for (size_t i = 0; i < n_layers; ++i) diffs.push_back(states_a[i] - states_b[i]);
   for (size_t i = 0; i < n_layers; ++i) {
     at::Tensor gw = weight_grads[i];  // handles to the caller's buffers
     at::Tensor gb = bias_grads[i];
-    const at::Tensor diff = states_a[i] - states_b[i];
     // beta = 0: what the buffers held (NaN included) is ignored.
-    if (i == 0) {
-      // Both phases share s_0 = x: one product of the difference.
-      at::addmm_out(gw, gw, diff.t(), x, /*beta=*/0, /*alpha=*/scale);
-    } else {
-      at::addmm_out(gw, gw, states_a[i].t(), states_a[i - 1], /*beta=*/0, /*alpha=*/scale);
-      gw.addmm_(states_b[i].t(), states_b[i - 1], /*beta=*/1, /*alpha=*/-scale);
-    }
-    at::sum_out(gb, diff, {0});
+    at::addmm_out(gw, gw, diffs[i].t(), i == 0 ? x : states_a[i - 1], /*beta=*/0, /*alpha=*/scale);
+    if (i > 0) gw.addmm_(states_b[i].t(), diffs[i - 1], /*beta=*/1, /*alpha=*/scale);
+    at::sum_out(gb, diffs[i], {0});
     gb.mul_(scale);
   }
 }
