@@ -14,7 +14,8 @@ NUDGES = [FREE, NUDGE_MSE, NUDGE_CE, CLAMP]
 ACTIVATIONS = [0, 1, 2]  # hardsigmoid, sigmoid, tanh
 
 # (batch, sizes n_0..n_L): tiny, one layer, empty batch, odd widths, a width-1
-# layer, four layers, wider than a warp, and a batch over one CUDA tile.
+# layer, four layers, wider than a warp, a batch over one CUDA tile, and inner
+# weights too big for the CPU's row tiles and the CUDA persistent kernel.
 SHAPES = [
     (1, [1, 1]),
     (3, [4, 2]),
@@ -23,6 +24,7 @@ SHAPES = [
     (7, [6, 1, 5, 3]),
     (6, [20, 31, 17, 5, 10]),
     (33, [40, 70, 45, 10]),
+    (5, [8, 600, 500, 4]),
 ]
 
 

@@ -1,7 +1,8 @@
 // CPU Equilibrium Propagation. Relaxation: each half-step computes the
 // pre-activations of the layers it updates with BLAS products (the input drive
-// W_0 x + b_0 once per call), then one parallel pass over rows applies sigma and
-// the nudge, writes the live rows and records how far each row moved.
+// W_0 x + b_0 once per call), then one vectorized pass over rows applies sigma
+// and the nudge, writes the live rows and records how far each row moved.
+// Nets with small inner weights relax in row tiles, one thread per tile.
 // The update is device-independent ATen (eqprop_glue.cpp).
 #include <algorithm>
 #include <cmath>
@@ -11,12 +12,52 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
 #include "../eqprop_glue.h"
 
 namespace localgrad::eqprop {
 namespace {
+
+template <Sigma kSigma, typename scalar_t>
+at::vec::Vectorized<scalar_t> sigma_vec(const at::vec::Vectorized<scalar_t>& u) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  if constexpr (kSigma == Sigma::HardSigmoid) {
+    return at::vec::clamp(u, Vec(scalar_t(0)), Vec(scalar_t(1)));
+  } else if constexpr (kSigma == Sigma::Sigmoid) {
+    return Vec(scalar_t(1)) / (Vec(scalar_t(1)) + u.neg().exp());
+  } else {
+    return u.tanh();
+  }
+}
+
+// s <- sigma(u) over one row; returns the largest |change| (and `moved`).
+// Vectorized: this pass touches every unit every step, next to GEMMs that
+// are small for the narrow layers of an EqProp net.
+template <Sigma kSigma, typename scalar_t>
+scalar_t update_row(scalar_t* s, const scalar_t* u, int64_t width, scalar_t moved) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  constexpr int64_t kLanes = Vec::size();
+  int64_t c = 0;
+  if (width >= kLanes) {
+    Vec largest(scalar_t(0));
+    for (; c + kLanes <= width; c += kLanes) {
+      const Vec v = sigma_vec<kSigma>(Vec::loadu(u + c));
+      largest = at::vec::maximum(largest, (v - Vec::loadu(s + c)).abs());
+      v.store(s + c);
+    }
+    scalar_t lanes[kLanes];
+    largest.store(lanes);
+    for (int64_t i = 0; i < kLanes; ++i) moved = std::max(moved, lanes[i]);
+  }
+  for (; c < width; ++c) {
+    const scalar_t v = apply_sigma<kSigma>(u[c]);
+    moved = std::max(moved, std::abs(v - s[c]));
+    s[c] = v;
+  }
+  return moved;
+}
 
 template <typename scalar_t, Sigma kSigma, Nudge kNudge>
 void apply_rows(const std::vector<int>& group, int n_layers, const std::vector<at::Tensor>& pre,
@@ -58,16 +99,60 @@ void apply_rows(const std::vector<int>& group, int n_layers, const std::vector<a
           s[c] = v;
         }
       } else {
-        for (int64_t c = 0; c < width; ++c) {
-          const scalar_t v = apply_sigma<kSigma>(u[c]);
-          moved = std::max(moved, std::abs(v - s[c]));
-          s[c] = v;
-        }
+        moved = update_row<kSigma>(s, u, width, moved);
       }
       delta[r] = moved;
     }
   }
 }
+
+// A block of rows relaxed together: views of the call's tensors.
+struct Block {
+  std::vector<at::Tensor> states, pre;
+  at::Tensor drive, target;
+  int64_t* ran = nullptr;
+  int64_t rows = 0;
+};
+
+template <typename scalar_t>
+void relax_block(const PreparedRelax& p, Block& b, const std::vector<std::vector<int>>& groups,
+                 int64_t steps, double beta, double tol) {
+  const int n_layers = static_cast<int>(p.weights.size());
+  const int64_t total_width = std::accumulate(p.widths.begin() + 1, p.widths.end(), int64_t{0});
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(total_width, 1));
+  std::vector<uint8_t> active(b.rows, 1);
+  std::vector<scalar_t> delta(b.rows);
+  for (int64_t t = 0; t < steps; ++t) {
+    if (std::none_of(active.begin(), active.end(), [](uint8_t a) { return a != 0; })) break;
+    std::fill(delta.begin(), delta.end(), scalar_t(0));
+    for (const auto& group : groups) {
+      if (group.empty()) continue;
+      compute_pre(p, b.drive, b.states, group, b.pre);
+      // Runs inline when the block is itself one task of a parallel loop.
+      at::parallel_for(0, b.rows, grain, [&](int64_t begin, int64_t end) {
+        LOCALGRAD_DISPATCH_SIGMA(p.sigma, [&] {
+          LOCALGRAD_DISPATCH_NUDGE(p.nudge, [&] {
+            apply_rows<scalar_t, kSigma, kNudge>(group, n_layers, b.pre, b.states, b.target, beta,
+                                                  active, delta, begin, end);
+          });
+        });
+      });
+    }
+    for (int64_t r = 0; r < b.rows; ++r) {
+      if (!active[r]) continue;
+      ++b.ran[r];
+      if (delta[r] < tol) active[r] = 0;
+    }
+  }
+}
+
+// Weights of layers 1..L-1 up to this size stay in a core's cache, and then
+// each thread relaxes its own tiles of rows for all steps (rows are
+// independent): states stay cache-resident and threads never wait for each
+// other between steps. Larger nets are GEMM-bound and relax the whole batch
+// step by step with multi-threaded products.
+constexpr int64_t kTiledWeightBytes = 1 << 20;
+constexpr int64_t kTileStateBytes = 256 << 10;
 
 at::Tensor eqprop_relax_cpu(const at::Tensor& x, at::TensorList weights, at::TensorList biases,
                             at::TensorList states, const std::optional<at::Tensor>& target,
@@ -85,34 +170,45 @@ at::Tensor eqprop_relax_cpu(const at::Tensor& x, at::TensorList weights, at::Ten
   std::vector<at::Tensor> pre(n_layers);
   for (int j = 0; j < n_layers; ++j) pre[j] = at::empty({batch, p.widths[j + 1]}, x.options());
   const auto groups = update_groups(n_layers, p.nudge, async_update);
-  std::vector<uint8_t> active(batch, 1);
-  int64_t* ran_ptr = ran.data_ptr<int64_t>();
+
+  const int64_t elem = static_cast<int64_t>(x.element_size());
+  int64_t weight_bytes = 0;
+  for (int j = 1; j < n_layers; ++j) weight_bytes += p.weights[j].numel() * elem;
   const int64_t total_width = std::accumulate(p.widths.begin() + 1, p.widths.end(), int64_t{0});
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(total_width, 1));
+  const int64_t threads = at::get_num_threads();
+  int64_t n_tiles = 1;
+  if (weight_bytes <= kTiledWeightBytes) {
+    const int64_t by_cache = (batch * total_width * 2 * elem + kTileStateBytes - 1) / kTileStateBytes;
+    n_tiles = std::min(batch, std::max(threads, by_cache));
+  }
+  const int64_t tile = (batch + n_tiles - 1) / n_tiles;
+  n_tiles = (batch + tile - 1) / tile;
+
+  auto make_block = [&](int64_t row0, int64_t rows) {
+    Block b;
+    for (int j = 0; j < n_layers; ++j) {
+      b.states.push_back(states[j].narrow(0, row0, rows));
+      b.pre.push_back(pre[j].narrow(0, row0, rows));
+    }
+    b.drive = drive.narrow(0, row0, rows);
+    if (p.target.defined()) b.target = p.target.narrow(0, row0, rows);
+    b.ran = ran.data_ptr<int64_t>() + row0;
+    b.rows = rows;
+    return b;
+  };
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "eqprop_relax_cpu", [&] {
-    std::vector<scalar_t> delta(batch);
-    for (int64_t t = 0; t < steps; ++t) {
-      if (std::none_of(active.begin(), active.end(), [](uint8_t a) { return a != 0; })) break;
-      std::fill(delta.begin(), delta.end(), scalar_t(0));
-      for (const auto& group : groups) {
-        if (group.empty()) continue;
-        compute_pre(p, drive, states, group, pre);
-        at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
-          LOCALGRAD_DISPATCH_SIGMA(p.sigma, [&] {
-            LOCALGRAD_DISPATCH_NUDGE(p.nudge, [&] {
-              apply_rows<scalar_t, kSigma, kNudge>(group, n_layers, pre, states, p.target, beta,
-                                                    active, delta, begin, end);
-            });
-          });
-        });
-      }
-      for (int64_t r = 0; r < batch; ++r) {
-        if (!active[r]) continue;
-        ++ran_ptr[r];
-        if (delta[r] < tol) active[r] = 0;
-      }
+    if (n_tiles == 1) {
+      Block b = make_block(0, batch);
+      relax_block<scalar_t>(p, b, groups, steps, beta, tol);
+      return;
     }
+    at::parallel_for(0, n_tiles, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        Block b = make_block(i * tile, std::min(tile, batch - i * tile));
+        relax_block<scalar_t>(p, b, groups, steps, beta, tol);
+      }
+    });
   });
   return ran;
 }
