@@ -230,11 +230,11 @@ def load_note(load: float | None) -> str:
 def bench_convergence(args, device, sizes) -> list[dict]:
     """Free phase from zeros on MNIST digits (or random inputs of the net's
     width), nn.Linear's initial weights, until every row moves < tol."""
-    batch = max(args.batches)
+    batch = min(args.batches)
     x, weights, biases = make_net(sizes, batch, device)
     if sizes[0] == 784:
         x = localgrad.data.mnist_subset().x_train[:batch].to(device)
-    max_steps = 50 if args.quick else 1000
+    max_steps = 50 if args.quick else 500
     rows = []
     for tol in (1e-3, 1e-5):
         for async_update in (False, True):
