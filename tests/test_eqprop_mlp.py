@@ -178,3 +178,17 @@ def test_learns_digits(mode, nudging):
             opt.step()
     accuracy = (model(ds.x_test).argmax(1) == ds.y_test).float().mean().item()
     assert accuracy > 0.75, accuracy
+
+
+def test_demo_rows_train_an_eqprop_mlp():
+    """The demo's eqprop rows run through localgrad.eqprop.training."""
+    from localgrad import demo
+
+    dataset = data.digits(seed=0)
+    for rule in demo.EQPROP_RULES:
+        result = demo.train(rule, dataset, [32], epochs=1, batch_size=256, lr=1e-3, seed=0, progress=False)
+        assert result.rule == rule and len(result.curve) == 1 and 0.0 <= result.test_accuracy <= 1.0
+    centered = demo.train("eqprop", dataset, [32], epochs=2, batch_size=32, lr=1e-3, seed=0, progress=False)
+    assert centered.test_accuracy > 0.5, centered.test_accuracy
+    with pytest.raises(ValueError, match="use --model mlp"):
+        demo.train("chl", dataset, [32], epochs=1, batch_size=64, lr=1e-3, seed=0, progress=False, model_name="cnn")
