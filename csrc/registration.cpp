@@ -22,4 +22,26 @@ TORCH_LIBRARY(localgrad, m) {
   m.def(
       "sign_feedback(Tensor weight, int seed, int counter, float scale, "
       "bool random_magnitude, Tensor(a!) out) -> ()");
+
+  // Equilibrium Propagation (Scellier & Bengio 2017), prototypical setting
+  // (Ernoult et al. 2019): `steps` relaxation steps of the whole layered
+  // network in one call, in place in `states` (states[i]: (batch, n_{i+1}),
+  // the initial s_{i+1}; warm starts are just non-zero states):
+  //   s_k <- sigma(W_{k-1} s_{k-1} + b_{k-1} + W_k^T s_{k+1}) (s_0 = x),
+  // the output nudged by -beta dl/ds_L (nudge 1 mse, 2 cross-entropy of
+  // softmax(s_L)) or clamped to target (3, CHL); 0 is the free phase.
+  // activation: 0 hardsigmoid clamp(.,0,1), 1 sigmoid, 2 tanh. async_update:
+  // even layers, then odd ones. A row that moved less than tol stops.
+  // Returns the steps each row ran, (batch,) int64.
+  m.def(
+      "eqprop_relax(Tensor x, Tensor[] weights, Tensor[] biases, Tensor(a!)[] states, "
+      "Tensor? target, float beta, int nudge, int activation, int steps, "
+      "bool async_update, float tol) -> Tensor");
+
+  // EqProp / CHL contrastive update of every layer (a_0 = b_0 = x):
+  //   weight_grads[i] = scale * (a_{i+1}^T a_i - b_{i+1}^T b_i)
+  //   bias_grads[i]   = scale * sum over the batch of (a_{i+1} - b_{i+1})
+  m.def(
+      "eqprop_update(Tensor x, Tensor[] states_a, Tensor[] states_b, float scale, "
+      "Tensor(a!)[] weight_grads, Tensor(b!)[] bias_grads) -> ()");
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from localgrad.demo import DEFAULT_RULES
+from localgrad.demo import DEFAULT_RULES, EQPROP_RULES
 
 
 def _ints(text: str) -> list[int]:
@@ -18,7 +18,8 @@ def main(argv=None) -> int:
 
     demo = sub.add_parser("demo", help="train one model with several rules on MNIST digits and compare")
     demo.add_argument(
-        "--rules", default=",".join(DEFAULT_RULES), help=f"comma-separated rules (default: {','.join(DEFAULT_RULES)})"
+        "--rules", default=",".join(DEFAULT_RULES), help=f"comma-separated rules (default: {','.join(DEFAULT_RULES)}; "
+        f"also {','.join(EQPROP_RULES)}, energy-based MLPs)"
     )
     demo.add_argument("--model", default="mlp", choices=["mlp", "cnn"], help="MLP or LeNet-like CNN")
     demo.add_argument("--dataset", default="mnist", choices=["mnist", "digits"])

@@ -26,6 +26,8 @@ class RuleResult:
 
 DEFAULT_RULES = ("backprop", "fa", "usf", "brsf", "frsf", "dfa")
 MODELS = ("mlp", "cnn")
+# Rows trained as energy-based nets (localgrad.eqprop): opt-in, not in the default list.
+EQPROP_RULES = ("eqprop", "eqprop-positive", "eqprop-negative", "chl")
 
 
 def lenet(n_classes: int) -> nn.Sequential:
@@ -85,6 +87,14 @@ def train(
     progress: bool = True,
     model_name: str = "mlp",
 ) -> RuleResult:
+    if rule in EQPROP_RULES:
+        if model_name != "mlp":
+            raise ValueError(f"demo: rule {rule!r} trains an EqPropMLP; use --model mlp")
+        from localgrad.eqprop import training
+
+        bar = tqdm(range(epochs), desc=f"{rule:>9}", disable=not progress, leave=True, dynamic_ncols=True)
+        acc, loss, seconds, curve = training.train(rule, dataset, list(hidden), epochs, batch_size, seed, bar)
+        return RuleResult(rule, acc, loss, seconds, curve)
     torch.manual_seed(seed)
     model = build_model(model_name, dataset, hidden).to(dataset.x_train.device)
     localgrad.convert(model, rule=rule, seed=seed, example_input=dataset.x_train[:2])

@@ -8,6 +8,7 @@ trace the op.
 """
 
 from localgrad.ops.dfa import dfa_project
+from localgrad.ops.eqprop import eqprop_relax, eqprop_update
 from localgrad.ops.sign_feedback import sign_feedback
 
-__all__ = ["dfa_project", "sign_feedback"]
+__all__ = ["dfa_project", "eqprop_relax", "eqprop_update", "sign_feedback"]

@@ -3,6 +3,7 @@ equations. They are the oracle for the tests and the fallback when the compiled
 extension is missing."""
 
 from localgrad.reference.dfa import dfa_project
+from localgrad.reference.eqprop import eqprop_relax, eqprop_update
 from localgrad.reference.sign_feedback import sign_feedback
 
-__all__ = ["dfa_project", "sign_feedback"]
+__all__ = ["dfa_project", "eqprop_relax", "eqprop_update", "sign_feedback"]
