@@ -155,3 +155,18 @@ def test_learns_a_small_regression(rule):
         losses.append(learner.run(xs, ys).item())
         opt.step()
     assert sum(losses[-5:]) / 5 < 0.5 * losses[0], losses[::10]
+
+
+def test_delayed_recall_task_and_online_demo(capsys):
+    """Chance is 1/4; the online demo mode prints its table; e-prop solves the
+    short-delay task well above chance (seeded, wide margin)."""
+    from localgrad import cli
+    from localgrad.online import tasks
+
+    task = tasks.delayed_recall(delay=3, n_train=256, n_test=256)
+    assert task.chance == 0.25 and task.x_train.shape == (5, 256, 5)
+    assert cli.main(["demo", "--mode", "online", "--rules", "eprop", "--iterations", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "eprop" in out and "chance 0.25" in out
+    result = tasks.train_rule("eprop", task, hidden=16, iterations=80, lr=2e-2)
+    assert result.test_accuracy > 0.8
