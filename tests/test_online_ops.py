@@ -134,13 +134,15 @@ def test_uoro_first_step_from_zero():
     assert all(rel_err(a, b) <= 1e-12 for a, b in zip(got, exp))
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_ops_cuda_match_cpu(device):
-    kw, r = inputs(3, 6, 4, torch.float64, "cpu", True)
-    m = r(3, 6, 6 * 11)
-    cpu = ops.rtrl_step(m, *kw.values(), 0.7)
-    moved = [v.to(device) if v is not None else None for v in kw.values()]
-    assert rel_err(ops.rtrl_step(m.to(device), *moved, 0.7).cpu(), cpu) <= 1e-12
+@pytest.mark.cuda
+@pytest.mark.parametrize("op", ["rtrl_step", "snap_step", "rflo_chunk", "uoro_step"])
+def test_ops_cuda_match_cpu(op):
+    args = opcheck_args()[op]
+    cpu = getattr(ops, op)(*args)
+    moved = [a.to("cuda") if torch.is_tensor(a) else a for a in args]
+    got = getattr(ops, op)(*moved)
+    for g, c in zip(got if isinstance(got, tuple) else (got,), cpu if isinstance(cpu, tuple) else (cpu,)):
+        assert g.is_cuda and rel_err(g.cpu(), c) <= 1e-12
 
 
 def opcheck_args():
