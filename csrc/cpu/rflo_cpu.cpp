@@ -1,10 +1,13 @@
-// CPU rflo_chunk: every (parameter row i, column c) is independent; a worker
-// carries each batch element's trace through all T steps and sums the update,
-// so the chunk costs one pass over its inputs and no trace round trips.
+// CPU rflo_chunk: parameter rows are independent; a worker carries each batch
+// element's trace row through all T steps in a local buffer and sums the
+// update, so the chunk costs one pass over its inputs and no trace round trips.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
 
 #include "../online_rnn.h"
 #include "../online_rnn_glue.h"
@@ -25,22 +28,46 @@ void chunk(const ChunkParams& q) {
   const auto* mask = static_cast<const scalar_t*>(q.mask);
   const scalar_t alpha = static_cast<scalar_t>(q.alpha), keep = scalar_t(1) - alpha;
   const int64_t bh = q.batch * q.hidden;
-  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(q.steps * q.batch, 1));
-  at::parallel_for(0, q.hidden * cols, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t ic = begin; ic < end; ++ic) {
-      const int64_t i = ic / cols, c = ic % cols;
-      scalar_t acc = 0;
+  // Parallel over parameter rows i only, so each grad element is summed in
+  // one fixed order whatever the thread count; the inner loops run along the
+  // row's contiguous segments [x | mask_i ⊙ h | 1] and vectorise.
+  at::parallel_for(0, q.hidden, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> p(cols);
+    for (int64_t i = begin; i < end; ++i) {
+      scalar_t* g = grad + i * cols;
+      std::fill(g, g + cols, scalar_t(0));
+      const scalar_t* m = mask == nullptr ? nullptr : mask + i * q.hidden;
       for (int64_t b = 0; b < q.batch; ++b) {
-        scalar_t p = trace[(b * q.hidden + i) * cols + c];
+        const scalar_t* start = trace + (b * q.hidden + i) * cols;
+        std::copy(start, start + cols, p.begin());
+        scalar_t* pp = p.data();
         for (int64_t t = 0; t < q.steps; ++t) {
-          const online_rnn::RowInputs<scalar_t> v{xs + t * q.batch * q.input, h_prevs + t * bh, mask, q.input,
-                                                  q.hidden};
-          p = keep * p + alpha * dphis[t * bh + b * q.hidden + i] * v.template at<scalar_t>(b, i, c);
-          acc += signals[t * bh + b * q.hidden + i] * p;
+          const scalar_t d = alpha * dphis[t * bh + b * q.hidden + i];
+          const scalar_t l = signals[t * bh + b * q.hidden + i];
+          const scalar_t* x = xs + (t * q.batch + b) * q.input;
+          const scalar_t* h = h_prevs + (t * q.batch + b) * q.hidden;
+          for (int64_t c = 0; c < q.input; ++c) {
+            pp[c] = keep * pp[c] + d * x[c];
+            g[c] += l * pp[c];
+          }
+          scalar_t* ph = pp + q.input;
+          scalar_t* gh = g + q.input;
+          if (m == nullptr) {
+            for (int64_t j = 0; j < q.hidden; ++j) {
+              ph[j] = keep * ph[j] + d * h[j];
+              gh[j] += l * ph[j];
+            }
+          } else {
+            for (int64_t j = 0; j < q.hidden; ++j) {
+              ph[j] = keep * ph[j] + d * (h[j] * m[j]);
+              gh[j] += l * ph[j];
+            }
+          }
+          pp[cols - 1] = keep * pp[cols - 1] + d;
+          g[cols - 1] += l * pp[cols - 1];
         }
-        trace_out[(b * q.hidden + i) * cols + c] = p;
+        std::copy(p.begin(), p.end(), trace_out + (b * q.hidden + i) * cols);
       }
-      grad[ic] = acc;
     }
   });
 }
