@@ -123,8 +123,13 @@ def bench_config(args, device, hidden, batch) -> list[dict]:
         ys, _ = model(xs)
         ys.square().mean().backward()
 
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
     def count(t):
-        saved[0] += t.numel() * t.element_size()
+        # Per-sample memory: the weights autograd keeps (views of the
+        # parameters) are shared by the batch, so they are not counted.
+        if t.untyped_storage().data_ptr() not in weights:
+            saved[0] += t.numel() * t.element_size()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):

@@ -110,9 +110,12 @@ def train_rule(rule: str, task: SequenceTask, hidden: int = 32, alpha: float = 0
     loss_mask[-1] = True
     n = task.x_train.shape[1]
     saved = [0]
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
 
     def count(t):
-        saved[0] += t.numel() * t.element_size()
+        # Weights autograd keeps (views of the parameters) are shared by the batch.
+        if t.untyped_storage().data_ptr() not in weights:
+            saved[0] += t.numel() * t.element_size()
         return t
 
     elapsed, memory = 0.0, 0
