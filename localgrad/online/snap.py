@@ -44,14 +44,14 @@ class SnAp(OnlineLearner):
         entry_unit, entry_row = reach.nonzero(as_tuple=True)
         index = -torch.ones(hidden, hidden, dtype=torch.long)
         index[entry_unit, entry_row] = torch.arange(entry_unit.numel())
-        ptr, nbr_entry, nbr_weight = [0], [], []
+        # Neighbours of entry (k, i): units l feeding k whose entry (l, i) is kept.
         adj = adjacency != 0
-        for k, i in zip(entry_unit.tolist(), entry_row.tolist()):
-            for l in adj[k].nonzero().flatten().tolist():
-                if index[l, i] >= 0:
-                    nbr_entry.append(int(index[l, i]))
-                    nbr_weight.append(k * hidden + l)
-            ptr.append(len(nbr_entry))
+        pairs = adj[entry_unit] & (index[:, entry_row].T >= 0)
+        owner, source = pairs.nonzero(as_tuple=True)  # grouped by entry, l ascending
+        nbr_entry = index[source, entry_row[owner]]
+        nbr_weight = entry_unit[owner] * hidden + source
+        ptr = torch.zeros(entry_unit.numel() + 1, dtype=torch.long)
+        ptr[1:] = torch.bincount(owner, minlength=entry_unit.numel()).cumsum(0)
         device = model.weight_ih.device
         as_long = lambda v: torch.as_tensor(v, dtype=torch.long, device=device)  # noqa: E731
         self.entry_unit, self.entry_row = entry_unit.to(device), entry_row.to(device)
