@@ -44,4 +44,30 @@ TORCH_LIBRARY(localgrad, m) {
   m.def(
       "eqprop_update(Tensor x, Tensor[] states_a, Tensor[] states_b, float scale, "
       "Tensor(a!)[] weight_grads, Tensor(b!)[] bias_grads) -> ()");
+
+  // Online RNN learning of the leaky rate RNN (localgrad/online), θ laid out
+  // per unit as rows [W_ih | W_hh | b] of C = I + H + 1 columns
+  // (csrc/online_rnn.h); weight_hh is the masked W_hh, hh_mask its pattern.
+  // RTRL (Williams & Zipser 1989): influence (batch, H, H*C) -> M_t =
+  // (1-α) M + α φ'(a) ⊙ (W_hh M + Ī).
+  m.def(
+      "rtrl_step(Tensor influence, Tensor weight_hh, Tensor h_prev, Tensor x, "
+      "Tensor dphi, Tensor? hh_mask, float alpha) -> Tensor");
+  // SnAp-n (Menick et al. 2021): the same update on kept entries (unit k,
+  // row i), influence (batch, E, C), neighbour lists in CSR form.
+  m.def(
+      "snap_step(Tensor influence, Tensor weight_hh, Tensor h_prev, Tensor x, "
+      "Tensor dphi, Tensor? hh_mask, float alpha, Tensor entry_unit, "
+      "Tensor entry_row, Tensor nbr_ptr, Tensor nbr_entry, Tensor nbr_weight) -> Tensor");
+  // RFLO (Murray 2019) / rate e-prop: eligibility traces (batch, H, C) over a
+  // chunk of T steps and Σ_t Σ_b signal ⊙ trace -> (trace_T, grad (H, C)).
+  m.def(
+      "rflo_chunk(Tensor trace, Tensor xs, Tensor h_prevs, Tensor dphis, "
+      "Tensor signals, Tensor? hh_mask, float alpha) -> (Tensor, Tensor)");
+  // UORO (Tallec & Ollivier 2017): one rank-one update of (s̃ (batch, H),
+  // θ̃ (batch, H, C)) with random signs nu.
+  m.def(
+      "uoro_step(Tensor s_tilde, Tensor theta_tilde, Tensor weight_hh, Tensor nu, "
+      "Tensor h_prev, Tensor x, Tensor dphi, Tensor? hh_mask, float alpha, "
+      "float eps) -> (Tensor, Tensor)");
 }

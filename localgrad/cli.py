@@ -31,6 +31,10 @@ def main(argv=None) -> int:
     demo.add_argument("--device", default="auto", help="auto, cpu or cuda")
     demo.add_argument("--plot", default="demo_accuracy.png", help="accuracy plot file ('' for none)")
     demo.add_argument("--no-progress", action="store_true")
+    demo.add_argument("--mode", default="static", choices=["static", "online"],
+                      help="online: a leaky RNN on a sequence task, online rules vs BPTT (localgrad.online)")
+    demo.add_argument("--task", default="delayed", choices=["delayed", "mnist1d"], help="online mode's task")
+    demo.add_argument("--iterations", type=int, default=150, help="online mode: minibatches per rule")
 
     sub.add_parser("info", help="print how localgrad was built")
 
@@ -42,6 +46,12 @@ def main(argv=None) -> int:
         return 0
     from localgrad import demo as demo_module
 
+    if args.mode == "online":
+        rules = demo_module.ONLINE_RULES if args.rules == ",".join(DEFAULT_RULES) else args.rules.split(",")
+        hidden = 32 if args.hidden == [256, 256] else args.hidden[0]
+        lr = 1e-2 if args.lr == 1e-3 else args.lr
+        demo_module.run_online(args.task, [r for r in rules if r], hidden, args.iterations, 32, lr, args.seed)
+        return 0
     demo_module.run(
         rules=[r for r in args.rules.split(",") if r],
         dataset_name=args.dataset,

@@ -187,3 +187,20 @@ def run(
         except ImportError:
             print("matplotlib is not installed (pip install 'localgrad[data]'): no plot written")
     return results
+
+
+ONLINE_RULES = ("bptt", "rtrl", "snap1", "rflo", "eprop", "uoro")
+
+
+def run_online(task_name: str = "delayed", rules=ONLINE_RULES, hidden: int = 32, iterations: int = 150,
+               batch_size: int = 32, lr: float = 1e-2, seed: int = 0) -> list:
+    """The online mode: a leaky RNN trained on a sequence task by each online
+    rule and by BPTT (localgrad.online.tasks); prints accuracy, time per step
+    and learner memory per sample."""
+    from localgrad.online import tasks
+
+    task = tasks.delayed_recall(seed=seed) if task_name == "delayed" else tasks.mnist1d_sequences()
+    results = [tasks.train_rule(r, task, hidden=hidden, batch_size=batch_size, iterations=iterations, lr=lr,
+                                seed=seed) for r in rules]
+    print(tasks.format_table(task, results))
+    return results

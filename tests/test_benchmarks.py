@@ -35,3 +35,19 @@ def test_quick_run_writes_rows(script, device, tmp_path):
         r for r in record["rows"] if "error" in r and "BioTorch" not in (r.get("variant") or r.get("implementation", ""))
     ]
     assert not failed, f"{script}: rows that failed: {failed}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_online_quick_run_writes_rows(device, tmp_path):
+    path = tmp_path / "result.json"
+    done = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, "bench_online.py"), "--quick", "--device", device,
+         "--json", str(path), "--plot", str(tmp_path / "scaling.png")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, f"bench_online.py --quick failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    rows = json.loads(path.read_text())["rows"]
+    assert {r["rule"] for r in rows} == {"rtrl", "snap1", "rflo/eprop", "uoro", "bptt"}
+    assert all(r["kernel_s"] for r in rows)

@@ -10,5 +10,18 @@ trace the op.
 from localgrad.ops.dfa import dfa_project
 from localgrad.ops.eqprop import eqprop_relax, eqprop_update
 from localgrad.ops.sign_feedback import sign_feedback
+from localgrad.ops.rtrl import rtrl_step
+from localgrad.ops.snap import snap_step
+from localgrad.ops.rflo import rflo_chunk
+from localgrad.ops.uoro import uoro_step
 
-__all__ = ["dfa_project", "eqprop_relax", "eqprop_update", "sign_feedback"]
+__all__ = [
+    "dfa_project",
+    "eqprop_relax",
+    "eqprop_update",
+    "sign_feedback",
+    "rtrl_step",
+    "snap_step",
+    "rflo_chunk",
+    "uoro_step",
+]

@@ -5,5 +5,6 @@ extension is missing."""
 from localgrad.reference.dfa import dfa_project
 from localgrad.reference.eqprop import eqprop_relax, eqprop_update
 from localgrad.reference.sign_feedback import sign_feedback
+from localgrad.reference import online_rnn
 
 __all__ = ["dfa_project", "eqprop_relax", "eqprop_update", "sign_feedback"]

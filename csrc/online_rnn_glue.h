@@ -1,0 +1,55 @@
+// Argument checks and parameter filling for the online-RNN ops (rtrl_step,
+// snap_step, rflo_chunk, uoro_step), shared by the CPU and CUDA backends so
+// both accept and refuse exactly the same calls. Each Prepared* keeps the
+// dense copies alive that its params point into.
+#pragma once
+
+#include <optional>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "rflo.h"
+#include "rtrl.h"
+#include "snap.h"
+#include "uoro.h"
+
+namespace localgrad::online_rnn {
+
+struct Prepared {
+  std::vector<at::Tensor> keep;  // dense inputs the params point into
+};
+
+struct PreparedRtrl : Prepared {
+  at::Tensor influence, weight_hh;
+  rtrl::StepParams params;  // out left for the backend
+};
+PreparedRtrl prepare_rtrl(const at::Tensor& influence, const at::Tensor& weight_hh, const at::Tensor& h_prev,
+                          const at::Tensor& x, const at::Tensor& dphi, const std::optional<at::Tensor>& hh_mask,
+                          double alpha);
+
+struct PreparedSnap : Prepared {
+  snap::StepParams params;  // out left for the backend
+};
+PreparedSnap prepare_snap(const at::Tensor& influence, const at::Tensor& weight_hh, const at::Tensor& h_prev,
+                          const at::Tensor& x, const at::Tensor& dphi, const std::optional<at::Tensor>& hh_mask,
+                          double alpha, const at::Tensor& entry_unit, const at::Tensor& entry_row,
+                          const at::Tensor& nbr_ptr, const at::Tensor& nbr_entry, const at::Tensor& nbr_weight);
+
+struct PreparedRflo : Prepared {
+  rflo::ChunkParams params;  // outputs left for the backend
+};
+PreparedRflo prepare_rflo(const at::Tensor& trace, const at::Tensor& xs, const at::Tensor& h_prevs,
+                          const at::Tensor& dphis, const at::Tensor& signals,
+                          const std::optional<at::Tensor>& hh_mask, double alpha);
+
+struct PreparedUoro : Prepared {
+  at::Tensor s_tilde, weight_hh;
+  uoro::StepParams params;  // ws and outputs left for the backend
+};
+PreparedUoro prepare_uoro(const at::Tensor& s_tilde, const at::Tensor& theta_tilde, const at::Tensor& weight_hh,
+                          const at::Tensor& nu, const at::Tensor& h_prev, const at::Tensor& x,
+                          const at::Tensor& dphi, const std::optional<at::Tensor>& hh_mask, double alpha,
+                          double eps);
+
+}  // namespace localgrad::online_rnn

@@ -1,0 +1,26 @@
+"""e-prop (Bellec et al. 2020) for the leaky rate RNN."""
+
+from __future__ import annotations
+
+from localgrad.online.rflo import TraceLearner
+
+
+class EProp(TraceLearner):
+    """e-prop for rate units. Bellec 2020 eq. 1 factorises the exact gradient
+
+        dE/dW_ij = Σ_t (dE/dz_t,j) e_t,ij,   e_t = ∂z_t/∂s_t · ε_t,
+        ε_t = ∂s_t/∂s_{t−1} ε_{t−1} + ∂s_t/∂W_ij,
+
+    with s the unit's internal state and z its output. For the leaky rate unit
+    s = z = h and the internal path s_{t−1} → s_t is the leak alone (the
+    recurrent weights act through z), so
+
+        e_t,ij = (1 − α) e_{t−1,ij} + α φ'(a_t,i) v_t,j,
+
+    the same trace as RFLO (Murray 2019). e-prop replaces the total derivative
+    dE/dz_t by the learning signal L_t = B ε_t through the readout: symmetric
+    (B = readout.weightᵀ, default) or fixed random. The two rules differ only
+    by their default feedback; spiking e-prop (LIF/ALIF) has other traces."""
+
+    def __init__(self, model, feedback: str = "symmetric", seed: int = 0, loss: str = "mse"):
+        super().__init__(model, feedback, seed, loss)

@@ -1,0 +1,147 @@
+"""Sequence tasks for the online learners, and a side-by-side comparison of
+the rules on them: accuracy, time per step and learner memory per sample.
+
+- delayed recall: a symbol (one of `n_symbols`, one-hot) is shown at step 0,
+  then `delay` blank steps; a cue channel fires at the last step, where the
+  network must name the symbol (cross-entropy at that step only). Chance is
+  1/n_symbols. Generated in code.
+- mnist1d: MNIST-1D sequences (localgrad.data.mnist1d), 40 steps of one
+  feature, cross-entropy at the last step. Chance is 1/10.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from localgrad.online.bptt import BPTT
+from localgrad.online.eprop import EProp
+from localgrad.online.leaky_rnn import LeakyRNN
+from localgrad.online.rflo import RFLO
+from localgrad.online.rtrl import RTRL
+from localgrad.online.snap import SnAp
+from localgrad.online.uoro import UORO
+
+
+@dataclass
+class SequenceTask:
+    name: str
+    x_train: torch.Tensor  # (T, N, I)
+    y_train: torch.Tensor  # (N,)
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / self.n_classes
+
+
+def delayed_recall(n_symbols: int = 4, delay: int = 8, n_train: int = 2048, n_test: int = 512,
+                   seed: int = 0) -> SequenceTask:
+    """Inputs (T = delay + 2, N, n_symbols + 1): the symbol at step 0, the cue
+    (last channel) at the last step; label = the symbol."""
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n):
+        y = torch.randint(0, n_symbols, (n,), generator=g)
+        x = torch.zeros(delay + 2, n, n_symbols + 1)
+        x[0, torch.arange(n), y] = 1.0
+        x[-1, :, n_symbols] = 1.0
+        return x, y
+
+    (xt, yt), (xs, ys) = make(n_train), make(n_test)
+    return SequenceTask(f"delayed recall ({n_symbols} symbols, delay {delay})", xt, yt, xs, ys, n_symbols)
+
+
+def mnist1d_sequences(seed: int = 42) -> SequenceTask:
+    from localgrad import data
+
+    d = data.mnist1d(seed)
+    # Standardise with the training statistics; (N, 40) -> (40, N, 1).
+    mean, std = d.x_train.mean(), d.x_train.std()
+    prep = lambda x: ((x - mean) / std).T.unsqueeze(2).contiguous()  # noqa: E731
+    return SequenceTask("mnist1d (40 steps)", prep(d.x_train), d.y_train, prep(d.x_test), d.y_test, 10)
+
+
+RULES = {
+    "bptt": lambda m: BPTT(m, loss="ce"),
+    "rtrl": lambda m: RTRL(m, loss="ce"),
+    "snap1": lambda m: SnAp(m, 1, loss="ce"),
+    "snap2": lambda m: SnAp(m, 2, loss="ce"),
+    "rflo": lambda m: RFLO(m, loss="ce"),
+    "eprop": lambda m: EProp(m, loss="ce"),
+    "uoro": lambda m: UORO(m, loss="ce"),
+}
+
+
+@dataclass
+class OnlineResult:
+    rule: str
+    test_accuracy: float
+    ms_per_step: float  # one time step of a training batch, learning included
+    bytes_per_sample: int  # learner state (BPTT: tensors saved for backward) per sequence
+
+
+@torch.no_grad()
+def accuracy(model: LeakyRNN, x: torch.Tensor, y: torch.Tensor) -> float:
+    ys, _ = model(x)
+    return (ys[-1].argmax(1) == y).float().mean().item()
+
+
+def _state_bytes(learner) -> int:
+    return sum(t.numel() * t.element_size() for t in learner.state_dict().values()
+               if torch.is_tensor(t) and t.dim() > 0 and t.shape[0] == learner.h.shape[0])
+
+
+def train_rule(rule: str, task: SequenceTask, hidden: int = 32, alpha: float = 0.5, batch_size: int = 32,
+               iterations: int = 200, lr: float = 3e-3, seed: int = 0) -> OnlineResult:
+    """Adam on minibatches of whole sequences, loss at the last step only."""
+    torch.manual_seed(seed)
+    n_in = task.x_train.shape[2]
+    model = LeakyRNN(n_in, hidden, task.n_classes, alpha=alpha)
+    learner = RULES[rule](model)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    steps = task.x_train.shape[0]
+    loss_mask = torch.zeros(steps, dtype=torch.bool)
+    loss_mask[-1] = True
+    n = task.x_train.shape[1]
+    saved = [0]
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def count(t):
+        # Weights autograd keeps (views of the parameters) are shared by the batch.
+        if t.untyped_storage().data_ptr() not in weights:
+            saved[0] += t.numel() * t.element_size()
+        return t
+
+    elapsed, memory = 0.0, 0
+    for it in range(iterations):
+        idx = torch.randint(0, n, (batch_size,), generator=g)
+        xs, y = task.x_train[:, idx], task.y_train[idx]
+        targets = y.unsqueeze(0).expand(steps, -1)
+        opt.zero_grad()
+        start = time.perf_counter()
+        learner.reset(batch_size)
+        if rule == "bptt":
+            saved[0] = 0
+            with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+                learner.run(xs, targets, loss_mask)
+            memory = max(memory, saved[0] // batch_size)
+        else:
+            learner.run(xs, targets, loss_mask)
+            memory = max(memory, _state_bytes(learner) // batch_size)
+        opt.step()
+        elapsed += time.perf_counter() - start
+    return OnlineResult(rule, accuracy(model, task.x_test, task.y_test), 1e3 * elapsed / (iterations * steps), memory)
+
+
+def format_table(task: SequenceTask, results: list[OnlineResult]) -> str:
+    lines = [f"{task.name}: test accuracy (chance {task.chance:.2f})",
+             f"{'rule':<8} {'accuracy':>9} {'ms/step':>9} {'bytes/sample':>13}"]
+    for r in results:
+        lines.append(f"{r.rule:<8} {r.test_accuracy:>9.3f} {r.ms_per_step:>9.3f} {r.bytes_per_sample:>13,}")
+    return "\n".join(lines)

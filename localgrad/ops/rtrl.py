@@ -1,0 +1,33 @@
+"""rtrl_step: the RTRL influence update of the leaky RNN (schema:
+csrc/registration.cpp), and its fake kernel."""
+
+from __future__ import annotations
+
+import torch
+
+from localgrad import reference
+from localgrad._extension import cuda_build_missing_error, has_extension
+from localgrad.ops._common import fallback_warning, register_missing_cuda
+
+
+def rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float) -> torch.Tensor:
+    """M_t = (1 − α) M_{t−1} + α φ'(a_t) ⊙ (W_hh M_{t−1} + Ī_t).
+
+    influence: (batch, H, H·C), C = I + H + 1; weight_hh: (H, H), already
+    masked; h_prev, dphi: (batch, H); x: (batch, I); hh_mask: (H, H) or None.
+    Returns the new influence (W_hh M by BLAS, the rest in one fused pass)."""
+    if has_extension():
+        return torch.ops.localgrad.rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, float(alpha))
+    if influence.is_cuda:
+        raise cuda_build_missing_error("rtrl_step")
+    fallback_warning("rtrl_step")
+    return reference.online_rnn.rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha)
+
+
+if has_extension():
+
+    @torch.library.register_fake("localgrad::rtrl_step")
+    def _rtrl_step_fake(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha):
+        return influence.new_empty(influence.shape)
+
+    register_missing_cuda("rtrl_step")

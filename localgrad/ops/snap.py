@@ -1,0 +1,38 @@
+"""snap_step: the SnAp-n sparse influence update (schema:
+csrc/registration.cpp), and its fake kernel."""
+
+from __future__ import annotations
+
+import torch
+
+from localgrad import reference
+from localgrad._extension import cuda_build_missing_error, has_extension
+from localgrad.ops._common import fallback_warning, register_missing_cuda
+
+
+def snap_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float,
+              entry_unit, entry_row, nbr_ptr, nbr_entry, nbr_weight) -> torch.Tensor:
+    """M_t[k,i,:] = (1 − α) M[k,i,:] + α φ'_k (Σ_l W_kl M[l,i,:] + δ_ki v_i)
+    over the kept entries e = (k, i) of the pattern (see
+    localgrad.reference.online_rnn.snap_step for the index lists).
+
+    influence: (batch, E, C); entry_unit, entry_row: (E,) int64;
+    nbr_ptr: (E + 1,) int64 CSR offsets into nbr_entry / nbr_weight."""
+    args = (influence, weight_hh, h_prev, x, dphi, hh_mask, float(alpha), entry_unit, entry_row, nbr_ptr,
+            nbr_entry, nbr_weight)
+    if has_extension():
+        return torch.ops.localgrad.snap_step(*args)
+    if influence.is_cuda:
+        raise cuda_build_missing_error("snap_step")
+    fallback_warning("snap_step")
+    return reference.online_rnn.snap_step(*args)
+
+
+if has_extension():
+
+    @torch.library.register_fake("localgrad::snap_step")
+    def _snap_step_fake(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha, entry_unit, entry_row, nbr_ptr,
+                        nbr_entry, nbr_weight):
+        return influence.new_empty(influence.shape)
+
+    register_missing_cuda("snap_step")

@@ -1,0 +1,204 @@
+"""The online-RNN ops (rtrl_step, snap_step, rflo_chunk, uoro_step) against
+their references: several shapes, batch 0/1/odd, chunk lengths 0/1/odd,
+masks, float32 tolerances, opcheck, compile, bad input."""
+
+import pytest
+import torch
+from testing import DEVICES, TOLERANCE, rel_err
+
+import localgrad
+from localgrad import ops
+from localgrad.online import LeakyRNN, SnAp
+from localgrad.reference import online_rnn as ref
+
+pytestmark = pytest.mark.skipif(not localgrad.has_extension(), reason="the compiled extension is not built")
+
+SHAPES = [(0, 3, 4), (1, 1, 1), (3, 5, 4), (5, 7, 2), (2, 16, 9)]  # (batch, hidden, input)
+
+
+def poison_allocator(numel, dtype, device):
+    """Free a NaN block so that a kernel output allocated next over the same
+    memory fails the comparison if any element stays unwritten."""
+    torch.full((max(numel, 1) * 2,), float("nan"), dtype=dtype, device=device)
+
+
+def inputs(batch, hidden, input, dtype, device, mask, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)  # noqa: E731
+    m = (torch.rand(hidden, hidden, generator=g) < 0.5).to(dtype=dtype, device=device) if mask else None
+    w = r(hidden, hidden) * (m if m is not None else 1)
+    return dict(weight_hh=w, h_prev=r(batch, hidden), x=r(batch, input), dphi=r(batch, hidden).abs(), hh_mask=m), r
+
+
+def tolerance(dtype):
+    return TOLERANCE[dtype] * (10 if dtype == torch.float32 else 1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("mask", [False, True])
+def test_rtrl_step_matches_reference(device, dtype, shape, mask):
+    batch, hidden, inp = shape
+    kw, r = inputs(batch, hidden, inp, dtype, device, mask)
+    m = r(batch, hidden, hidden * (inp + hidden + 1))
+    expected = ref.rtrl_step(m.double(), *(v.double() if v is not None else None for v in kw.values()), 0.7)
+    poison_allocator(m.numel(), dtype, device)
+    got = ops.rtrl_step(m, *kw.values(), 0.7)
+    assert got.shape == m.shape and got.dtype == dtype
+    assert rel_err(got, expected) <= tolerance(dtype)
+
+
+def snap_lists(hidden, mask, n, device):
+    model = LeakyRNN(1, hidden, 1, recurrent_mask=None if mask is None else mask.cpu())
+    s = SnAp(model, n)
+    return [t.to(device) for t in (s.entry_unit, s.entry_row, s.nbr_ptr, s.nbr_entry, s.nbr_weight)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("mask", [False, True])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_snap_step_matches_reference(device, dtype, shape, mask, n):
+    batch, hidden, inp = shape
+    kw, r = inputs(batch, hidden, inp, dtype, device, mask)
+    lists = snap_lists(hidden, kw["hh_mask"], n, device)
+    m = r(batch, lists[0].numel(), inp + hidden + 1)
+    dbl = [v.double() if v is not None else None for v in kw.values()]
+    expected = ref.snap_step(m.double(), *dbl, 0.6, *lists)
+    poison_allocator(m.numel(), dtype, device)
+    got = ops.snap_step(m, *kw.values(), 0.6, *lists)
+    assert rel_err(got, expected) <= tolerance(dtype)
+
+
+def test_snap_1_full_net_equals_rtrl_diagonal():
+    """SnAp-1's update is RTRL's restricted to each unit's own row: on an
+    influence that is zero off that pattern, the kept entries agree."""
+    batch, hidden, inp = 3, 5, 2
+    kw, r = inputs(batch, hidden, inp, torch.float64, "cpu", False)
+    cols = inp + hidden + 1
+    lists = snap_lists(hidden, None, 1, "cpu")
+    compact = r(batch, hidden, cols)
+    full = torch.zeros(batch, hidden, hidden, cols, dtype=torch.float64)
+    idx = torch.arange(hidden)
+    full[:, idx, idx] = compact
+    rtrl = ops.rtrl_step(full.view(batch, hidden, -1), *kw.values(), 0.8).view(batch, hidden, hidden, cols)
+    snap = ops.snap_step(compact, *kw.values(), 0.8, *lists)
+    assert rel_err(snap, rtrl[:, idx, idx]) <= 1e-12
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("steps", [0, 1, 5])
+@pytest.mark.parametrize("mask", [False, True])
+def test_rflo_chunk_matches_reference(device, dtype, shape, steps, mask):
+    batch, hidden, inp = shape
+    kw, r = inputs(batch, hidden, inp, dtype, device, mask)
+    trace = r(batch, hidden, inp + hidden + 1)
+    xs, h_prevs, dphis, signals = r(steps, batch, inp), r(steps, batch, hidden), r(steps, batch, hidden), r(steps, batch, hidden)
+    args = (trace, xs, h_prevs, dphis, signals, kw["hh_mask"])
+    exp_trace, exp_grad = ref.rflo_chunk(*(a.double() if a is not None else None for a in args), 0.3)
+    poison_allocator(trace.numel(), dtype, device)
+    got_trace, got_grad = ops.rflo_chunk(*args, 0.3)
+    assert got_grad.shape == (hidden, inp + hidden + 1)
+    assert rel_err(got_trace, exp_trace) <= tolerance(dtype)
+    assert rel_err(got_grad, exp_grad) <= tolerance(dtype) * max(steps, 1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("mask", [False, True])
+def test_uoro_step_matches_reference(device, dtype, shape, mask):
+    batch, hidden, inp = shape
+    kw, r = inputs(batch, hidden, inp, dtype, device, mask)
+    s, theta = r(batch, hidden), r(batch, hidden, inp + hidden + 1)
+    nu = torch.randint(0, 2, (batch, hidden), generator=torch.Generator().manual_seed(3)).to(dtype=dtype, device=device) * 2 - 1
+    args = (s, theta, kw["weight_hh"], nu, kw["h_prev"], kw["x"], kw["dphi"], kw["hh_mask"])
+    exp_s, exp_theta = ref.uoro_step(*(a.double() if a is not None else None for a in args), 0.7, 1e-7)
+    poison_allocator(theta.numel(), dtype, device)
+    got_s, got_theta = ops.uoro_step(*args, 0.7, 1e-7)
+    assert rel_err(got_s, exp_s) <= tolerance(dtype)
+    assert rel_err(got_theta, exp_theta) <= tolerance(dtype)
+
+
+def test_uoro_first_step_from_zero():
+    """ρ0 = 1 when s̃ = θ̃ = 0 (both norms are ε), so the first estimate is νᵀ∂F/∂θ scaled by ρ1."""
+    kw, r = inputs(2, 4, 3, torch.float64, "cpu", False)
+    s, theta = torch.zeros(2, 4, dtype=torch.float64), torch.zeros(2, 4, 8, dtype=torch.float64)
+    nu = torch.ones(2, 4, dtype=torch.float64)
+    got = ops.uoro_step(s, theta, kw["weight_hh"], nu, kw["h_prev"], kw["x"], kw["dphi"], None, 0.5)
+    exp = ref.uoro_step(s, theta, kw["weight_hh"], nu, kw["h_prev"], kw["x"], kw["dphi"], None, 0.5, 1e-7)
+    assert all(rel_err(a, b) <= 1e-12 for a, b in zip(got, exp))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("op", ["rtrl_step", "snap_step", "rflo_chunk", "uoro_step"])
+def test_ops_cuda_match_cpu(op):
+    args = opcheck_args()[op]
+    cpu = getattr(ops, op)(*args)
+    moved = [a.to("cuda") if torch.is_tensor(a) else a for a in args]
+    got = getattr(ops, op)(*moved)
+    for g, c in zip(got if isinstance(got, tuple) else (got,), cpu if isinstance(cpu, tuple) else (cpu,)):
+        assert g.is_cuda and rel_err(g.cpu(), c) <= 1e-12
+
+
+def opcheck_args():
+    kw, r = inputs(3, 5, 4, torch.float64, "cpu", True)
+    cols = 4 + 5 + 1
+    lists = snap_lists(5, kw["hh_mask"], 2, "cpu")
+    v = list(kw.values())
+    return {
+        "rtrl_step": (r(3, 5, 5 * cols), *v, 0.7),
+        "snap_step": (r(3, lists[0].numel(), cols), *v, 0.7, *lists),
+        "rflo_chunk": (r(3, 5, cols), r(2, 3, 4), r(2, 3, 5), r(2, 3, 5), r(2, 3, 5), kw["hh_mask"], 0.7),
+        "uoro_step": (r(3, 5), r(3, 5, cols), kw["weight_hh"], r(3, 5).sign(), kw["h_prev"], kw["x"], kw["dphi"],
+                      kw["hh_mask"], 0.7, 1e-7),
+    }
+
+
+@pytest.mark.parametrize("op", ["rtrl_step", "snap_step", "rflo_chunk", "uoro_step"])
+def test_opcheck(op):
+    torch.library.opcheck(getattr(torch.ops.localgrad, op), opcheck_args()[op])
+
+
+def test_compile_smoke():
+    args = opcheck_args()["rflo_chunk"]
+    fn = torch.compile(lambda *a: ops.rflo_chunk(*a), fullgraph=True, backend="eager")
+    got = fn(*args)
+    exp = ref.rflo_chunk(*args)
+    assert rel_err(got[1], exp[1]) <= 1e-12
+
+
+def test_bad_inputs_name_the_argument():
+    kw, r = inputs(3, 5, 4, torch.float64, "cpu", True)
+    v = list(kw.values())
+    with pytest.raises(ValueError, match="influence must have shape"):
+        ops.rtrl_step(r(3, 5, 7), *v, 0.7)
+    with pytest.raises(ValueError, match="hh_mask must have shape"):
+        ops.rtrl_step(r(3, 5, 50), *v[:4], torch.ones(4, 4, dtype=torch.float64), 0.7)
+    with pytest.raises(ValueError, match="x must have 3 rows"):
+        ops.rtrl_step(r(3, 5, 50), v[0], v[1], r(2, 4), v[3], v[4], 0.7)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        ops.rflo_chunk(*(a.half() if a is not None else None for a in opcheck_args()["rflo_chunk"][:6]), 0.7)
+    with pytest.raises(TypeError, match="dtype of h_prev"):
+        ops.rtrl_step(r(3, 5, 50).float(), *v, 0.7)
+    lists = snap_lists(5, kw["hh_mask"], 1, "cpu")
+    bad = list(lists)
+    bad[3] = bad[3] + 1000
+    if bad[3].numel():
+        with pytest.raises(ValueError, match="nbr_entry must lie in"):
+            ops.snap_step(r(3, lists[0].numel(), 10), *v, 0.7, *bad)
+    with pytest.raises(ValueError, match="eps must be positive"):
+        ops.uoro_step(r(3, 5), r(3, 5, 10), v[0], r(3, 5), v[1], v[2], v[3], None, 0.7, 0.0)
+
+
+def test_non_contiguous_inputs_work():
+    kw, r = inputs(3, 5, 4, torch.float64, "cpu", False)
+    m = r(3, 50, 5).transpose(1, 2)
+    x = r(4, 3).T
+    got = ops.rtrl_step(m, kw["weight_hh"], kw["h_prev"], x, kw["dphi"], None, 0.7)
+    exp = ref.rtrl_step(m, kw["weight_hh"], kw["h_prev"], x, kw["dphi"], None, 0.7)
+    assert rel_err(got, exp) <= 1e-12
