@@ -9,5 +9,6 @@ trace the op.
 
 from localgrad.ops.dfa import dfa_project
 from localgrad.ops.sign_feedback import sign_feedback
+from localgrad.ops.eprop_lif import eprop_lif_chunk
 
-__all__ = ["dfa_project", "sign_feedback"]
+__all__ = ["dfa_project", "sign_feedback", "eprop_lif_chunk"]

@@ -4,5 +4,6 @@ extension is missing."""
 
 from localgrad.reference.dfa import dfa_project
 from localgrad.reference.sign_feedback import sign_feedback
+from localgrad.reference.eprop_lif import eprop_lif_chunk
 
-__all__ = ["dfa_project", "sign_feedback"]
+__all__ = ["dfa_project", "sign_feedback", "eprop_lif_chunk"]
