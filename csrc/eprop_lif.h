@@ -45,6 +45,16 @@ struct ChunkParams {
   void* grad_w = nullptr;            // (hidden, P), accumulated
   void* grad_out = nullptr;          // (n_out, hidden + 1), accumulated (readout-driven modes)
   void* outputs = nullptr;           // (T, batch, n_out), written
+  // CUDA only: copies of the per-neuron state at the start of the chunk. Many
+  // blocks replay one sample's dynamics; they all read these, and one of them
+  // writes the final state above, so no block reads what another overwrote.
+  const void* v0 = nullptr;
+  const void* a0 = nullptr;
+  const void* z0 = nullptr;
+  const void* psi0 = nullptr;
+  const void* y0 = nullptr;
+  const void* pre_trace0 = nullptr;
+  const void* out_trace0 = nullptr;
   int64_t steps = 0;
   int64_t batch = 0;
   int64_t n_in = 0;

@@ -47,7 +47,7 @@ PreparedChunk prepare_chunk(const at::Tensor& x, const at::Tensor& weight_in,
   check_dim(x, 3, kOp, "x", "(T, batch, n_in)");
   TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, kOp,
                    ": x must be float32 or float64, got ", x.scalar_type());
-  TORCH_CHECK_VALUE(mode >= 0 && mode < kNumSignalModes, kOp, ": mode must be 0 (mse), 1 "
+  TORCH_CHECK_VALUE(mode >= 0 && mode < kNumSignalModes, kOp, ": signal_mode must be 0 (mse), 1 "
                     "(cross-entropy) or 2 (given signal), got ", mode);
   TORCH_CHECK_VALUE(neuron.size() == 6, kOp, ": neuron must hold (alpha, rho, beta, v_th, "
                     "gamma, kappa), got ", neuron.size(), " values");
@@ -69,11 +69,11 @@ PreparedChunk prepare_chunk(const at::Tensor& x, const at::Tensor& weight_in,
   p.adaptive = adaptive;
   if (p.mode == SignalMode::Given) {
     TORCH_CHECK_VALUE(signal.has_value() && signal->defined(), kOp,
-                      ": mode 2 (given signal) needs signal (T, batch, hidden)");
+                      ": signal_mode 2 (given signal) needs signal (T, batch, hidden)");
     check_like_x(*signal, x, {T, B, H}, "signal", "(T, batch, hidden)");
     p.signal = signal->contiguous();
   } else {
-    TORCH_CHECK_VALUE(target.has_value() && target->defined(), kOp, ": mode ", mode,
+    TORCH_CHECK_VALUE(target.has_value() && target->defined(), kOp, ": signal_mode ", mode,
                       " needs target");
     if (p.mode == SignalMode::Mse) {
       check_like_x(*target, x, {T, B, K}, "target", "(T, batch, n_out) for mse");

@@ -68,7 +68,7 @@ if has_extension():
 
     @torch.library.register_fake("localgrad::eprop_lif_chunk")
     def _eprop_lif_chunk_fake(x, weight_in, weight_rec, weight_out, bias_out, feedback, target, signal,
-                              neuron, adaptive, mode, loss_scale, v, a, z, psi, y, pre_trace,
+                              neuron, adaptive, signal_mode, loss_scale, v, a, z, psi, y, pre_trace,
                               adapt_trace, filt_trace, out_trace, grad_w, grad_out, outputs):  # fmt: skip
         # Updates state and writes outputs in place; nothing to allocate.
         return None
