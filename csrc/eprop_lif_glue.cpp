@@ -78,6 +78,7 @@ PreparedChunk prepare_chunk(const at::Tensor& x, const at::Tensor& weight_in,
     if (p.mode == SignalMode::Mse) {
       check_like_x(*target, x, {T, B, K}, "target", "(T, batch, n_out) for mse");
     } else {
+      TORCH_CHECK_VALUE(K >= 1, kOp, ": cross-entropy needs at least one output (weight_out has 0 rows)");
       TORCH_CHECK_TYPE(target->scalar_type() == at::kLong, kOp,
                        ": target must be int64 class indices for cross-entropy, got ",
                        target->scalar_type());

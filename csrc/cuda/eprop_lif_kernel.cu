@@ -39,7 +39,7 @@ __device__ __forceinline__ T relu(T x) { return x > T(0) ? x : T(0); }
 
 template <typename scalar_t, bool kAdaptive, SignalMode kMode>
 __global__ void __launch_bounds__(kThreads) chunk_kernel(const ChunkParams c) {
-  extern __shared__ unsigned char shared_raw[];
+  extern __shared__ __align__(16) unsigned char shared_raw[];
   scalar_t* sh = reinterpret_cast<scalar_t*>(shared_raw);
   const int64_t T = c.steps, B = c.batch, I = c.n_in, H = c.hidden, K = c.n_out;
   const int64_t P = I + H;
@@ -234,7 +234,7 @@ cudaError_t launch_typed(const ChunkParams& c, cudaStream_t stream) {
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
     if (status != cudaSuccess) return status;
   }
-  const int64_t tiles = (c.hidden * P + kTile - 1) / kTile;
+  const int64_t tiles = std::max<int64_t>(1, (c.hidden * P + kTile - 1) / kTile);
   const dim3 grid(static_cast<unsigned>(tiles),
                   static_cast<unsigned>(std::min<int64_t>(c.batch, kMaxGridY)));
   kernel<<<grid, kThreads, bytes, stream>>>(c);
