@@ -105,15 +105,17 @@ class LIF(nn.Module):
         return {"v": zeros(self.hidden_size), "a": zeros(self.hidden_size),
                 "z": zeros(self.hidden_size), "y": zeros(self.output_size)}  # fmt: skip
 
-    def step(self, x_t: torch.Tensor, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def step(self, x_t: torch.Tensor, state: dict[str, torch.Tensor],
+             weight_rec: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
         """One time step with autograd (surrogate gradient). Returns the new
         state; its "z" is the step's spikes, "y" the readout. For ALIF the
         adaptation reads its own copy of the spikes ("z_adapt", the same
         values), so that the gradient w.r.t. "z" is Bellec's dE/dz_t: every
         path from z_t except through a_{t+1}, which e-prop's eligibility
-        vector carries."""
+        vector carries. weight_rec: the masked W_rec, when the caller made it
+        once for many steps (else it is made here)."""
         z_prev = state["z"]
-        w_rec = self.weight_rec * self.rec_mask
+        w_rec = self.weight_rec * self.rec_mask if weight_rec is None else weight_rec
         a = state["a"]
         threshold = self.v_th
         if self.adaptive:
@@ -134,8 +136,9 @@ class LIF(nn.Module):
         if state is None:
             state = self.initial_state(xs.shape[1])
         ys, zs = [], []
+        w_rec = self.weight_rec * self.rec_mask  # once: autograd keeps one copy, not one per step
         for t in range(xs.shape[0]):
-            state = self.step(xs[t], state)
+            state = self.step(xs[t], state, w_rec)
             ys.append(state["y"])
             zs.append(state["z"])
         return torch.stack(ys), torch.stack(zs), state
