@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from localgrad.online.eprop_spiking import SpikingBPTT, SpikingEProp
+from localgrad.online.eprop_spiking import SpikingBPTT, SpikingEProp, step_losses
 from localgrad.online.lif import ALIF, LIF
 
 RULES = ("eprop_symmetric", "eprop_random", "bptt")
@@ -62,8 +62,6 @@ def _saved_bytes_per_sample(model, xs: torch.Tensor, targets: torch.Tensor) -> f
     learner.reset(xs.shape[1])
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         ys, _, _ = model(xs)
-        from localgrad.online.eprop_spiking import step_losses
-
         loss = step_losses(ys, targets, "ce").sum()
     loss.backward()
     model.zero_grad()
