@@ -70,4 +70,23 @@ TORCH_LIBRARY(localgrad, m) {
       "uoro_step(Tensor s_tilde, Tensor theta_tilde, Tensor weight_hh, Tensor nu, "
       "Tensor h_prev, Tensor x, Tensor dphi, Tensor? hh_mask, float alpha, "
       "float eps) -> (Tensor, Tensor)");
+
+  // Spiking e-prop (Bellec et al. 2020), LIF or ALIF (adaptive), a chunk of
+  // T steps in one call: neuron dynamics, eligibility traces and the weight
+  // update, per localgrad/reference/eprop_lif.py. x: (T, batch, n_in);
+  // weights of the network and readout; feedback (n_out, hidden): W_out for
+  // symmetric e-prop or a fixed random matrix; target: (T, batch, n_out) for
+  // signal_mode 0 (mse), int64 (T, batch) for signal_mode 1 (cross-entropy, < 0 = no loss
+  // that step); signal: (T, batch, hidden) for signal_mode 2 (given learning signal,
+  // unfiltered traces); neuron = (alpha, rho, beta, v_th, gamma, kappa);
+  // state (v .. out_trace) updated in place; grad_w (hidden, n_in + hidden)
+  // and grad_out (n_out, hidden + 1) accumulated; outputs (T, batch, n_out)
+  // written with the readout of every step.
+  m.def(
+      "eprop_lif_chunk(Tensor x, Tensor weight_in, Tensor weight_rec, Tensor weight_out, "
+      "Tensor bias_out, Tensor feedback, Tensor? target, Tensor? signal, float[] neuron, "
+      "bool adaptive, int signal_mode, float loss_scale, Tensor(a!) v, Tensor(b!) a, Tensor(c!) z, "
+      "Tensor(d!) psi, Tensor(e!) y, Tensor(f!) pre_trace, Tensor(g!) adapt_trace, "
+      "Tensor(h!) filt_trace, Tensor(i!) out_trace, Tensor(j!) grad_w, Tensor(k!) grad_out, "
+      "Tensor(l!) outputs) -> ()");
 }

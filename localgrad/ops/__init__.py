@@ -14,6 +14,7 @@ from localgrad.ops.rtrl import rtrl_step
 from localgrad.ops.snap import snap_step
 from localgrad.ops.rflo import rflo_chunk
 from localgrad.ops.uoro import uoro_step
+from localgrad.ops.eprop_lif import eprop_lif_chunk
 
 __all__ = [
     "dfa_project",
@@ -24,4 +25,5 @@ __all__ = [
     "snap_step",
     "rflo_chunk",
     "uoro_step",
+    "eprop_lif_chunk",
 ]

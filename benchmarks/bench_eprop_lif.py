@@ -1,0 +1,202 @@
+"""Spiking e-prop benchmark: the fused chunk op against the eager reference
+and surrogate-gradient BPTT, on LIF or ALIF networks.
+
+    python benchmarks/bench_eprop_lif.py [--device cpu|cuda] [--hidden 32,64,128,256]
+        [--batches 1,32,256] [--steps 20] [--lif] [--repeats N] [--threads N]
+        [--json PATH] [--quick]
+
+For every hidden size and batch it times one learner call over a chunk of
+--steps time steps (run) and over one step (step), for: SpikingEProp with the
+fused op, SpikingEProp running the eager pure-PyTorch reference, and
+SpikingBPTT (autograd forward and backward through the chunk). Each row also
+gives the fused op's floor on this device (its synapse FLOPs at the measured
+GEMM rate, or its per-synapse trace traffic at the measured copy bandwidth,
+whichever is longer) and the memory per sample: e-prop's state and traces
+(independent of the sequence length), BPTT's tensors saved for backward over
+the chunk (growing with it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import (  # noqa: E402
+    OtherLoad,
+    environment,
+    fmt_num,
+    fmt_time,
+    measure_peaks,
+    print_table,
+    resolve_device,
+    time_fn,
+    write_json,
+)
+
+from localgrad.online import ALIF, LIF, SpikingBPTT, SpikingEProp  # noqa: E402
+from localgrad.online.eprop_spiking import step_losses  # noqa: E402
+
+N_IN, N_OUT = 40, 10
+
+
+def parse_ints(text: str) -> list[int]:
+    return [int(t) for t in text.split(",") if t.strip()]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    p.add_argument("--hidden", type=parse_ints, default=None, help="comma-separated (default 32,64,128,256)")
+    p.add_argument("--batches", type=parse_ints, default=None, help="comma-separated (default 1,32,256)")
+    p.add_argument("--steps", type=int, default=None, help="time steps per chunk (default 20)")
+    p.add_argument("--lif", action="store_true", help="LIF neurons (default ALIF)")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", default=None)
+    p.add_argument("--quick", action="store_true", help="a smoke run: tiny sizes, one repeat")
+    args = p.parse_args(argv)
+    if args.hidden is None:
+        args.hidden = [16] if args.quick else [32, 64, 128, 256]
+    if args.batches is None:
+        args.batches = [1, 3] if args.quick else [1, 32, 256]
+    if args.steps is None:
+        args.steps = 3 if args.quick else 20
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    return args
+
+
+def synapse_cost(hidden: int, adaptive: bool, elem: int) -> tuple[float, float]:
+    """FLOPs and minimum bytes per sample and step of the fused op: every
+    synapse updates its filtered trace (and, ALIF, its adaptive trace and the
+    eligibility) and adds to its weight update; each trace is read and
+    written once."""
+    synapses = hidden * (N_IN + hidden)
+    flops = synapses * (10 if adaptive else 5)
+    nbytes = synapses * elem * (4 if adaptive else 2)
+    return flops, nbytes
+
+
+def bptt_saved_bytes(model, xs, targets) -> float:
+    total, seen = 0, set()
+
+    def pack(t):
+        nonlocal total
+        key = (t.data_ptr(), t.numel())
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        ys, _, _ = model(xs)
+        loss = step_losses(ys, targets, "mse").sum()
+    loss.backward()
+    model.zero_grad()
+    return total / max(xs.shape[1], 1)
+
+
+def bench_config(args, device, peaks, hidden, batch) -> list[dict]:
+    cls = LIF if args.lif else ALIF
+    torch.manual_seed(0)
+    model = cls(N_IN, hidden, N_OUT, device=device)
+    xs = torch.rand(args.steps, batch, N_IN, device=device) * 2
+    targets = torch.randn(args.steps, batch, N_OUT, device=device)
+    flops, nbytes = synapse_cost(hidden, model.adaptive, 4)
+    floor_step = peaks.floor_s(flops * batch, nbytes * batch)
+    kw = {"device": device, "repeats": args.repeats, "warmup": args.warmup, "min_repeat_s": args.min_repeat_s}
+    learners = {
+        "e-prop fused op": SpikingEProp(model, use_kernel=True),
+        "e-prop eager reference": SpikingEProp(model, use_kernel=False),
+        "surrogate BPTT": SpikingBPTT(model),
+    }
+    rows = []
+    for name, learner in learners.items():
+        learner.reset(batch)
+
+        def chunk(learner=learner):
+            learner.run(xs, targets)
+
+        def one_step(learner=learner):
+            learner.step(xs[0], targets[0])
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t_chunk = time_fn(chunk, **kw)
+            t_step = time_fn(one_step, **kw)
+        if name == "surrogate BPTT":
+            mem = bptt_saved_bytes(model, xs, targets)
+        else:
+            mem = sum(t.numel() * t.element_size() for t in learner.state.values()) / max(batch, 1)
+        model.zero_grad()
+        rows.append({
+            "hidden": hidden, "batch": batch, "steps": args.steps, "neuron": cls.__name__,
+            "implementation": name, "chunk_s": t_chunk.median_s, "chunk_min_s": t_chunk.min_s,
+            "step_s": t_step.median_s, "per_step_in_chunk_s": t_chunk.median_s / args.steps,
+            "floor_step_s": floor_step, "bytes_per_sample": mem,
+        })  # fmt: skip
+    fused = rows[0]
+    for r in rows:
+        r["chunk_vs_fused"] = r["chunk_s"] / fused["chunk_s"]
+        r["x_floor"] = r["per_step_in_chunk_s"] / floor_step
+    return rows
+
+
+def print_rows(rows, steps, other_load):
+    table = []
+    for r in rows:
+        table.append([
+            r["implementation"], str(r["hidden"]), str(r["batch"]), fmt_time(r["chunk_s"]),
+            fmt_time(r["per_step_in_chunk_s"]), fmt_time(r["step_s"]), fmt_num(r["chunk_vs_fused"]),
+            fmt_num(r["x_floor"]), f"{r['bytes_per_sample'] / 1024:.1f} KiB",
+        ])  # fmt: skip
+    note = "" if other_load is None else f", other processes {100 * other_load:.0f}% of CPUs"
+    print_table(
+        f"{rows[0]['neuron']}, chunk of {steps} steps, n_in {N_IN}, n_out {N_OUT}{note}",
+        ["implementation", "hidden", "batch", "chunk", "per step (chunk)", "step()", "chunk / fused",
+         "x floor", "memory / sample"],
+        table,
+    )  # fmt: skip
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.warmup = 1
+    args.min_repeat_s = 0.0 if args.quick else 0.02
+    whole_run = OtherLoad()
+    env = environment(device)
+    print(f"device: {env['device_name']} ({device}), torch {env['torch']}, {env['num_threads']} threads")
+    peaks = measure_peaks(device, quick=args.quick)
+    print(f"peaks measured now: {peaks.flops / 1e9:.4g} GFLOP/s (fp32 mm), {peaks.bandwidth / 1e9:.4g} GB/s (copy)")
+    rows: list[dict] = []
+    for hidden in args.hidden:
+        load = OtherLoad()
+        config_rows = []
+        for batch in args.batches:
+            config_rows += bench_config(args, device, peaks, hidden, batch)
+        other = load.fraction()
+        for r in config_rows:
+            r["other_load"] = other
+        print_rows(config_rows, args.steps, other)
+        rows += config_rows
+    other = whole_run.fraction()
+    if other is not None:
+        print(f"\nother processes used {100 * other:.0f}% of the {os.cpu_count()} CPUs during this run"
+              + (": CPU timings taken under load are unreliable" if other > 0.05 else ""))  # fmt: skip
+    if args.json:
+        write_json(args.json, {"benchmark": "eprop_lif", **env, "peaks": peaks.as_dict(), "other_load": other,
+                               "args": {k: v for k, v in vars(args).items() if k != "json"}, "rows": rows})  # fmt: skip
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
