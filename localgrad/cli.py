@@ -12,6 +12,12 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="localgrad", description="Local learning rules for PyTorch")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -33,7 +39,9 @@ def main(argv=None) -> int:
     demo.add_argument("--no-progress", action="store_true")
     demo.add_argument("--mode", default="static", choices=["static", "online"],
                       help="online: a leaky RNN on a sequence task, online rules vs BPTT (localgrad.online)")
-    demo.add_argument("--task", default="delayed", choices=["delayed", "mnist1d"], help="online mode's task")
+    demo.add_argument("--task", default="delayed", choices=["delayed", "mnist1d", "spiking"],
+                      help="online mode's task: delayed recall or MNIST-1D with the leaky RNN, or spiking: "
+                      "MNIST-1D with an ALIF network, e-prop vs surrogate BPTT")
     demo.add_argument("--iterations", type=int, default=150, help="online mode: minibatches per rule")
 
     sub.add_parser("info", help="print how localgrad was built")
@@ -46,6 +54,21 @@ def main(argv=None) -> int:
         return 0
     from localgrad import demo as demo_module
 
+    if args.mode == "online" and args.task == "spiking":
+        from localgrad.online import spiking_task
+
+        rules = spiking_task.RULES if args.rules == ",".join(DEFAULT_RULES) else args.rules.split(",")
+        rows = spiking_task.compare(
+            rules=[r for r in rules if r],
+            hidden=64 if args.hidden == [256, 256] else args.hidden[0],
+            epochs=10 if args.epochs == 15 else args.epochs,
+            seed=args.seed,
+            device="cuda" if args.device == "auto" and torch_cuda_available() else
+            ("cpu" if args.device == "auto" else args.device),
+            progress=not args.no_progress,
+        )
+        print(spiking_task.format_rows(rows))
+        return 0
     if args.mode == "online":
         rules = demo_module.ONLINE_RULES if args.rules == ",".join(DEFAULT_RULES) else args.rules.split(",")
         hidden = 32 if args.hidden == [256, 256] else args.hidden[0]

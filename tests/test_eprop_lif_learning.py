@@ -283,3 +283,32 @@ def test_spiking_task_rows():
     for r in rows:
         assert 0 <= r["test_acc"] <= 1 and r["ms_per_step"] > 0 and r["bytes_per_sample"] > 0
     assert "eprop_symmetric" in format_rows(rows)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_eprop_of_a_spiking_model_is_spiking_eprop(cls):
+    """localgrad.online.EProp picks the spiking rule for LIF/ALIF models and
+    gives the same gradients as SpikingEProp built directly."""
+    from localgrad.online import EProp, LeakyRNN
+
+    model, xs, targets = make(cls)
+    learner = EProp(model, feedback="random", seed=3)
+    assert isinstance(learner, SpikingEProp) and learner.feedback == "random" and learner.seed == 3
+    learner.reset(xs.shape[1])
+    learner.run(xs, targets)
+    via_eprop = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    direct = SpikingEProp(model, feedback="random", seed=3)
+    direct.reset(xs.shape[1])
+    direct.run(xs, targets)
+    assert all(torch.equal(a, p.grad) for a, p in zip(via_eprop, model.parameters()))
+    assert type(EProp(LeakyRNN(3, 4, 2))) is EProp
+
+
+def test_demo_spiking_task_prints_its_table(capsys):
+    from localgrad import cli
+
+    assert cli.main(["demo", "--mode", "online", "--task", "spiking", "--rules", "eprop_symmetric",
+                     "--hidden", "16", "--epochs", "1", "--no-progress", "--device", "cpu"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "| eprop_symmetric | ALIF | 16 |" in out

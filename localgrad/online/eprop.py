@@ -20,7 +20,20 @@ class EProp(TraceLearner):
     the same trace as RFLO (Murray 2019). e-prop replaces the total derivative
     dE/dz_t by the learning signal L_t = B ε_t through the readout: symmetric
     (B = readout.weightᵀ, default) or fixed random. The two rules differ only
-    by their default feedback; spiking e-prop (LIF/ALIF) has other traces."""
+    by their default feedback.
+
+    Given a spiking model (localgrad.online.LIF or ALIF), EProp(model, ...)
+    returns a SpikingEProp instead: the same rule with the LIF/ALIF
+    eligibility traces of Bellec 2020, fused in one op (eprop_lif_chunk)."""
+
+    def __new__(cls, model=None, feedback: str = "symmetric", seed: int = 0, loss: str = "mse", **kwargs):
+        from localgrad.online.lif import LIF
+
+        if isinstance(model, LIF):
+            from localgrad.online.eprop_spiking import SpikingEProp
+
+            return SpikingEProp(model, feedback=feedback, loss=loss, seed=seed, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, model, feedback: str = "symmetric", seed: int = 0, loss: str = "mse"):
         super().__init__(model, feedback, seed, loss)
