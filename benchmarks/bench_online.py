@@ -18,6 +18,7 @@ memory per sample against H (log-log) at the middle batch size.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -47,7 +48,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--max-influence-mib", type=float, default=512.0, help="skip RTRL above this influence size")
     p.add_argument("--plot", metavar="PATH", help="write the log-log scaling plot here (needs matplotlib)")
+    p.add_argument("--plot-batch", type=int, default=None,
+                   help="the batch size the plot shows (default: the smallest, where RTRL fits at every size)")
     p.add_argument("--json", metavar="PATH", help="write every row and the environment here")
+    p.add_argument("--from-json", metavar="PATH",
+                   help="measure nothing: print the table (and --plot) of a saved --json result")
     p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats: a smoke run")
     args = p.parse_args(argv)
     if args.quick:
@@ -170,8 +175,19 @@ def plot(rows, path, batch):
                and not r["kind"].startswith("chunk")]
         if pts:
             hs = [r["hidden"] for r in pts]
-            ax_t.loglog(hs, [r["kernel_s"] for r in pts], "o-", label=rule)
-            ax_m.loglog(hs, [r["bytes_per_sample"] for r in pts], "o-", label=rule)
+            label = f"bptt ({pts[0]['kind'].split('/')[-1]} steps)" if rule == "bptt" else rule
+            ax_t.loglog(hs, [r["kernel_s"] for r in pts], "o-", label=label)
+            ax_m.loglog(hs, [r["bytes_per_sample"] for r in pts], "o-", label=label)
+    # Slope guides through the smallest size: RTRL's n^4 time and n^3 memory,
+    # the traces' n^2.
+    for ax, key, slopes in ((ax_t, "kernel_s", (4, 2)), (ax_m, "bytes_per_sample", (3, 2))):
+        first = [r for r in rows if r["rule"] == "rtrl" and r["batch"] == batch and r[key]]
+        if first:
+            h0, v0 = first[0]["hidden"], first[0][key]
+            hs = sorted({r["hidden"] for r in rows})
+            for k in slopes:
+                ax.loglog(hs, [v0 * (h / h0) ** k for h in hs], ":", color="grey", linewidth=1)
+                ax.annotate(f"n^{k}", (hs[-1], v0 * (hs[-1] / h0) ** k), color="grey", fontsize=8)
     ax_t.set(xlabel="hidden size", ylabel="seconds per step", title=f"time per step (batch {batch})")
     ax_m.set(xlabel="hidden size", ylabel="bytes per sample", title="learner memory per sample")
     ax_t.legend()
@@ -182,6 +198,15 @@ def plot(rows, path, batch):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        print(f"online RNN benchmark from {args.from_json}: {saved['device_name']}, torch {saved['torch']}, "
+              f"{saved['date_utc']}")
+        print_rows(saved["rows"])
+        if args.plot:
+            plot(saved["rows"], args.plot, args.plot_batch or min(saved["args"]["batches"]))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -194,7 +219,7 @@ def main(argv=None) -> int:
             rows += bench_config(args, device, hidden, batch)
     print_rows(rows)
     if args.plot:
-        plot(rows, args.plot, args.batches[len(args.batches) // 2])
+        plot(rows, args.plot, args.plot_batch or min(args.batches))
     if args.json:
         write_json(args.json, {"benchmark": "online", **env,
                                "args": {k: v for k, v in vars(args).items() if k != "json"}, "rows": rows})

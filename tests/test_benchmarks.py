@@ -51,3 +51,12 @@ def test_online_quick_run_writes_rows(device, tmp_path):
     rows = json.loads(path.read_text())["rows"]
     assert {r["rule"] for r in rows} == {"rtrl", "snap1", "rflo/eprop", "uoro", "bptt"}
     assert all(r["kernel_s"] for r in rows)
+    replot = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, "bench_online.py"), "--from-json", str(path),
+         "--plot", str(tmp_path / "again.png")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert replot.returncode == 0, replot.stderr[-3000:]
+    assert "rflo/eprop" in replot.stdout
