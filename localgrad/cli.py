@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     demo.add_argument("--epochs", type=int, default=15)
     demo.add_argument("--batch-size", type=int, default=64)
     demo.add_argument("--lr", type=float, default=1e-3)
+    demo.add_argument("--beta", type=float, default=0.5, help="nudging strength of the EqProp rows")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", default="auto", help="auto, cpu or cuda")
     demo.add_argument("--plot", default="demo_accuracy.png", help="accuracy plot file ('' for none)")
@@ -87,5 +88,6 @@ def main(argv=None) -> int:
         progress=not args.no_progress,
         model_name=args.model,
         plot_path=args.plot or None,
+        beta=args.beta,
     )
     return 0

@@ -86,6 +86,7 @@ def train(
     seed: int,
     progress: bool = True,
     model_name: str = "mlp",
+    beta: float = 0.5,
 ) -> RuleResult:
     if rule in EQPROP_RULES:
         if model_name != "mlp":
@@ -93,7 +94,7 @@ def train(
         from localgrad.eqprop import training
 
         bar = tqdm(range(epochs), desc=f"{rule:>9}", disable=not progress, leave=True, dynamic_ncols=True)
-        acc, loss, seconds, curve = training.train(rule, dataset, list(hidden), epochs, batch_size, seed, bar)
+        acc, loss, seconds, curve = training.train(rule, dataset, list(hidden), epochs, batch_size, seed, bar, beta)
         return RuleResult(rule, acc, loss, seconds, curve)
     torch.manual_seed(seed)
     model = build_model(model_name, dataset, hidden).to(dataset.x_train.device)
@@ -167,6 +168,7 @@ def run(
     progress: bool = True,
     model_name: str = "mlp",
     plot_path: str | None = None,
+    beta: float = 0.5,
 ) -> list[RuleResult]:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() and localgrad.has_cuda_kernels() else "cpu"
@@ -177,7 +179,8 @@ def run(
     if model_name not in MODELS:
         raise ValueError(f"demo: model must be one of {', '.join(MODELS)}, got {model_name!r}")
     results = [
-        train(rule, dataset, list(hidden), epochs, batch_size, lr, seed, progress, model_name) for rule in rules
+        train(rule, dataset, list(hidden), epochs, batch_size, lr, seed, progress, model_name, beta)
+        for rule in rules
     ]
     print(format_table(results, dataset, model_name))
     if plot_path:

@@ -192,3 +192,16 @@ def test_demo_rows_train_an_eqprop_mlp():
     assert centered.test_accuracy > 0.5, centered.test_accuracy
     with pytest.raises(ValueError, match="use --model mlp"):
         demo.train("chl", dataset, [32], epochs=1, batch_size=64, lr=1e-3, seed=0, progress=False, model_name="cnn")
+
+
+def test_demo_beta_reaches_the_model(monkeypatch):
+    """--beta sets the EqProp rows' nudging strength."""
+    from localgrad import cli
+    from localgrad.eqprop import training
+
+    seen = []
+    make = training.make_model
+    monkeypatch.setattr(training, "make_model", lambda rule, sizes, beta: seen.append(beta) or make(rule, sizes, beta))
+    assert cli.main(["demo", "--rules", "eqprop", "--dataset", "digits", "--hidden", "16", "--epochs", "1",
+                     "--beta", "0.2", "--plot", "", "--no-progress"]) == 0  # fmt: skip
+    assert seen == [0.2]

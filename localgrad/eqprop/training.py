@@ -30,10 +30,10 @@ BETA = 0.5
 T_FREE, T_NUDGE = 30, 10
 
 
-def make_model(rule: str, sizes: list[int]) -> EqPropMLP:
+def make_model(rule: str, sizes: list[int], beta: float = BETA) -> EqPropMLP:
     # Deeper nets need longer relaxations: a signal crosses one layer per step.
     extra = 10 * (len(sizes) - 3)
-    return EqPropMLP(sizes, beta=BETA, t_free=T_FREE + extra, t_nudge=T_NUDGE + extra, **RULES[rule])
+    return EqPropMLP(sizes, beta=beta, t_free=T_FREE + extra, t_nudge=T_NUDGE + extra, **RULES[rule])
 
 
 @torch.no_grad()
@@ -43,12 +43,12 @@ def accuracy(model: EqPropMLP, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 def train(rule: str, dataset: data.Dataset, hidden: list[int], epochs: int, batch_size: int, seed: int,
-          progress_bar=None) -> tuple[float, float, float, list[float]]:
+          progress_bar=None, beta: float = BETA) -> tuple[float, float, float, list[float]]:
     """Returns (test accuracy, last epoch's mean loss, seconds per epoch, test
     accuracy after each epoch)."""
     torch.manual_seed(seed)
     sizes = [dataset.n_features, *hidden, dataset.n_classes]
-    model = make_model(rule, sizes).to(dataset.x_train.device)
+    model = make_model(rule, sizes, beta).to(dataset.x_train.device)
     groups = [{"params": layer.parameters(), "lr": BASE_LR / 2**i} for i, layer in enumerate(model.layers)]
     optimizer = torch.optim.SGD(groups, momentum=MOMENTUM)
     order = torch.Generator().manual_seed(seed)
