@@ -90,11 +90,15 @@ def test_bptt_learner_equals_autograd():
     assert online_vs_bptt(BPTT, model) <= 1e-10
 
 
+@pytest.mark.parametrize("dense", [None, False], ids=["dense-path", "sparse-kernel"])
 @pytest.mark.parametrize("mask", [False, True])
-def test_snap_full_coverage_equals_rtrl(mask):
+def test_snap_full_coverage_equals_rtrl(mask, dense):
     model = make_model(mask)
-    err = online_vs_bptt(lambda m: SnAp(m, n=HIDDEN), model)
-    print(f"SnAp-{HIDDEN} (full coverage) vs BPTT: {err:.2e}")
+    learner = SnAp(model, n=HIDDEN, dense=dense)
+    # A full pattern takes the dense RTRL update unless told not to.
+    assert learner.dense == (dense is None and learner.n_entries == HIDDEN * HIDDEN)
+    err = online_vs_bptt(lambda m: SnAp(m, n=HIDDEN, dense=dense), model)
+    print(f"SnAp-{HIDDEN} (full coverage, dense={learner.dense}) vs BPTT: {err:.2e}")
     assert err <= 1e-10
 
 

@@ -31,9 +31,12 @@ class SnAp(OnlineLearner):
 
     SnAp-1 keeps each unit's own row only ((batch, H, I + H + 1) state, O(H²)
     per step); a pattern covering everything reachable is RTRL. The index
-    lists of the pattern are built once here."""
+    lists of the pattern are built once here. When the pattern covers every
+    (unit, row) pair (SnAp-2 and up on a dense network), the influence is
+    RTRL's in the same memory layout, and the dense rtrl_step (a batched
+    GEMM) updates it: dense=False forces the sparse kernel anyway."""
 
-    def __init__(self, model, n: int = 1, loss: str = "mse"):
+    def __init__(self, model, n: int = 1, loss: str = "mse", dense: bool | None = None):
         super().__init__(model, loss)
         if n < 1:
             raise ValueError(f"SnAp: n must be >= 1, got {n}")
@@ -41,7 +44,10 @@ class SnAp(OnlineLearner):
         hidden = model.hidden_size
         adjacency = torch.ones(hidden, hidden) if model.recurrent_mask is None else model.recurrent_mask.cpu()
         reach = snap_pattern(adjacency, n)
+        # Entries in row-major (unit k, row i) order: e = k * H + i when the
+        # pattern is full, which is RTRL's (batch, H, H * C) layout.
         entry_unit, entry_row = reach.nonzero(as_tuple=True)
+        self.dense = bool(reach.all()) if dense is None else bool(dense and reach.all())
         index = -torch.ones(hidden, hidden, dtype=torch.long)
         index[entry_unit, entry_row] = torch.arange(entry_unit.numel())
         # Neighbours of entry (k, i): units l feeding k whose entry (l, i) is kept.
@@ -73,6 +79,9 @@ class SnAp(OnlineLearner):
     def _learn(self, xs, h_prevs, dphis, dldh, dldy):
         m = self.model
         w = m.effective_weight_hh().detach()
+        if self.dense:
+            self._learn_dense(w, xs, h_prevs, dphis, dldh)
+            return
         grad = None
         for t in range(xs.shape[0]):
             self.influence = ops.snap_step(self.influence, w, h_prevs[t], xs[t], dphis[t], m.recurrent_mask,
@@ -84,3 +93,16 @@ class SnAp(OnlineLearner):
             g = grad.new_zeros(m.hidden_size, self._theta_cols())
             g.index_add_(0, self.entry_row, grad)
             m.theta_grad_to_params(g)
+
+    def _learn_dense(self, w, xs, h_prevs, dphis, dldh):
+        m = self.model
+        batch, hidden, cols = self.influence.shape[0], m.hidden_size, self._theta_cols()
+        influence = self.influence.view(batch, hidden, hidden * cols)
+        grad = None
+        for t in range(xs.shape[0]):
+            influence = ops.rtrl_step(influence, w, h_prevs[t], xs[t], dphis[t], m.recurrent_mask, m.alpha)
+            g = (dldh[t].unsqueeze(1) @ influence).sum(0)
+            grad = g if grad is None else grad + g
+        self.influence = influence.view(batch, hidden * hidden, cols)
+        if grad is not None:
+            m.theta_grad_to_params(grad.view(hidden, cols))
