@@ -43,6 +43,7 @@ def main(argv=None) -> int:
     demo.add_argument("--task", default="delayed", choices=["delayed", "mnist1d", "spiking"],
                       help="online mode's task: delayed recall or MNIST-1D with the leaky RNN, or spiking: "
                       "MNIST-1D with an ALIF network, e-prop vs surrogate BPTT")
+    demo.add_argument("--neuron", default="alif", choices=["alif", "lif"], help="spiking task's neurons")
     demo.add_argument("--iterations", type=int, default=150, help="online mode: minibatches per rule")
 
     sub.add_parser("info", help="print how localgrad was built")
@@ -63,6 +64,7 @@ def main(argv=None) -> int:
             rules=[r for r in rules if r],
             hidden=64 if args.hidden == [256, 256] else args.hidden[0],
             epochs=10 if args.epochs == 15 else args.epochs,
+            adaptive=args.neuron == "alif",
             seed=args.seed,
             device="cuda" if args.device == "auto" and torch_cuda_available() else
             ("cpu" if args.device == "auto" else args.device),

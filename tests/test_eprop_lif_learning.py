@@ -309,6 +309,6 @@ def test_demo_spiking_task_prints_its_table(capsys):
     from localgrad import cli
 
     assert cli.main(["demo", "--mode", "online", "--task", "spiking", "--rules", "eprop_symmetric",
-                     "--hidden", "16", "--epochs", "1", "--no-progress", "--device", "cpu"]) == 0  # fmt: skip
+                     "--hidden", "16", "--epochs", "1", "--no-progress", "--device", "cpu", "--neuron", "lif"]) == 0  # fmt: skip
     out = capsys.readouterr().out
-    assert "| eprop_symmetric | ALIF | 16 |" in out
+    assert "| eprop_symmetric | LIF | 16 |" in out
