@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     demo.add_argument("--task", default="delayed", choices=["delayed", "mnist1d", "spiking"],
                       help="online mode's task: delayed recall or MNIST-1D with the leaky RNN, or spiking: "
                       "MNIST-1D with an ALIF network, e-prop vs surrogate BPTT")
+    demo.add_argument("--alpha", type=float, default=None,
+                      help="online mode: the leaky RNN's alpha (default 0.5 delayed, 0.1 mnist1d)")
     demo.add_argument("--neuron", default="alif", choices=["alif", "lif"], help="spiking task's neurons")
     demo.add_argument("--iterations", type=int, default=150, help="online mode: minibatches per rule")
 
@@ -76,7 +78,8 @@ def main(argv=None) -> int:
         rules = demo_module.ONLINE_RULES if args.rules == ",".join(DEFAULT_RULES) else args.rules.split(",")
         hidden = 32 if args.hidden == [256, 256] else args.hidden[0]
         lr = 1e-2 if args.lr == 1e-3 else args.lr
-        demo_module.run_online(args.task, [r for r in rules if r], hidden, args.iterations, 32, lr, args.seed)
+        demo_module.run_online(args.task, [r for r in rules if r], hidden, args.iterations, 32, lr, args.seed,
+                               args.alpha)
         return 0
     demo_module.run(
         rules=[r for r in args.rules.split(",") if r],

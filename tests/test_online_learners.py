@@ -167,6 +167,6 @@ def test_delayed_recall_task_and_online_demo(capsys):
     assert task.chance == 0.25 and task.x_train.shape == (5, 256, 5)
     assert cli.main(["demo", "--mode", "online", "--rules", "eprop", "--iterations", "10"]) == 0
     out = capsys.readouterr().out
-    assert "eprop" in out and "chance 0.25" in out
+    assert "eprop" in out and "chance 0.25" in out and "alpha 0.5" in out
     result = tasks.train_rule("eprop", task, hidden=16, iterations=80, lr=2e-2)
     assert result.test_accuracy > 0.8
