@@ -124,14 +124,15 @@ def train(
 
 def format_table(results: list[RuleResult], dataset: data.Dataset, model_name: str = "mlp") -> str:
     baseline = next((r for r in results if r.rule == "backprop"), None)
+    w = max([10, *(len(r.rule) for r in results)])
     lines = [
         f"{model_name} on {dataset.name}: {len(dataset.y_train)} train / {len(dataset.y_test)} test",
-        f"{'rule':<10} {'test acc':>9} {'vs backprop':>12} {'train loss':>11} {'s / epoch':>10}",
+        f"{'rule':<{w}} {'test acc':>9} {'vs backprop':>12} {'train loss':>11} {'s / epoch':>10}",
     ]
     for r in results:
         delta = "" if baseline is None else f"{100 * (r.test_accuracy - baseline.test_accuracy):+.1f} pt"
         lines.append(
-            f"{r.rule:<10} {100 * r.test_accuracy:>8.1f}% {delta:>12} {r.train_loss:>11.4f} {r.seconds_per_epoch:>10.3f}"
+            f"{r.rule:<{w}} {100 * r.test_accuracy:>8.1f}% {delta:>12} {r.train_loss:>11.4f} {r.seconds_per_epoch:>10.3f}"
         )
     return "\n".join(lines)
 
