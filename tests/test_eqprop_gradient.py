@@ -112,19 +112,22 @@ def test_estimate_converges_to_the_gradient_with_the_predicted_order(activation,
     assert truth.norm() > 1e-3  # a gradient worth matching
     # Small enough that no hard-sigmoid unit crosses 0 or 1 between phases.
     betas = [0.02, 0.01, 0.005, 0.0025]
-    errors = {}
+    errors, cosines = {}, []
     for nudging in ("positive", "negative", "centered"):
         errors[nudging] = []
         for beta in betas:
             est = eqprop_estimate(x, weights, biases, y, fixed, beta, nudging, activation, loss, async_update)
             cosine = F.cosine_similarity(est, truth, dim=0).item()
             assert cosine > 0.99, (nudging, beta, cosine)
+            cosines.append(cosine)
             errors[nudging].append(((est - truth).norm() / truth.norm()).item())
     for one_sided in ("positive", "negative"):
         slope = fit_slope(betas, errors[one_sided])
         assert 0.8 < slope < 1.2, (one_sided, slope, errors)
         assert all(c < p for c, p in zip(errors["centered"], errors[one_sided]))
     centered = fit_slope(betas, errors["centered"])
+    print(f"slopes: positive {fit_slope(betas, errors['positive']):.3f}, negative "
+          f"{fit_slope(betas, errors['negative']):.3f}, centered {centered:.3f}; min cosine {min(cosines):.6f}")
     assert 1.6 < centered < 2.4, (centered, errors)
 
 
