@@ -110,6 +110,7 @@ PreparedRelax prepare_relax(const at::Tensor& x, at::TensorList weights,
   p.x = rows_dense(x);
   for (size_t i = 0; i < weights.size(); ++i) {
     p.weights.push_back(weights[i].contiguous());
+    p.weights_t.push_back(p.weights.back().t());
     p.biases.push_back(biases[i].contiguous());
   }
   return p;
@@ -126,24 +127,32 @@ std::vector<std::vector<int>> update_groups(int n_layers, Nudge nudge, bool asyn
   return groups;
 }
 
+namespace {
+// Called several times per relaxation step on small products: skip the
+// dispatcher when the dtype already matches (always, on CPU).
+at::Tensor as_acc(const at::Tensor& t, at::ScalarType acc) {
+  return t.scalar_type() == acc ? t : t.to(acc);
+}
+}  // namespace
+
 void compute_pre(const PreparedRelax& p, const at::Tensor& drive, at::TensorList states,
                  const std::vector<int>& group, std::vector<at::Tensor>& pre) {
   const int n_layers = static_cast<int>(p.weights.size());
   const auto acc = drive.scalar_type();
   for (int j : group) {
-    at::Tensor out = pre[j];
+    at::Tensor& out = pre[j];
     const bool has_above = j + 1 < n_layers;
-    const at::Tensor above = has_above ? states[j + 1].to(acc) : at::Tensor();
+    const at::Tensor above = has_above ? as_acc(states[j + 1], acc) : at::Tensor();
     if (j == 0) {
       if (has_above) {
-        at::addmm_out(out, drive, above, p.weights[1].to(acc));
+        at::addmm_out(out, drive, above, as_acc(p.weights[1], acc));
       } else {
         out.copy_(drive);
       }
       continue;
     }
-    at::addmm_out(out, p.biases[j].to(acc), states[j - 1].to(acc), p.weights[j].to(acc).t());
-    if (has_above) out.addmm_(above, p.weights[j + 1].to(acc));
+    at::addmm_out(out, as_acc(p.biases[j], acc), as_acc(states[j - 1], acc), as_acc(p.weights_t[j], acc));
+    if (has_above) out.addmm_(above, as_acc(p.weights[j + 1], acc));
   }
 }
 

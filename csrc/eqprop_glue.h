@@ -15,6 +15,7 @@ namespace localgrad::eqprop {
 struct PreparedRelax {
   at::Tensor x;                        // rows dense
   std::vector<at::Tensor> weights;     // dense
+  std::vector<at::Tensor> weights_t;   // their transposes (views), made once per call
   std::vector<at::Tensor> biases;      // dense
   at::Tensor target;                   // rows dense; undefined in the free phase
   std::vector<int64_t> widths;         // n_0 .. n_L
