@@ -28,6 +28,9 @@
 #   PYTEST_ARGS       extra pytest arguments for the test step (e.g. -m "not slow")
 #   SANITIZER_PYTEST_ARGS  which tests the sanitizers run (default: -m cuda);
 #                     initcheck and synccheck are accepted as steps too
+#   BENCHES           which benchmarks the bench step runs, names without .py
+#                     (default: every benchmarks/bench_*.py), e.g.
+#                     BENCHES="bench_dfa bench_eqprop" to split them over calls
 #   STEP_TIMEOUT      seconds any one command may run (default 1500)
 #   WHEELS            folder of extra wheels to install first, offline, into a
 #                     private --target dir on PYTHONPATH (default .whl), for test
@@ -249,6 +252,10 @@ step_bench() {
   shopt -s nullglob
   local benches=("$ROOT"/benchmarks/bench_*.py)
   shopt -u nullglob
+  if [[ -n ${BENCHES:-} ]]; then
+    benches=()
+    for name in $BENCHES; do benches+=("$ROOT/benchmarks/${name%.py}.py"); done
+  fi
   if ((${#benches[@]} == 0)); then
     record bench FAIL 0 "no benchmarks/bench_*.py found"
     return
