@@ -81,8 +81,11 @@ def main(argv=None) -> int:
         demo_module.run_online(args.task, [r for r in rules if r], hidden, args.iterations, 32, lr, args.seed,
                                args.alpha)
         return 0
+    rules = [r for r in args.rules.split(",") if r]
+    if args.model == "cnn" and args.rules == ",".join(DEFAULT_RULES):
+        rules = [r for r in rules if r not in EQPROP_RULES]  # EqProp rows are MLPs
     demo_module.run(
-        rules=[r for r in args.rules.split(",") if r],
+        rules=rules,
         dataset_name=args.dataset,
         hidden=args.hidden,
         epochs=args.epochs,

@@ -24,9 +24,9 @@ class RuleResult:
     curve: list[float]  # test accuracy after each epoch
 
 
-DEFAULT_RULES = ("backprop", "fa", "usf", "brsf", "frsf", "dfa")
+DEFAULT_RULES = ("backprop", "fa", "usf", "brsf", "frsf", "dfa", "eqprop")
 MODELS = ("mlp", "cnn")
-# Rows trained as energy-based nets (localgrad.eqprop): opt-in, not in the default list.
+# Rows trained as energy-based nets (localgrad.eqprop.EqPropMLP, MLP only).
 EQPROP_RULES = ("eqprop", "eqprop-positive", "eqprop-negative", "chl")
 
 
