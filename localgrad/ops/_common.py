@@ -1,5 +1,6 @@
-"""What every op wrapper shares: the fallback warning and the stub that turns
-a CUDA call without the CUDA build into instructions."""
+"""What every op wrapper shares: the fallback to the reference without the
+extension, and the stub that turns a CUDA call without the CUDA build into
+instructions."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ from localgrad._extension import cuda_build_missing_error, has_cuda_kernels, has
 _warned_fallback = False
 
 
-def fallback_warning(op: str) -> None:
-    """Warn once per process that an op runs its pure-PyTorch reference."""
+def fall_back(op: str, tensor: torch.Tensor) -> None:
+    """Called by an op wrapper without the compiled extension, before it runs
+    the pure-PyTorch reference: a CUDA call gets instructions to rebuild, a
+    CPU call a warning, once per process."""
     global _warned_fallback
+    if tensor.is_cuda:
+        raise cuda_build_missing_error(op)
     if not _warned_fallback:
         warnings.warn(
             f"localgrad.ops.{op}: the compiled extension is not loaded; running the "

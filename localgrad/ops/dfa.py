@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 
 from localgrad import reference
-from localgrad._extension import cuda_build_missing_error, has_extension
-from localgrad.ops._common import fallback_warning, register_missing_cuda
+from localgrad._extension import has_extension
+from localgrad.ops._common import fall_back, register_missing_cuda
 
 
 def dfa_project(
@@ -47,9 +47,7 @@ def dfa_project(
     if has_extension():
         torch.ops.localgrad.dfa_project(error, feedback, activations, kinds, slopes, out)
         return out
-    if error.is_cuda:
-        raise cuda_build_missing_error("dfa_project")
-    fallback_warning("dfa_project")
+    fall_back("dfa_project", error)
     widths = [o.shape[1] for o in out]
     for o, r in zip(out, reference.dfa_project(error, feedback, activations, kinds, slopes, widths)):
         o.copy_(r)

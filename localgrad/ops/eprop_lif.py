@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import torch
 
-from localgrad._extension import cuda_build_missing_error, has_extension
-from localgrad.ops._common import fallback_warning, register_missing_cuda
+from localgrad._extension import has_extension
+from localgrad.ops._common import fall_back, register_missing_cuda
 from localgrad.reference import eprop_lif as reference
 
 MODE_CODES = {"mse": 0, "ce": 1, "signal": 2}
@@ -55,9 +55,7 @@ def eprop_lif_chunk(
             neuron, bool(adaptive), MODE_CODES[mode], float(loss_scale), *args,
         )  # fmt: skip
         return
-    if x.is_cuda:
-        raise cuda_build_missing_error("eprop_lif_chunk")
-    fallback_warning("eprop_lif_chunk")
+    fall_back("eprop_lif_chunk", x)
     reference.eprop_lif_chunk(
         x, weight_in, weight_rec, weight_out, bias_out, feedback, target, signal,
         neuron, adaptive, mode, loss_scale, *args,

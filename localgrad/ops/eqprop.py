@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import torch
 
 from localgrad import reference
-from localgrad._extension import cuda_build_missing_error, has_extension
-from localgrad.ops._common import fallback_warning, register_missing_cuda
+from localgrad._extension import has_extension
+from localgrad.ops._common import fall_back, register_missing_cuda
 from localgrad.reference.eqprop import ACTIVATIONS, CLAMP, FREE, NUDGE_CE, NUDGE_MSE
 
 NUDGES = {"free": FREE, "mse": NUDGE_MSE, "ce": NUDGE_CE, "clamp": CLAMP}
@@ -51,9 +51,7 @@ def eqprop_relax(
         return torch.ops.localgrad.eqprop_relax(
             x, weights, biases, states, target, float(beta), nudge, activation, int(steps), bool(async_update), float(tol)
         )
-    if x.is_cuda:
-        raise cuda_build_missing_error("eqprop_relax")
-    fallback_warning("eqprop_relax")
+    fall_back("eqprop_relax", x)
     new, ran = reference.eqprop_relax(
         x, weights, biases, states, target, beta, nudge, activation, steps, async_update, tol
     )
@@ -83,9 +81,7 @@ def eqprop_update(
     if has_extension():
         torch.ops.localgrad.eqprop_update(x, states_a, states_b, float(scale), weight_grads, bias_grads)
         return weight_grads, bias_grads
-    if x.is_cuda:
-        raise cuda_build_missing_error("eqprop_update")
-    fallback_warning("eqprop_update")
+    fall_back("eqprop_update", x)
     gw, gb = reference.eqprop_update(x, states_a, states_b, scale)
     for o, r in zip(weight_grads + bias_grads, gw + gb):
         o.copy_(r)

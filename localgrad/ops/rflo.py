@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 
 from localgrad import reference
-from localgrad._extension import cuda_build_missing_error, has_extension
-from localgrad.ops._common import fallback_warning, register_missing_cuda
+from localgrad._extension import has_extension
+from localgrad.ops._common import fall_back, register_missing_cuda
 
 
 def rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -18,9 +18,7 @@ def rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, alpha: float) -> tup
     hh_mask: (H, H) or None. Returns (trace after the chunk, grad (H, C))."""
     if has_extension():
         return torch.ops.localgrad.rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, float(alpha))
-    if trace.is_cuda:
-        raise cuda_build_missing_error("rflo_chunk")
-    fallback_warning("rflo_chunk")
+    fall_back("rflo_chunk", trace)
     return reference.online_rnn.rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, alpha)
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from localgrad import reference
-from localgrad._extension import cuda_build_missing_error, has_extension
-from localgrad.ops._common import fallback_warning, register_missing_cuda
+from localgrad._extension import has_extension
+from localgrad.ops._common import fall_back, register_missing_cuda
 
 
 def rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float) -> torch.Tensor:
@@ -18,9 +18,7 @@ def rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float) -> t
     Returns the new influence (W_hh M by BLAS, the rest in one fused pass)."""
     if has_extension():
         return torch.ops.localgrad.rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, float(alpha))
-    if influence.is_cuda:
-        raise cuda_build_missing_error("rtrl_step")
-    fallback_warning("rtrl_step")
+    fall_back("rtrl_step", influence)
     return reference.online_rnn.rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha)
 
 

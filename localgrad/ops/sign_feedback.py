@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from localgrad import reference
-from localgrad._extension import cuda_build_missing_error, has_extension
-from localgrad.ops._common import fallback_warning, register_missing_cuda
+from localgrad._extension import has_extension
+from localgrad.ops._common import fall_back, register_missing_cuda
 
 
 def sign_feedback(
@@ -29,9 +29,7 @@ def sign_feedback(
     if has_extension():
         torch.ops.localgrad.sign_feedback(weight, int(seed), int(counter), float(scale), bool(random_magnitude), out)
         return out
-    if weight.is_cuda:
-        raise cuda_build_missing_error("sign_feedback")
-    fallback_warning("sign_feedback")
+    fall_back("sign_feedback", weight)
     return out.copy_(reference.sign_feedback(weight, seed, counter, scale, random_magnitude))
 
 

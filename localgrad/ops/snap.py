@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from localgrad import reference
-from localgrad._extension import cuda_build_missing_error, has_extension
-from localgrad.ops._common import fallback_warning, register_missing_cuda
+from localgrad._extension import has_extension
+from localgrad.ops._common import fall_back, register_missing_cuda
 
 
 def snap_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float,
@@ -22,9 +22,7 @@ def snap_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float,
             nbr_entry, nbr_weight)
     if has_extension():
         return torch.ops.localgrad.snap_step(*args)
-    if influence.is_cuda:
-        raise cuda_build_missing_error("snap_step")
-    fallback_warning("snap_step")
+    fall_back("snap_step", influence)
     return reference.online_rnn.snap_step(*args)
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from localgrad import reference
-from localgrad._extension import cuda_build_missing_error, has_extension
-from localgrad.ops._common import fallback_warning, register_missing_cuda
+from localgrad._extension import has_extension
+from localgrad.ops._common import fall_back, register_missing_cuda
 
 
 def uoro_step(s_tilde, theta_tilde, weight_hh, nu, h_prev, x, dphi, hh_mask, alpha: float,
@@ -18,9 +18,7 @@ def uoro_step(s_tilde, theta_tilde, weight_hh, nu, h_prev, x, dphi, hh_mask, alp
     args = (s_tilde, theta_tilde, weight_hh, nu, h_prev, x, dphi, hh_mask, float(alpha), float(eps))
     if has_extension():
         return torch.ops.localgrad.uoro_step(*args)
-    if s_tilde.is_cuda:
-        raise cuda_build_missing_error("uoro_step")
-    fallback_warning("uoro_step")
+    fall_back("uoro_step", s_tilde)
     return reference.online_rnn.uoro_step(*args)
 
 
