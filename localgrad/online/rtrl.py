@@ -25,12 +25,19 @@ class RTRL(OnlineLearner):
         self.influence = state["influence"].clone()
 
     def _learn(self, xs, h_prevs, dphis, dldh, dldy):
-        m = self.model
-        w = m.effective_weight_hh().detach()
-        grad = None
-        for t in range(xs.shape[0]):
-            self.influence = ops.rtrl_step(self.influence, w, h_prevs[t], xs[t], dphis[t], m.recurrent_mask, m.alpha)
-            g = (dldh[t].unsqueeze(1) @ self.influence).sum(0)
-            grad = g if grad is None else grad + g
-        if grad is not None:
-            m.theta_grad_to_params(grad.view(m.hidden_size, self._theta_cols()))
+        self.influence = rtrl_chunk(self.model, self.influence, xs, h_prevs, dphis, dldh)
+
+
+def rtrl_chunk(model, influence, xs, h_prevs, dphis, dldh):
+    """The RTRL update of a chunk: M_t for every step from influence
+    (batch, H, H·C), adding Σ_t (∂loss_t/∂h_t) M_t into θ's gradient.
+    Returns M after the last step (RTRL's, and a full-pattern SnAp's)."""
+    w = model.effective_weight_hh().detach()
+    grad = None
+    for t in range(xs.shape[0]):
+        influence = ops.rtrl_step(influence, w, h_prevs[t], xs[t], dphis[t], model.recurrent_mask, model.alpha)
+        g = (dldh[t].unsqueeze(1) @ influence).sum(0)
+        grad = g if grad is None else grad + g
+    if grad is not None:
+        model.theta_grad_to_params(grad.view(model.hidden_size, -1))
+    return influence

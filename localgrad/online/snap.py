@@ -6,6 +6,7 @@ import torch
 
 from localgrad import ops
 from localgrad.online.learner import OnlineLearner
+from localgrad.online.rtrl import rtrl_chunk
 
 
 def snap_pattern(adjacency: torch.Tensor, n: int) -> torch.Tensor:
@@ -78,10 +79,12 @@ class SnAp(OnlineLearner):
 
     def _learn(self, xs, h_prevs, dphis, dldh, dldy):
         m = self.model
-        w = m.effective_weight_hh().detach()
         if self.dense:
-            self._learn_dense(w, xs, h_prevs, dphis, dldh)
+            batch, entries, cols = self.influence.shape
+            full = self.influence.view(batch, m.hidden_size, m.hidden_size * cols)
+            self.influence = rtrl_chunk(m, full, xs, h_prevs, dphis, dldh).view(batch, entries, cols)
             return
+        w = m.effective_weight_hh().detach()
         grad = None
         for t in range(xs.shape[0]):
             self.influence = ops.snap_step(self.influence, w, h_prevs[t], xs[t], dphis[t], m.recurrent_mask,
@@ -93,16 +96,3 @@ class SnAp(OnlineLearner):
             g = grad.new_zeros(m.hidden_size, self._theta_cols())
             g.index_add_(0, self.entry_row, grad)
             m.theta_grad_to_params(g)
-
-    def _learn_dense(self, w, xs, h_prevs, dphis, dldh):
-        m = self.model
-        batch, hidden, cols = self.influence.shape[0], m.hidden_size, self._theta_cols()
-        influence = self.influence.view(batch, hidden, hidden * cols)
-        grad = None
-        for t in range(xs.shape[0]):
-            influence = ops.rtrl_step(influence, w, h_prevs[t], xs[t], dphis[t], m.recurrent_mask, m.alpha)
-            g = (dldh[t].unsqueeze(1) @ influence).sum(0)
-            grad = g if grad is None else grad + g
-        self.influence = influence.view(batch, hidden * hidden, cols)
-        if grad is not None:
-            m.theta_grad_to_params(grad.view(hidden, cols))
