@@ -198,6 +198,25 @@ def environment(device: torch.device) -> dict:
     }
 
 
+def parse_ints(text: str) -> list[int]:
+    """A comma-separated command-line list: "128,1024" -> [128, 1024]."""
+    return [int(t) for t in text.split(",") if t.strip()]
+
+
+def print_environment(env: dict, device: torch.device, extra: str = "") -> None:
+    """The device and build lines every benchmark starts with."""
+    print(f"device: {env['device_name']} ({device}), torch {env['torch']} (CUDA {env['torch_cuda']}), "
+          f"{env['num_threads']} threads, {env['matmul_precision']}")
+    b = env["localgrad_build"]
+    print(f"localgrad: extension {b['extension']}, CPU kernels {b['cpu_kernels']}, "
+          f"CUDA kernels {b['cuda_kernels']}, OpenMP {b['openmp']}{extra}")
+
+
+def print_peaks(peaks: Peaks) -> None:
+    print(f"peaks measured now: {peaks.flops / 1e9:.4g} GFLOP/s (fp32 mm {peaks.gemm_n}^3), "
+          f"{peaks.bandwidth / 1e9:.4g} GB/s (copy, {peaks.copy_bytes / 2**20:.0f} MiB read+written)")
+
+
 def write_json(path: str, payload: dict) -> None:
     with open(path, "w") as f:
         json.dump(payload, f, indent=2, default=str)

@@ -32,6 +32,9 @@ from _timing import (  # noqa: E402
     fmt_num,
     fmt_time,
     measure_peaks,
+    parse_ints,
+    print_environment,
+    print_peaks,
     print_table,
     resolve_device,
     time_fn,
@@ -42,10 +45,6 @@ from localgrad.online import ALIF, LIF, SpikingBPTT, SpikingEProp  # noqa: E402
 from localgrad.online.eprop_spiking import step_losses  # noqa: E402
 
 N_IN, N_OUT = 40, 10
-
-
-def parse_ints(text: str) -> list[int]:
-    return [int(t) for t in text.split(",") if t.strip()]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -173,9 +172,9 @@ def main(argv=None) -> int:
     args.min_repeat_s = 0.0 if args.quick else 0.02
     whole_run = OtherLoad()
     env = environment(device)
-    print(f"device: {env['device_name']} ({device}), torch {env['torch']}, {env['num_threads']} threads")
+    print_environment(env, device)
     peaks = measure_peaks(device, quick=args.quick)
-    print(f"peaks measured now: {peaks.flops / 1e9:.4g} GFLOP/s (fp32 mm), {peaks.bandwidth / 1e9:.4g} GB/s (copy)")
+    print_peaks(peaks)
     rows: list[dict] = []
     for hidden in args.hidden:
         load = OtherLoad()

@@ -39,6 +39,9 @@ from _timing import (  # noqa: E402
     fmt_num,
     fmt_time,
     measure_peaks,
+    parse_ints,
+    print_environment,
+    print_peaks,
     print_table,
     resolve_device,
     time_fn,
@@ -48,10 +51,6 @@ from _timing import (  # noqa: E402
 import localgrad  # noqa: E402
 from localgrad import reference  # noqa: E402
 from localgrad.eqprop import EqPropMLP  # noqa: E402
-
-
-def parse_ints(text: str) -> list[int]:
-    return [int(t) for t in text.split(",") if t.strip()]
 
 
 def parse_nets(text: str) -> list[list[int]]:
@@ -372,15 +371,10 @@ def main(argv=None) -> int:
 
     whole_run = OtherLoad()
     env = environment(device)
-    print(f"device: {env['device_name']} ({device}), torch {env['torch']} (CUDA {env['torch_cuda']}), "
-          f"{env['num_threads']} threads, {env['matmul_precision']}")
-    b = env["localgrad_build"]
-    print(f"localgrad: extension {b['extension']}, CPU kernels {b['cpu_kernels']}, "
-          f"CUDA kernels {b['cuda_kernels']}, OpenMP {b['openmp']}")
+    print_environment(env, device)
     print(f"timing: median and min per call over {args.repeats} loops, after {args.warmup} warm-up call")
     peaks = measure_peaks(device, quick=args.quick)
-    print(f"peaks measured now: {peaks.flops / 1e9:.4g} GFLOP/s (fp32 mm {peaks.gemm_n}^3), "
-          f"{peaks.bandwidth / 1e9:.4g} GB/s (copy)")
+    print_peaks(peaks)
 
     rows: list[dict] = []
     for sizes in args.nets:

@@ -44,12 +44,15 @@ from _timing import (  # noqa: E402
     fmt_num,
     fmt_time,
     measure_peaks,
+    parse_ints,
+    print_environment,
+    print_peaks,
     print_table,
     resolve_device,
     time_fn,
     write_json,
 )
-from bench_dfa import failed, load_note, parse_ints  # noqa: E402
+from bench_dfa import failed, load_note  # noqa: E402
 
 import localgrad  # noqa: E402
 from localgrad import Activation, reference  # noqa: E402
@@ -520,17 +523,12 @@ def main(argv=None) -> int:
 
     whole_run = OtherLoad()
     env = environment(device)
-    print(f"device: {env['device_name']} ({device}), torch {env['torch']} (CUDA {env['torch_cuda']}), "
-          f"{env['num_threads']} threads, {env['matmul_precision']}")
-    b = env["localgrad_build"]
-    print(f"localgrad: extension {b['extension']}, CPU kernels {b['cpu_kernels']}, "
-          f"CUDA kernels {b['cuda_kernels']}, OpenMP {b['openmp']}; BioTorch {biotorch_version()}")
+    print_environment(env, device, f"; BioTorch {biotorch_version()}")
     print(f"timing: median and min per call over up to {args.repeats} loops (fewer when a step row would "
           f"pass {args.row_seconds:g} s), after {args.warmup} warm-up calls")
 
     peaks = measure_peaks(device, quick=args.quick)
-    print(f"peaks measured now: {peaks.flops / 1e9:.4g} GFLOP/s (fp32 mm {peaks.gemm_n}^3), "
-          f"{peaks.bandwidth / 1e9:.4g} GB/s (copy, {peaks.copy_bytes / 2**20:.0f} MiB read+written)")
+    print_peaks(peaks)
 
     rows: list[dict] = []
     all_macs = {}

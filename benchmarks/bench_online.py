@@ -25,17 +25,22 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import environment, fmt_num, fmt_time, print_table, resolve_device, time_fn, write_json  # noqa: E402
+from _timing import (  # noqa: E402
+    environment,
+    fmt_num,
+    fmt_time,
+    parse_ints,
+    print_table,
+    resolve_device,
+    time_fn,
+    write_json,
+)
 
 from localgrad import ops  # noqa: E402
 from localgrad.online import LeakyRNN, SnAp  # noqa: E402
 from localgrad.reference import online_rnn as ref  # noqa: E402
 
 INPUT = 2
-
-
-def parse_ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
