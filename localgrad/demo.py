@@ -59,6 +59,7 @@ def mlp(sizes: list[int]) -> nn.Sequential:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
     model.eval()
     correct = sum(
@@ -101,25 +102,44 @@ def train(
     localgrad.convert(model, rule=rule, seed=seed, example_input=dataset.x_train[:2])
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
-    order = torch.Generator().manual_seed(seed)
-    curve, seconds, loss_sum, n_batches = [], 0.0, 0.0, 0
+
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> float:
+        optimizer.zero_grad()
+        loss = loss_fn(model(xb), yb)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
     bar = tqdm(range(epochs), desc=f"{rule:>9}", disable=not progress, leave=True, dynamic_ncols=True)
-    for _ in bar:
+    curve, loss, seconds = fit(step, dataset, batch_size, seed, bar,
+                               lambda: accuracy(model, dataset.x_test, dataset.y_test))
+    return RuleResult(rule, curve[-1], loss, seconds, curve)
+
+
+def fit(step, dataset: data.Dataset, batch_size: int, seed: int, epochs, evaluate) -> tuple[list[float], float, float]:
+    """The demo's training loop, for every kind of row: `step(x, y)` trains on
+    one minibatch and returns its loss; minibatches in the order `seed` draws
+    (the same for every rule); `evaluate()` after each of the `epochs` (an
+    iterable: a range, or a progress bar that shows loss and accuracy).
+    Returns (test accuracy after each epoch, last epoch's mean loss, training
+    seconds per epoch)."""
+    order = torch.Generator().manual_seed(seed)
+    curve, seconds, mean_loss, n_epochs = [], 0.0, 0.0, 0
+    for _ in epochs:
         start = time.perf_counter()
         loss_sum, n_batches = 0.0, 0
         for xb, yb in data.batches(dataset.x_train, dataset.y_train, batch_size, generator=order):
-            optimizer.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item()
+            loss_sum += step(xb, yb)
             n_batches += 1
         if dataset.x_train.is_cuda:
             torch.cuda.synchronize()
         seconds += time.perf_counter() - start
-        curve.append(accuracy(model, dataset.x_test, dataset.y_test))
-        bar.set_postfix(loss=f"{loss_sum / max(n_batches, 1):.3f}", test_acc=f"{curve[-1]:.3f}")
-    return RuleResult(rule, curve[-1], loss_sum / max(n_batches, 1), seconds / max(epochs, 1), curve)
+        n_epochs += 1
+        mean_loss = loss_sum / max(n_batches, 1)
+        curve.append(evaluate())
+        if hasattr(epochs, "set_postfix"):
+            epochs.set_postfix(loss=f"{mean_loss:.3f}", test_acc=f"{curve[-1]:.3f}")
+    return curve, mean_loss, seconds / max(n_epochs, 1)
 
 
 def format_table(results: list[RuleResult], dataset: data.Dataset, model_name: str = "mlp") -> str:
