@@ -43,6 +43,7 @@ from _timing import (  # noqa: E402
 
 from localgrad.online import ALIF, LIF, SpikingBPTT, SpikingEProp  # noqa: E402
 from localgrad.online.eprop_spiking import step_losses  # noqa: E402
+from localgrad.online.memory import saved_bytes  # noqa: E402
 
 N_IN, N_OUT = 40, 10
 
@@ -81,25 +82,6 @@ def synapse_cost(hidden: int, adaptive: bool, elem: int) -> tuple[float, float]:
     return flops, nbytes
 
 
-def bptt_saved_bytes(model, xs, targets) -> float:
-    total, seen = 0, set()
-
-    def pack(t):
-        nonlocal total
-        key = (t.data_ptr(), t.numel())
-        if key not in seen:
-            seen.add(key)
-            total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        ys, _, _ = model(xs)
-        loss = step_losses(ys, targets, "mse").sum()
-    loss.backward()
-    model.zero_grad()
-    return total / max(xs.shape[1], 1)
-
-
 def bench_config(args, device, peaks, hidden, batch) -> list[dict]:
     cls = LIF if args.lif else ALIF
     torch.manual_seed(0)
@@ -129,7 +111,8 @@ def bench_config(args, device, peaks, hidden, batch) -> list[dict]:
             t_chunk = time_fn(chunk, **kw)
             t_step = time_fn(one_step, **kw)
         if name == "surrogate BPTT":
-            mem = bptt_saved_bytes(model, xs, targets)
+            run = lambda: step_losses(model(xs)[0], targets, "mse").sum().backward()  # noqa: E731
+            mem = saved_bytes(run, model.parameters()) / max(batch, 1)
         else:
             mem = sum(t.numel() * t.element_size() for t in learner.state.values()) / max(batch, 1)
         model.zero_grad()

@@ -38,6 +38,7 @@ from _timing import (  # noqa: E402
 
 from localgrad import ops  # noqa: E402
 from localgrad.online import LeakyRNN, SnAp  # noqa: E402
+from localgrad.online.memory import saved_bytes  # noqa: E402
 from localgrad.reference import online_rnn as ref  # noqa: E402
 
 INPUT = 2
@@ -126,27 +127,16 @@ def bench_config(args, device, hidden, batch) -> list[dict]:
         bytes_per_sample=(hidden + hidden * cols) * elem)
 
     xs = torch.randn(args.chunk, batch, INPUT, device=device)
-    saved = [0]
-
     def bptt():
         model.zero_grad()
         ys, _ = model(xs)
         ys.square().mean().backward()
 
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-
-    def count(t):
-        # Per-sample memory: the weights autograd keeps (views of the
-        # parameters) are shared by the batch, so they are not counted.
-        if t.untyped_storage().data_ptr() not in weights:
-            saved[0] += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
-        bptt()
+    # Per sample: the parameters autograd keeps are shared by the batch.
+    saved = saved_bytes(bptt, model.parameters())
     tb = time(bptt)
     tb.median_s /= args.chunk
-    row("bptt", f"fwd+bwd/{args.chunk}", tb, bytes_per_sample=saved[0] // max(batch, 1),
+    row("bptt", f"fwd+bwd/{args.chunk}", tb, bytes_per_sample=saved // max(batch, 1),
         note=f"memory for {args.chunk} steps, grows with T")
     return rows
 

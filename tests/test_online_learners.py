@@ -170,3 +170,19 @@ def test_delayed_recall_task_and_online_demo(capsys):
     assert "eprop" in out and "chance 0.25" in out and "alpha 0.5" in out
     result = tasks.train_rule("eprop", task, hidden=16, iterations=80, lr=2e-2)
     assert result.test_accuracy > 0.8
+
+
+def test_saved_bytes_counts_each_saved_tensor_once_and_skips_shared_ones():
+    """BPTT's memory figure: y * y saves y twice, which is one tensor in memory;
+    the weight is shared by the batch and left out when named."""
+    from localgrad.online.memory import saved_bytes
+
+    w = torch.randn(3, 3, requires_grad=True)
+    x = torch.randn(2, 3, requires_grad=True)
+
+    def run():
+        y = x @ w  # saves x (24 bytes) and w (36)
+        (y * y).sum().backward()  # saves y (24) twice
+
+    assert saved_bytes(run) == 24 + 36 + 24
+    assert saved_bytes(run, [w]) == 24 + 24

@@ -22,6 +22,7 @@ import torch
 
 from localgrad.online.eprop_spiking import SpikingBPTT, SpikingEProp, step_losses
 from localgrad.online.lif import ALIF, LIF
+from localgrad.online.memory import saved_bytes
 
 RULES = ("eprop_symmetric", "eprop_random", "bptt")
 
@@ -43,29 +44,6 @@ def _make_learner(rule: str, model, seed: int):
     if rule == "bptt":
         return SpikingBPTT(model, loss="ce")
     return SpikingEProp(model, feedback=rule.split("_")[1], loss="ce", seed=seed)
-
-
-def _saved_bytes_per_sample(model, xs: torch.Tensor, targets: torch.Tensor) -> float:
-    """Bytes autograd keeps for BPTT's backward pass over the sequence."""
-    total = 0
-    seen = set()
-
-    def pack(t):
-        nonlocal total
-        key = (t.data_ptr(), t.numel())
-        if key not in seen:
-            seen.add(key)
-            total += t.numel() * t.element_size()
-        return t
-
-    learner = SpikingBPTT(model, loss="ce")
-    learner.reset(xs.shape[1])
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        ys, _, _ = model(xs)
-        loss = step_losses(ys, targets, "ce").sum()
-    loss.backward()
-    model.zero_grad()
-    return total / xs.shape[1]
 
 
 def evaluate(model, x: torch.Tensor, y: torch.Tensor, channels: int, loss_steps: int, batch_size: int = 500) -> float:
@@ -130,7 +108,10 @@ def compare(
                 print(f"{rule}: epoch {epoch + 1} test accuracy {acc:.3f}", flush=True)
         xs = encode(x_train[:batch_size], channels)
         if rule == "bptt":
-            mem = _saved_bytes_per_sample(model, xs, _targets(y_train[:batch_size], steps, loss_steps))
+            targets = _targets(y_train[:batch_size], steps, loss_steps)
+            mem = saved_bytes(lambda: step_losses(model(xs)[0], targets, "ce").sum().backward(),
+                              model.parameters()) / xs.shape[1]
+            model.zero_grad()
         else:
             learner.reset(xs.shape[1])
             mem = sum(t.numel() * t.element_size() for t in learner.state.values()) / xs.shape[1]

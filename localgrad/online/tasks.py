@@ -19,6 +19,7 @@ import torch
 from localgrad.online.bptt import BPTT
 from localgrad.online.eprop import EProp
 from localgrad.online.leaky_rnn import LeakyRNN
+from localgrad.online.memory import saved_bytes
 from localgrad.online.rflo import RFLO
 from localgrad.online.rtrl import RTRL
 from localgrad.online.snap import SnAp
@@ -109,15 +110,6 @@ def train_rule(rule: str, task: SequenceTask, hidden: int = 32, alpha: float = 0
     loss_mask = torch.zeros(steps, dtype=torch.bool)
     loss_mask[-1] = True
     n = task.x_train.shape[1]
-    saved = [0]
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-
-    def count(t):
-        # Weights autograd keeps (views of the parameters) are shared by the batch.
-        if t.untyped_storage().data_ptr() not in weights:
-            saved[0] += t.numel() * t.element_size()
-        return t
-
     elapsed, memory = 0.0, 0
     for it in range(iterations):
         idx = torch.randint(0, n, (batch_size,), generator=g)
@@ -127,10 +119,8 @@ def train_rule(rule: str, task: SequenceTask, hidden: int = 32, alpha: float = 0
         start = time.perf_counter()
         learner.reset(batch_size)
         if rule == "bptt":
-            saved[0] = 0
-            with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
-                learner.run(xs, targets, loss_mask)
-            memory = max(memory, saved[0] // batch_size)
+            saved = saved_bytes(lambda: learner.run(xs, targets, loss_mask), model.parameters())
+            memory = max(memory, saved // batch_size)
         else:
             learner.run(xs, targets, loss_mask)
             memory = max(memory, _state_bytes(learner) // batch_size)
