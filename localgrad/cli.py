@@ -12,12 +12,6 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
-def torch_cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="localgrad", description="Local learning rules for PyTorch")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,31 +52,30 @@ def main(argv=None) -> int:
         return 0
     from localgrad import demo as demo_module
 
+    given = [r for r in args.rules.split(",") if r]
+    default_rules = args.rules == ",".join(DEFAULT_RULES)
     if args.mode == "online" and args.task == "spiking":
         from localgrad.online import spiking_task
 
-        rules = spiking_task.RULES if args.rules == ",".join(DEFAULT_RULES) else args.rules.split(",")
         rows = spiking_task.compare(
-            rules=[r for r in rules if r],
+            rules=spiking_task.RULES if default_rules else given,
             hidden=64 if args.hidden == [256, 256] else args.hidden[0],
             epochs=10 if args.epochs == 15 else args.epochs,
             adaptive=args.neuron == "alif",
             seed=args.seed,
-            device="cuda" if args.device == "auto" and torch_cuda_available() else
-            ("cpu" if args.device == "auto" else args.device),
+            device=demo_module.resolve_device(args.device),
             progress=not args.no_progress,
         )
         print(spiking_task.format_rows(rows))
         return 0
     if args.mode == "online":
-        rules = demo_module.ONLINE_RULES if args.rules == ",".join(DEFAULT_RULES) else args.rules.split(",")
         hidden = 32 if args.hidden == [256, 256] else args.hidden[0]
         lr = 1e-2 if args.lr == 1e-3 else args.lr
-        demo_module.run_online(args.task, [r for r in rules if r], hidden, args.iterations, 32, lr, args.seed,
-                               args.alpha)
+        rules = demo_module.ONLINE_RULES if default_rules else given
+        demo_module.run_online(args.task, rules, hidden, args.iterations, 32, lr, args.seed, args.alpha)
         return 0
-    rules = [r for r in args.rules.split(",") if r]
-    if args.model == "cnn" and args.rules == ",".join(DEFAULT_RULES):
+    rules = given
+    if args.model == "cnn" and default_rules:
         rules = [r for r in rules if r not in EQPROP_RULES]  # EqProp rows are MLPs
     demo_module.run(
         rules=rules,

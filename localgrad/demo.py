@@ -116,6 +116,13 @@ def train(
     return RuleResult(rule, curve[-1], loss, seconds, curve)
 
 
+def resolve_device(device: str) -> str:
+    """"auto": the GPU when torch sees one and localgrad has its CUDA kernels."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() and localgrad.has_cuda_kernels() else "cpu"
+    return device
+
+
 def fit(step, dataset: data.Dataset, batch_size: int, seed: int, epochs, evaluate) -> tuple[list[float], float, float]:
     """The demo's training loop, for every kind of row: `step(x, y)` trains on
     one minibatch and returns its loss; minibatches in the order `seed` draws
@@ -191,8 +198,7 @@ def run(
     plot_path: str | None = None,
     beta: float = 0.5,
 ) -> list[RuleResult]:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() and localgrad.has_cuda_kernels() else "cpu"
+    device = resolve_device(device)
     loaders = {"mnist": data.mnist_subset, "digits": data.digits}
     if dataset_name not in loaders:
         raise ValueError(f"demo: dataset must be one of {', '.join(loaders)}, got {dataset_name!r}")
