@@ -4,10 +4,24 @@ Environment:
   LOCALGRAD_CUDA=auto|0|1   auto (default) builds the CUDA backend when the
                             installed torch is a CUDA build and a CUDA toolkit
                             is found; 1 insists (and fails clearly); 0 skips it.
-  TORCH_CUDA_ARCH_LIST      GPU architectures; defaults to the visible GPU, or
-                            to "8.0;9.0+PTX" when no GPU is visible.
+  TORCH_CUDA_ARCH_LIST      GPU architectures, e.g. "8.0;9.0+PTX"; defaults to
+                            the visible GPUs (the newest +PTX), or, with no GPU
+                            visible, to the installed torch's own list
+                            (torch.cuda.get_arch_list()).
   CUDA_HOME                 toolkit root, when it cannot be found on its own.
-  MAX_JOBS                  parallel compile jobs (default: number of cores).
+  MAX_JOBS                  parallel compile jobs (default: the cores, fewer
+                            when free memory is short: ~2 GiB per job).
+  NVCC_THREADS              nvcc --threads: architectures of one .cu compiled
+                            in parallel (default: nvcc's, one).
+  LOCALGRAD_FATBIN_COMPRESS 1 (default) passes -Xfatbin -compress-all to nvcc
+                            (smaller wheels); 0 leaves the fatbins uncompressed.
+  LOCALGRAD_VERSION_LABEL   a PEP 440 local version label for the wheel:
+                            "auto" gives the build's torch and CUDA, e.g.
+                            0.1.0+pt214cu130 (0.1.0+pt213cpu for a CPU build);
+                            unset or empty: none.
+
+The build writes localgrad/_build_config.py (torch, CUDA, arch list, C++ ABI of
+this build), which localgrad reads to explain a failed import of _C.
 
 Always install with `pip install --no-build-isolation ...`: an isolated build
 fetches another torch and compiles against its ABI.
@@ -19,14 +33,14 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
-DEFAULT_ARCH_LIST = "8.0;9.0+PTX"
+# Filled by extension(), written by the build_ext command as _build_config.py.
+BUILD_CONFIG = {}
 
 
 def fail(message):
@@ -93,9 +107,142 @@ def want_cuda():
     return True, cuda_home
 
 
+def base_version():
+    """localgrad/__init__.py's __version__, read without importing the package."""
+    text = (ROOT / "localgrad" / "__init__.py").read_text()
+    match = re.search(r'^__version__ = "([^"]+)"$', text, re.MULTILINE)
+    if not match:
+        fail("localgrad/__init__.py has no line `__version__ = \"X.Y.Z\"`")
+    return match.group(1)
+
+
+def local_label(with_cuda):
+    """LOCALGRAD_VERSION_LABEL resolved: "pt214cu130" for auto, or as given."""
+    label = os.environ.get("LOCALGRAD_VERSION_LABEL", "").strip()
+    if label.lower() == "auto":
+        import torch
+
+        major, minor = torch.__version__.split("+")[0].split(".")[:2]
+        backend = "cu" + torch.version.cuda.replace(".", "") if with_cuda else "cpu"
+        label = f"pt{major}{minor}{backend}"
+    if label and not re.fullmatch(r"[a-z0-9]+(\.[a-z0-9]+)*", label):
+        fail(f"LOCALGRAD_VERSION_LABEL must be letters and digits joined by dots, got {label!r}")
+    return label
+
+
 def version():
-    with open(ROOT / "pyproject.toml", "rb") as f:
-        return tomllib.load(f)["project"]["version"]
+    """The package version: __version__ plus the local label, if any. Valid
+    once extension() has run."""
+    return BUILD_CONFIG.get("version") or base_version()
+
+
+def arch_from_torch(name):
+    """One entry of torch.cuda.get_arch_list() in TORCH_CUDA_ARCH_LIST form:
+    sm_90 -> 9.0, sm_90a -> 9.0a, sm_120 -> 12.0; None for other names."""
+    match = re.fullmatch(r"(?:sm|compute)_(\d+)(\d)([a-z]?)", name)
+    return f"{match.group(1)}.{match.group(2)}{match.group(3)}" if match else None
+
+
+def default_arch_list():
+    """The arch list a build uses when TORCH_CUDA_ARCH_LIST is unset: the
+    visible GPUs, the newest with PTX (what cpp_extension itself would pick);
+    with no GPU visible, the installed torch's own list, so that the build runs
+    wherever that torch runs (compute_XX entries of torch become +PTX)."""
+    import torch
+
+    if torch.cuda.is_available():
+        caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+        archs = [f"{major}.{minor}" for major, minor in caps]
+        archs[-1] += "+PTX"
+        return ";".join(archs)
+    archs = {}
+    for name in torch.cuda.get_arch_list():
+        arch = arch_from_torch(name)
+        if arch is not None:
+            archs[arch] = archs.get(arch, False) or name.startswith("compute_")
+    if not archs:
+        fail(
+            f"torch {torch.__version__} lists no CUDA architectures and no GPU is visible; "
+            "set TORCH_CUDA_ARCH_LIST, e.g. \"8.0;9.0+PTX\""
+        )
+    order = sorted(archs, key=lambda a: tuple(int(v) for v in re.findall(r"\d+", a)))
+    return ";".join(a + ("+PTX" if archs[a] else "") for a in order)
+
+
+def resolved_arch_list():
+    """TORCH_CUDA_ARCH_LIST or the default, normalised to "a;b;c+PTX"; also put
+    back into the environment, so that what is recorded is what is built."""
+    given = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
+    arch_list = ";".join(given.replace(" ", ";").split(";")).strip(";") if given else default_arch_list()
+    arch_list = ";".join(a for a in arch_list.split(";") if a)
+    os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list
+    return arch_list
+
+
+def nvcc_version(cuda_home):
+    try:
+        out = subprocess.run(
+            [str(Path(cuda_home) / "bin" / "nvcc"), "--version"], capture_output=True, text=True, timeout=60
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"release (\d+\.\d+)", out)
+    return match.group(1) if match else None
+
+
+def nvcc_flags():
+    flags = ["-O3", "-lineinfo", "-std=c++17"]
+    threads = os.environ.get("NVCC_THREADS", "").strip()
+    if threads:
+        if not threads.isdigit():
+            fail(f"NVCC_THREADS must be a number, got {threads!r}")
+        flags += ["--threads", threads]
+    compress = os.environ.get("LOCALGRAD_FATBIN_COMPRESS", "1").strip()
+    if compress not in ("0", "1"):
+        fail(f"LOCALGRAD_FATBIN_COMPRESS must be 0 or 1, got {compress!r}")
+    if compress == "1":
+        flags += ["-Xfatbin", "-compress-all"]
+    return flags
+
+
+def record_build_config(with_cuda, cuda_home, arch_list):
+    """What this build is made of, for _build_config.py and the version label."""
+    import torch
+
+    label = local_label(with_cuda)
+    BUILD_CONFIG.update(
+        version=base_version() + (f"+{label}" if label else ""),
+        torch_version=torch.__version__,
+        torch_cuda=torch.version.cuda,
+        cuda_toolkit=nvcc_version(cuda_home) if with_cuda else None,
+        cuda_arch_list=arch_list if with_cuda else "",
+        cxx11_abi=bool(torch._C._GLIBCXX_USE_CXX11_ABI),
+        backends=("cpu", "cuda") if with_cuda else ("cpu",),
+        python=".".join(str(v) for v in sys.version_info[:2]),
+    )
+
+
+def write_build_config(path):
+    lines = [
+        "# Generated by localgrad's setup.py at build time (not in git): how the",
+        "# compiled extension localgrad._C was built. Read by localgrad._extension.",
+        *(f"{key} = {value!r}" for key, value in BUILD_CONFIG.items()),
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def packages():
+    """localgrad's packages, and benchmarks/ shipped as localgrad.benchmarks, so
+    that an installed `localgrad bench` finds the benchmark scripts."""
+    from setuptools import find_packages
+
+    found = find_packages(include=["localgrad", "localgrad.*"])
+    return {
+        "packages": [*found, "localgrad.benchmarks"],
+        "package_dir": {"localgrad.benchmarks": "benchmarks"},
+        "exclude_package_data": {"localgrad.benchmarks": ["results/*", "*.sh"]},
+    }
 
 
 def extension():
@@ -107,6 +254,8 @@ def extension():
 
     sources = [str(p.relative_to(ROOT)) for p in sorted(CSRC.glob("*.cpp"))]
     sources += [str(p.relative_to(ROOT)) for p in sorted((CSRC / "cpu").glob("*.cpp"))]
+    arch_list = resolved_arch_list() if with_cuda else ""
+    record_build_config(with_cuda, cuda_home, arch_list)
     macros = [("LOCALGRAD_VERSION", f'"{version()}"')]
     cxx = ["-O3", "-g0", "-fopenmp"]
     link = ["-fopenmp"]
@@ -119,13 +268,6 @@ def extension():
             extra_link_args=link,
         )
 
-    import torch
-
-    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-        os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
-    arch_list = os.environ.get("TORCH_CUDA_ARCH_LIST") or ";".join(
-        f"{major}.{minor}" for major, minor in {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
-    )
     sources += [str(p.relative_to(ROOT)) for p in sorted((CSRC / "cuda").glob("*.cpp"))]
     sources += [str(p.relative_to(ROOT)) for p in sorted((CSRC / "cuda").glob("*.cu"))]
     macros += [("LOCALGRAD_WITH_CUDA", None), ("LOCALGRAD_CUDA_ARCH_LIST", f'"{arch_list}"')]
@@ -134,20 +276,48 @@ def extension():
         "localgrad._C",
         sources,
         define_macros=macros,
-        extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-lineinfo", "-std=c++17"]},
+        extra_compile_args={"cxx": cxx, "nvcc": nvcc_flags()},
         extra_link_args=link,
     )
+
+
+def default_max_jobs():
+    """All cores, but no more jobs than free memory holds at ~2 GiB each (a
+    translation unit with torch's headers takes 1-2 GiB)."""
+    jobs = os.cpu_count() or 1
+    try:
+        with open("/proc/meminfo") as f:
+            available_kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        jobs = max(1, min(jobs, available_kib // (2 << 20)))
+    except (OSError, StopIteration, ValueError):
+        pass
+    return jobs
 
 
 def build_ext_class():
     from torch.utils.cpp_extension import BuildExtension
 
     if "MAX_JOBS" not in os.environ:
-        os.environ["MAX_JOBS"] = str(os.cpu_count() or 1)
-    return BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)
+        os.environ["MAX_JOBS"] = str(default_max_jobs())
+
+    class BuildExtensionWithConfig(BuildExtension):
+        """Also writes _build_config.py: into the build tree (what a wheel
+        ships) and, for in-place and editable builds, next to the sources."""
+
+        def run(self):
+            super().run()
+            if not BUILD_CONFIG:
+                return
+            write_build_config(Path(self.build_lib) / "localgrad" / "_build_config.py")
+            if self.inplace or getattr(self, "editable_mode", False):
+                write_build_config(ROOT / "localgrad" / "_build_config.py")
+
+    return BuildExtensionWithConfig.with_options(use_ninja=shutil.which("ninja") is not None)
 
 
 setup(
     ext_modules=[extension()],
     cmdclass={"build_ext": build_ext_class()},
+    version=version(),
+    **packages(),
 )

@@ -20,6 +20,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+# Called after every time_fn measurement: `localgrad bench` sets it to advance
+# its progress bar. Scripts run alone leave it None.
+progress_hook: Callable[[], object] | None = None
+
 
 def resolve_device(name: str | None) -> torch.device:
     if name is None:
@@ -98,6 +102,8 @@ def time_fn(
         one = _time_loop(fn, device, 1)
         calls = max(1, min(10_000, math.ceil(min_repeat_s / max(one, 1e-9))))
     per_call = [_time_loop(fn, device, calls) / calls for _ in range(max(1, repeats))]
+    if progress_hook is not None:
+        progress_hook()
     return Timing(statistics.median(per_call), min(per_call), len(per_call), calls)
 
 

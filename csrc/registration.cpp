@@ -1,9 +1,13 @@
 // Every op of localgrad, declared once. Backends register their kernels under
 // TORCH_LIBRARY_IMPL in their own files; fake (meta) kernels for torch.compile
-// live in localgrad/ops.py.
+// live in localgrad/ops/<family>.py. Each family's set_python_module names
+// that module for the defs after it: torch then requires the fake kernel to be
+// registered from there, and an op traced before it was imported gets an error
+// saying which module to import, not "no fake impl".
 #include <torch/library.h>
 
 TORCH_LIBRARY(localgrad, m) {
+  m.set_python_module("localgrad.ops.dfa");
   // Direct Feedback Alignment (Nøkland 2016), all hidden layers in one call:
   //   out[l] = (error @ feedback[:, cols of layer l]) * f'(a_l)
   // error: (batch, n_out); feedback: (n_out, sum of widths), the layers' B_l
@@ -15,6 +19,7 @@ TORCH_LIBRARY(localgrad, m) {
       "dfa_project(Tensor error, Tensor feedback, Tensor?[] activations, "
       "int[] kinds, float[] slopes, Tensor(a!)[] out) -> ()");
 
+  m.set_python_module("localgrad.ops.sign_feedback");
   // Sign-concordant feedback (Liao, Leibo & Poggio 2016), written into `out`
   // (weight's shape): scale * sign(weight) (uSF), or, with random_magnitude,
   // |R| * sign(weight) with R ~ U(-scale, scale) drawn by the counter-based
@@ -23,6 +28,7 @@ TORCH_LIBRARY(localgrad, m) {
       "sign_feedback(Tensor weight, int seed, int counter, float scale, "
       "bool random_magnitude, Tensor(a!) out) -> ()");
 
+  m.set_python_module("localgrad.ops.eqprop");
   // Equilibrium Propagation (Scellier & Bengio 2017), prototypical setting
   // (Ernoult et al. 2019): `steps` relaxation steps of the whole layered
   // network in one call, in place in `states` (states[i]: (batch, n_{i+1}),
@@ -45,6 +51,7 @@ TORCH_LIBRARY(localgrad, m) {
       "eqprop_update(Tensor x, Tensor[] states_a, Tensor[] states_b, float scale, "
       "Tensor(a!)[] weight_grads, Tensor(b!)[] bias_grads) -> ()");
 
+  m.set_python_module("localgrad.ops.rtrl");
   // Online RNN learning of the leaky rate RNN (localgrad/online), θ laid out
   // per unit as rows [W_ih | W_hh | b] of C = I + H + 1 columns
   // (csrc/online_rnn.h); weight_hh is the masked W_hh, hh_mask its pattern.
@@ -53,17 +60,20 @@ TORCH_LIBRARY(localgrad, m) {
   m.def(
       "rtrl_step(Tensor influence, Tensor weight_hh, Tensor h_prev, Tensor x, "
       "Tensor dphi, Tensor? hh_mask, float alpha) -> Tensor");
+  m.set_python_module("localgrad.ops.snap");
   // SnAp-n (Menick et al. 2021): the same update on kept entries (unit k,
   // row i), influence (batch, E, C), neighbour lists in CSR form.
   m.def(
       "snap_step(Tensor influence, Tensor weight_hh, Tensor h_prev, Tensor x, "
       "Tensor dphi, Tensor? hh_mask, float alpha, Tensor entry_unit, "
       "Tensor entry_row, Tensor nbr_ptr, Tensor nbr_entry, Tensor nbr_weight) -> Tensor");
+  m.set_python_module("localgrad.ops.rflo");
   // RFLO (Murray 2019) / rate e-prop: eligibility traces (batch, H, C) over a
   // chunk of T steps and Σ_t Σ_b signal ⊙ trace -> (trace_T, grad (H, C)).
   m.def(
       "rflo_chunk(Tensor trace, Tensor xs, Tensor h_prevs, Tensor dphis, "
       "Tensor signals, Tensor? hh_mask, float alpha) -> (Tensor, Tensor)");
+  m.set_python_module("localgrad.ops.uoro");
   // UORO (Tallec & Ollivier 2017): one rank-one update of (s̃ (batch, H),
   // θ̃ (batch, H, C)) with random signs nu.
   m.def(
@@ -71,6 +81,7 @@ TORCH_LIBRARY(localgrad, m) {
       "Tensor h_prev, Tensor x, Tensor dphi, Tensor? hh_mask, float alpha, "
       "float eps) -> (Tensor, Tensor)");
 
+  m.set_python_module("localgrad.ops.eprop_lif");
   // Spiking e-prop (Bellec et al. 2020), LIF or ALIF (adaptive), a chunk of
   // T steps in one call: neuron dynamics, eligibility traces and the weight
   // update, per localgrad/reference/eprop_lif.py. x: (T, batch, n_in);

@@ -1,4 +1,4 @@
-"""Command line: `localgrad demo`, `localgrad info`."""
+"""Command line: `localgrad demo`, `localgrad info`, `localgrad bench`."""
 
 from __future__ import annotations
 
@@ -44,7 +44,29 @@ def main(argv=None) -> int:
 
     sub.add_parser("info", help="print how localgrad was built")
 
-    args = parser.parse_args(argv)
+    bench = sub.add_parser(
+        "bench", help="run a benchmark family (or all) and print its tables",
+        description="Runs benchmarks/bench_<family>.py; arguments after the family name that bench does not "
+        "know go to the script, e.g. `localgrad bench dfa --batches 128`.",
+    )
+    bench.add_argument("family", nargs="?", default="all", help="a family from --list, or all (default)")
+    bench.add_argument("--list", action="store_true", help="list the benchmark families and exit")
+    bench.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                       help="auto: cuda when localgrad has its CUDA kernels and a GPU is visible, else cpu")
+    bench.add_argument("--json", metavar="FILE", help="write the rows and the environment here")
+    bench.add_argument("--quick", action="store_true", help="tiny sizes, few repeats: a smoke run in seconds")
+    bench.add_argument("--no-progress", action="store_true")
+
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "bench":
+        from localgrad import bench as bench_module
+
+        if args.list:
+            bench_module.print_list()
+            return 0
+        return bench_module.run(args.family, args.device, args.json, args.quick, not args.no_progress, extra)
     if args.command == "info":
         import localgrad
 

@@ -1,6 +1,7 @@
 """The benchmark scripts still run: each one's --quick smoke run, end to end,
-writing its JSON record. Nothing here looks at a time (benchmarks are scripts,
-never timed tests)."""
+writing its JSON record, and `localgrad bench` runs them from the command
+line. Nothing here looks at a time (benchmarks are scripts, never timed
+tests)."""
 
 import json
 import os
@@ -11,8 +12,12 @@ import pytest
 from testing import DEVICES
 
 import localgrad
+from localgrad.bench import benchmarks_dir
 
-BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+# The installed scripts (localgrad.benchmarks in a wheel; benchmarks/ in a
+# checkout), so that the tests also run against an installed wheel.
+BENCHMARKS = str(benchmarks_dir())
+FAMILIES = ["dfa", "eprop_lif", "eqprop", "fa_family", "online"]
 
 pytestmark = pytest.mark.skipif(not localgrad.has_extension(), reason="the compiled extension is not built")
 
@@ -60,3 +65,35 @@ def test_online_quick_run_writes_rows(device, tmp_path):
     )
     assert replot.returncode == 0, replot.stderr[-3000:]
     assert "rflo/eprop" in replot.stdout
+
+
+def test_cli_lists_every_family():
+    done = subprocess.run([sys.executable, "-m", "localgrad", "bench", "--list"], capture_output=True, text=True,
+                          timeout=60, check=True)
+    listed = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("  ") and line.split()
+              and not line.startswith("   ")]
+    assert listed == FAMILIES, done.stdout
+    assert "DFA benchmark" in done.stdout
+
+
+def test_cli_runs_one_family_quick(tmp_path):
+    path = tmp_path / "dfa.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "localgrad", "bench", "dfa", "--quick", "--device", "cpu", "--json", str(path),
+         "--batches", "8"],  # an argument bench does not know goes to the script
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, f"localgrad bench dfa failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert "vs backprop" in done.stdout  # the ratio table
+    record = json.loads(path.read_text())
+    assert record["benchmark"] == "dfa" and record["rows"]
+    assert record["args"]["batches"] == [8]
+
+
+def test_cli_rejects_an_unknown_family():
+    done = subprocess.run([sys.executable, "-m", "localgrad", "bench", "nope"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0
+    assert "choose from dfa" in done.stderr
