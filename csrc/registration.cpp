@@ -1,9 +1,13 @@
 // Every op of localgrad, declared once. Backends register their kernels under
 // TORCH_LIBRARY_IMPL in their own files; fake (meta) kernels for torch.compile
-// live in localgrad/ops.py.
+// live in localgrad/ops/. The emulated CUDA backend (LOCALGRAD_CUDA_EMULATION,
+// localgrad._C_emulated) declares the same list in the namespace
+// localgrad_emulated, for CPU tensors.
 #include <torch/library.h>
 
-TORCH_LIBRARY(localgrad, m) {
+namespace {
+
+void define_ops(torch::Library& m) {
   // Direct Feedback Alignment (Nøkland 2016), all hidden layers in one call:
   //   out[l] = (error @ feedback[:, cols of layer l]) * f'(a_l)
   // error: (batch, n_out); feedback: (n_out, sum of widths), the layers' B_l
@@ -90,3 +94,11 @@ TORCH_LIBRARY(localgrad, m) {
       "Tensor(h!) filt_trace, Tensor(i!) out_trace, Tensor(j!) grad_w, Tensor(k!) grad_out, "
       "Tensor(l!) outputs) -> ()");
 }
+
+}  // namespace
+
+#if defined(LOCALGRAD_CUDA_EMULATION)
+TORCH_LIBRARY(localgrad_emulated, m) { define_ops(m); }
+#else
+TORCH_LIBRARY(localgrad, m) { define_ops(m); }
+#endif
