@@ -4,9 +4,13 @@
 // that module for the defs after it: torch then requires the fake kernel to be
 // registered from there, and an op traced before it was imported gets an error
 // saying which module to import, not "no fake impl".
+// The emulated CUDA backend (LOCALGRAD_CUDA_EMULATION, localgrad._C_emulated)
+// declares the same list in the namespace localgrad_emulated, for CPU tensors.
 #include <torch/library.h>
 
-TORCH_LIBRARY(localgrad, m) {
+namespace {
+
+void define_ops(torch::Library& m) {
   m.set_python_module("localgrad.ops.dfa");
   // Direct Feedback Alignment (Nøkland 2016), all hidden layers in one call:
   //   out[l] = (error @ feedback[:, cols of layer l]) * f'(a_l)
@@ -101,3 +105,11 @@ TORCH_LIBRARY(localgrad, m) {
       "Tensor(h!) filt_trace, Tensor(i!) out_trace, Tensor(j!) grad_w, Tensor(k!) grad_out, "
       "Tensor(l!) outputs) -> ()");
 }
+
+}  // namespace
+
+#if defined(LOCALGRAD_CUDA_EMULATION)
+TORCH_LIBRARY(localgrad_emulated, m) { define_ops(m); }
+#else
+TORCH_LIBRARY(localgrad, m) { define_ops(m); }
+#endif

@@ -2,12 +2,11 @@
 // backend (dfa_glue.cpp); this file only hands them to the kernel.
 #include <algorithm>
 
-#include <c10/cuda/CUDAStream.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include "../checks.h"
 #include "../dfa_glue.h"
+#include "device.h"
 #include "dfa_kernel.cuh"
 
 namespace localgrad::dfa {
@@ -20,8 +19,8 @@ void dfa_project_cuda(const at::Tensor& error, const at::Tensor& feedback,
   PreparedProject p = prepare_project(error, feedback, activations, kinds, slopes, out);
   if (error.size(0) == 0 || p.layers.empty()) return;
 
-  const c10::cuda::CUDAGuard guard(error.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const device::Guard guard(error.device());
+  const cudaStream_t stream = device::current_stream();
   ProjectParams params;
   params.error = p.error.const_data_ptr();
   params.feedback = p.feedback.const_data_ptr();
@@ -44,6 +43,6 @@ void dfa_project_cuda(const at::Tensor& error, const at::Tensor& feedback,
 }  // namespace
 }  // namespace localgrad::dfa
 
-TORCH_LIBRARY_IMPL(localgrad, CUDA, m) {
+LOCALGRAD_CUDA_IMPL(m) {
   m.impl("dfa_project", &localgrad::dfa::dfa_project_cuda);
 }

@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include "element.cuh"
+#include "launch.h"
 
 namespace localgrad::dfa {
 namespace {
@@ -58,8 +59,8 @@ template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
 project_kernel(const ProjectParams params, const TileMap tiles) {
   using acc_t = typename AccType<scalar_t>::type;
-  __shared__ acc_t e_tile[kBM][kBK + 1];  // +1: no bank conflicts on the column read
-  __shared__ acc_t b_tile[kBK][kBN];
+  LOCALGRAD_SHARED(acc_t, e_tile, [kBM][kBK + 1]);  // +1: no bank conflicts on the column read
+  LOCALGRAD_SHARED(acc_t, b_tile, [kBK][kBN]);
 
   int l = 0;
   while (l + 1 < params.n_layers && static_cast<int>(blockIdx.x) >= tiles.begin[l + 1]) ++l;
@@ -124,8 +125,8 @@ cudaError_t launch_typed(const ProjectParams& params, cudaStream_t stream) {
   tiles.begin[params.n_layers] = n_tiles;
   const int64_t n_row_tiles = (params.batch + kBM - 1) / kBM;
   if (n_tiles == 0 || n_row_tiles == 0) return cudaSuccess;
-  const dim3 grid(n_tiles, static_cast<unsigned>(std::min<int64_t>(n_row_tiles, kMaxGridY)));
-  project_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(params, tiles);
+  const dim3 grid(n_tiles, static_cast<unsigned>(std::min<int64_t>(n_row_tiles, grid_cap(kMaxGridY))));
+  LOCALGRAD_LAUNCH(grid, kThreads, 0, stream, project_kernel<scalar_t>)(params, tiles);
   return cudaGetLastError();
 }
 

@@ -1,13 +1,12 @@
 // CUDA eprop_lif_chunk: checks and the input projection (cuBLAS through ATen)
 // are shared with the CPU backend (eprop_lif_glue.cpp); this file copies the
 // initial neuron state for the kernel's many readers and launches it.
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 #include <torch/library.h>
 
 #include "../checks.h"
 #include "../eprop_lif_glue.h"
+#include "device.h"
 #include "eprop_lif_kernel.cuh"
 
 namespace localgrad::eprop_lif {
@@ -24,7 +23,7 @@ void eprop_lif_chunk_cuda(const at::Tensor& x, const at::Tensor& weight_in,
                           const at::Tensor& adapt_trace, const at::Tensor& filt_trace,
                           const at::Tensor& out_trace, const at::Tensor& grad_w,
                           const at::Tensor& grad_out, const at::Tensor& outputs) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  const device::Guard guard(x.device());
   PreparedChunk p = prepare_chunk(x, weight_in, weight_rec, weight_out, bias_out, feedback,
                                   target, signal, neuron, adaptive, mode, loss_scale, v, a, z,
                                   psi, y, pre_trace, adapt_trace, filt_trace, out_trace, grad_w,
@@ -58,7 +57,7 @@ void eprop_lif_chunk_cuda(const at::Tensor& x, const at::Tensor& weight_in,
     c.a0 = a0.const_data_ptr();
     c.psi0 = psi0.const_data_ptr();
   }
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = device::current_stream();
   const cudaError_t status = launch_chunk(c, dtype, p.adaptive, p.mode, stream);
   TORCH_CHECK(status == cudaSuccess, "eprop_lif_chunk: CUDA kernel launch failed: ",
               cudaGetErrorString(status));
@@ -67,6 +66,6 @@ void eprop_lif_chunk_cuda(const at::Tensor& x, const at::Tensor& weight_in,
 }  // namespace
 }  // namespace localgrad::eprop_lif
 
-TORCH_LIBRARY_IMPL(localgrad, CUDA, m) {
+LOCALGRAD_CUDA_IMPL(m) {
   m.impl("eprop_lif_chunk", &localgrad::eprop_lif::eprop_lif_chunk_cuda);
 }

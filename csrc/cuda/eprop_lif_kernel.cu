@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "element.cuh"
+#include "launch.h"
 
 namespace localgrad::eprop_lif {
 namespace {
@@ -39,7 +40,7 @@ __device__ __forceinline__ T relu(T x) { return x > T(0) ? x : T(0); }
 
 template <typename scalar_t, bool kAdaptive, SignalMode kMode>
 __global__ void __launch_bounds__(kThreads) chunk_kernel(const ChunkParams c) {
-  extern __shared__ __align__(16) unsigned char shared_raw[];
+  LOCALGRAD_DYNAMIC_SHARED(shared_raw);
   scalar_t* sh = reinterpret_cast<scalar_t*>(shared_raw);
   const int64_t T = c.steps, B = c.batch, I = c.n_in, H = c.hidden, K = c.n_out;
   const int64_t P = I + H;
@@ -55,7 +56,7 @@ __global__ void __launch_bounds__(kThreads) chunk_kernel(const ChunkParams c) {
   scalar_t* eps_prev = eps + P;
   scalar_t* y = eps_prev + P;
   scalar_t* dedy = y + K;
-  __shared__ bool has_loss;
+  LOCALGRAD_SHARED(bool, has_loss, );
 
   const auto alpha = static_cast<scalar_t>(c.alpha), rho = static_cast<scalar_t>(c.rho);
   const auto beta = static_cast<scalar_t>(c.beta), v_th = static_cast<scalar_t>(c.v_th);
@@ -236,8 +237,8 @@ cudaError_t launch_typed(const ChunkParams& c, cudaStream_t stream) {
   }
   const int64_t tiles = std::max<int64_t>(1, (c.hidden * P + kTile - 1) / kTile);
   const dim3 grid(static_cast<unsigned>(tiles),
-                  static_cast<unsigned>(std::min<int64_t>(c.batch, kMaxGridY)));
-  kernel<<<grid, kThreads, bytes, stream>>>(c);
+                  static_cast<unsigned>(std::min<int64_t>(c.batch, grid_cap(kMaxGridY))));
+  LOCALGRAD_LAUNCH(grid, kThreads, bytes, stream, kernel)(c);
   return cudaGetLastError();
 }
 

@@ -9,12 +9,11 @@
 #include <vector>
 
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../checks.h"
 #include "../eqprop_glue.h"
+#include "device.h"
 #include "eqprop_kernel.cuh"
 
 namespace localgrad::eqprop {
@@ -56,8 +55,8 @@ at::Tensor eqprop_relax_cuda(const at::Tensor& x, at::TensorList weights, at::Te
                              bool async_update, double tol) {
   PreparedRelax p = prepare_relax(x, weights, biases, states, target, beta, nudge, activation,
                                   steps, tol);
-  const c10::cuda::CUDAGuard guard(x.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const device::Guard guard(x.device());
+  const cudaStream_t stream = device::current_stream();
   const int64_t batch = x.size(0);
   const int n_layers = static_cast<int>(p.weights.size());
   const ScalarKind dtype = scalar_kind(x.scalar_type());
@@ -140,14 +139,14 @@ at::Tensor eqprop_relax_cuda(const at::Tensor& x, at::TensorList weights, at::Te
 
 void eqprop_update_cuda(const at::Tensor& x, at::TensorList states_a, at::TensorList states_b,
                         double scale, at::TensorList weight_grads, at::TensorList bias_grads) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  const device::Guard guard(x.device());
   eqprop_update_impl(x, states_a, states_b, scale, weight_grads, bias_grads);
 }
 
 }  // namespace
 }  // namespace localgrad::eqprop
 
-TORCH_LIBRARY_IMPL(localgrad, CUDA, m) {
+LOCALGRAD_CUDA_IMPL(m) {
   m.impl("eqprop_relax", &localgrad::eqprop::eqprop_relax_cuda);
   m.impl("eqprop_update", &localgrad::eqprop::eqprop_update_cuda);
 }

@@ -13,6 +13,7 @@
 #include <algorithm>
 
 #include "element.cuh"
+#include "launch.h"
 
 namespace localgrad::eqprop {
 namespace {
@@ -158,7 +159,7 @@ __device__ __forceinline__ T pre_activation(const RelaxParams& p, const SmemLayo
 template <typename T, Sigma kSigma, Nudge kNudge, bool kAsync>
 __global__ void __launch_bounds__(kThreads)
 relax_persistent_kernel(const RelaxParams p, int rows_per_block) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  LOCALGRAD_DYNAMIC_SHARED(smem_raw);
   using Bits = typename DeltaBits<T>::type;
   T* sm = reinterpret_cast<T*>(smem_raw);
   const int R = rows_per_block;
@@ -366,7 +367,7 @@ cudaError_t launch_persistent_typed(const RelaxParams& params, int rows_per_bloc
         status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       static_cast<int>(smem));
         if (status != cudaSuccess) return;
-        kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(params, rows_per_block);
+        LOCALGRAD_LAUNCH(static_cast<unsigned>(blocks), kThreads, smem, stream, kernel)(params, rows_per_block);
         status = cudaGetLastError();
       };
       if (params.async_update) {
@@ -383,10 +384,10 @@ template <typename T>
 cudaError_t launch_step_typed(const StepParams& params, cudaStream_t stream) {
   if (params.batch == 0) return cudaSuccess;
   const int64_t rows_per_block = kThreads / kWarp;
-  const int64_t blocks = std::min<int64_t>((params.batch + rows_per_block - 1) / rows_per_block, kMaxGrid);
+  const int64_t blocks = std::min<int64_t>((params.batch + rows_per_block - 1) / rows_per_block, grid_cap(kMaxGrid));
   LOCALGRAD_DISPATCH_SIGMA(params.sigma, [&] {
     LOCALGRAD_DISPATCH_NUDGE(params.nudge, [&] {
-      relax_step_kernel<T, kSigma, kNudge><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(params);
+      LOCALGRAD_LAUNCH(static_cast<unsigned>(blocks), kThreads, 0, stream, relax_step_kernel<T, kSigma, kNudge>)(params);
     });
   });
   return cudaGetLastError();
@@ -423,12 +424,12 @@ cudaError_t launch_finish_step(uint8_t* frozen, void* row_delta, int64_t* ran, i
                                double tol, ScalarKind dtype, cudaStream_t stream) {
   if (batch == 0) return cudaSuccess;
   const int threads = 256;
-  const int64_t blocks = std::min<int64_t>((batch + threads - 1) / threads, kMaxGrid);
+  const int64_t blocks = std::min<int64_t>((batch + threads - 1) / threads, grid_cap(kMaxGrid));
   if (dtype == ScalarKind::Float64) {
-    finish_step_kernel<double><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
+    LOCALGRAD_LAUNCH(static_cast<unsigned>(blocks), threads, 0, stream, finish_step_kernel<double>)(
         frozen, static_cast<double*>(row_delta), ran, batch, tol);
   } else {
-    finish_step_kernel<float><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
+    LOCALGRAD_LAUNCH(static_cast<unsigned>(blocks), threads, 0, stream, finish_step_kernel<float>)(
         frozen, static_cast<float*>(row_delta), ran, batch, tol);
   }
   return cudaGetLastError();

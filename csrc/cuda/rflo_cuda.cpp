@@ -1,12 +1,11 @@
 // CUDA rflo_chunk: checks shared with the CPU backend; one launch per chunk
 // (rflo_kernel.cu).
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "../checks.h"
 #include "../online_rnn_glue.h"
+#include "device.h"
 #include "rflo_kernel.cuh"
 
 namespace localgrad::rflo {
@@ -18,13 +17,13 @@ std::tuple<at::Tensor, at::Tensor> rflo_chunk_cuda(const at::Tensor& trace, cons
                                                    const std::optional<at::Tensor>& hh_mask, double alpha) {
   auto p = online_rnn::prepare_rflo(trace, xs, h_prevs, dphis, signals, hh_mask, alpha);
   TORCH_CHECK_VALUE(trace.size(1) <= 65535, "rflo_chunk: at most 65535 hidden units on CUDA, got ", trace.size(1));
-  const c10::cuda::CUDAGuard guard(trace.device());
+  const device::Guard guard(trace.device());
   at::Tensor trace_out = at::empty(trace.sizes(), trace.options());
   at::Tensor grad = at::empty({trace.size(1), trace.size(2)}, trace.options());
   p.params.trace_out = trace_out.data_ptr();
   p.params.grad = grad.data_ptr();
   const cudaError_t status = launch_chunk(p.params, scalar_kind(trace.scalar_type()),
-                                          c10::cuda::getCurrentCUDAStream());
+                                          device::current_stream());
   TORCH_CHECK(status == cudaSuccess, "rflo_chunk: CUDA kernel launch failed: ", cudaGetErrorString(status));
   return {trace_out, grad};
 }
@@ -32,6 +31,6 @@ std::tuple<at::Tensor, at::Tensor> rflo_chunk_cuda(const at::Tensor& trace, cons
 }  // namespace
 }  // namespace localgrad::rflo
 
-TORCH_LIBRARY_IMPL(localgrad, CUDA, m) {
+LOCALGRAD_CUDA_IMPL(m) {
   m.impl("rflo_chunk", &localgrad::rflo::rflo_chunk_cuda);
 }

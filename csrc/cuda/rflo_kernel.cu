@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "../online_rnn.h"
+#include "launch.h"
 
 namespace localgrad::rflo {
 namespace {
@@ -18,7 +19,7 @@ constexpr int kThreads = kCols * kSlices;
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads) chunk_kernel(const ChunkParams q) {
-  __shared__ scalar_t partial[kSlices][kCols];
+  LOCALGRAD_SHARED(scalar_t, partial, [kSlices][kCols]);
   const int64_t cols = q.input + q.hidden + 1;
   const int64_t i = blockIdx.y;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kCols + threadIdx.x % kCols;
@@ -60,7 +61,7 @@ cudaError_t launch_typed(const ChunkParams& q, cudaStream_t stream) {
   if (q.hidden == 0) return cudaSuccess;
   // The grid's y dimension holds the hidden units (at most 65535).
   const dim3 grid(static_cast<unsigned>((cols + kCols - 1) / kCols), static_cast<unsigned>(q.hidden));
-  chunk_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(q);
+  LOCALGRAD_LAUNCH(grid, kThreads, 0, stream, chunk_kernel<scalar_t>)(q);
   return cudaGetLastError();
 }
 

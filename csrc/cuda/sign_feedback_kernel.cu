@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "element.cuh"
+#include "launch.h"
 
 namespace localgrad::sign_feedback {
 namespace {
@@ -31,11 +32,11 @@ __global__ void __launch_bounds__(kThreads) fill_kernel(const Params p) {
 template <typename scalar_t>
 cudaError_t launch_typed(const Params& p, bool random_magnitude, cudaStream_t stream) {
   if (p.numel == 0) return cudaSuccess;
-  const auto blocks = static_cast<unsigned>(std::min<int64_t>((p.numel + kThreads - 1) / kThreads, kMaxBlocks));
+  const auto blocks = static_cast<unsigned>(std::min<int64_t>((p.numel + kThreads - 1) / kThreads, grid_cap(kMaxBlocks)));
   if (random_magnitude) {
-    fill_kernel<scalar_t, true><<<blocks, kThreads, 0, stream>>>(p);
+    LOCALGRAD_LAUNCH(blocks, kThreads, 0, stream, fill_kernel<scalar_t, true>)(p);
   } else {
-    fill_kernel<scalar_t, false><<<blocks, kThreads, 0, stream>>>(p);
+    LOCALGRAD_LAUNCH(blocks, kThreads, 0, stream, fill_kernel<scalar_t, false>)(p);
   }
   return cudaGetLastError();
 }

@@ -1,12 +1,11 @@
 // CUDA snap_step: checks shared with the CPU backend; the kernel walks the
 // pattern's CSR lists (snap_kernel.cu).
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "../checks.h"
 #include "../online_rnn_glue.h"
+#include "device.h"
 #include "snap_kernel.cuh"
 
 namespace localgrad::snap {
@@ -18,11 +17,11 @@ at::Tensor snap_step_cuda(const at::Tensor& influence, const at::Tensor& weight_
                           const at::Tensor& nbr_ptr, const at::Tensor& nbr_entry, const at::Tensor& nbr_weight) {
   auto p = online_rnn::prepare_snap(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha, entry_unit, entry_row,
                                     nbr_ptr, nbr_entry, nbr_weight);
-  const c10::cuda::CUDAGuard guard(h_prev.device());
+  const device::Guard guard(h_prev.device());
   at::Tensor out = at::empty(influence.sizes(), influence.options());
   p.params.out = out.data_ptr();
   const cudaError_t status = launch_step(p.params, scalar_kind(h_prev.scalar_type()),
-                                         c10::cuda::getCurrentCUDAStream());
+                                         device::current_stream());
   TORCH_CHECK(status == cudaSuccess, "snap_step: CUDA kernel launch failed: ", cudaGetErrorString(status));
   return out;
 }
@@ -30,6 +29,6 @@ at::Tensor snap_step_cuda(const at::Tensor& influence, const at::Tensor& weight_
 }  // namespace
 }  // namespace localgrad::snap
 
-TORCH_LIBRARY_IMPL(localgrad, CUDA, m) {
+LOCALGRAD_CUDA_IMPL(m) {
   m.impl("snap_step", &localgrad::snap::snap_step_cuda);
 }

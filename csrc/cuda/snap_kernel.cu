@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "../online_rnn.h"
+#include "launch.h"
 
 namespace localgrad::snap {
 namespace {
@@ -41,8 +42,8 @@ template <typename scalar_t>
 cudaError_t launch_typed(const StepParams& q, cudaStream_t stream) {
   const int64_t total = q.batch * q.entries * (q.input + q.hidden + 1);
   if (total == 0) return cudaSuccess;
-  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, 65535LL * 8);
-  step_kernel<scalar_t><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(q);
+  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, grid_cap(65535LL * 8));
+  LOCALGRAD_LAUNCH(static_cast<unsigned>(blocks), kThreads, 0, stream, step_kernel<scalar_t>)(q);
   return cudaGetLastError();
 }
 

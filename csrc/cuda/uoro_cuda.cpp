@@ -1,12 +1,11 @@
 // CUDA uoro_step: W_hh s̃ through cuBLAS (at::mm), the rest in one kernel
 // (uoro_kernel.cu). Checks are shared with the CPU backend.
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "../checks.h"
 #include "../online_rnn_glue.h"
+#include "device.h"
 #include "uoro_kernel.cuh"
 
 namespace localgrad::uoro {
@@ -18,7 +17,7 @@ std::tuple<at::Tensor, at::Tensor> uoro_step_cuda(const at::Tensor& s_tilde, con
                                                   const at::Tensor& dphi, const std::optional<at::Tensor>& hh_mask,
                                                   double alpha, double eps) {
   auto p = online_rnn::prepare_uoro(s_tilde, theta_tilde, weight_hh, nu, h_prev, x, dphi, hh_mask, alpha, eps);
-  const c10::cuda::CUDAGuard guard(h_prev.device());
+  const device::Guard guard(h_prev.device());
   const at::Tensor ws = at::mm(p.s_tilde, p.weight_hh.t()).contiguous();
   at::Tensor s_out = at::empty(s_tilde.sizes(), s_tilde.options());
   at::Tensor theta_out = at::empty(theta_tilde.sizes(), theta_tilde.options());
@@ -26,7 +25,7 @@ std::tuple<at::Tensor, at::Tensor> uoro_step_cuda(const at::Tensor& s_tilde, con
   p.params.s_out = s_out.data_ptr();
   p.params.theta_out = theta_out.data_ptr();
   const cudaError_t status = launch_step(p.params, scalar_kind(h_prev.scalar_type()),
-                                         c10::cuda::getCurrentCUDAStream());
+                                         device::current_stream());
   TORCH_CHECK(status == cudaSuccess, "uoro_step: CUDA kernel launch failed: ", cudaGetErrorString(status));
   return {s_out, theta_out};
 }
@@ -34,6 +33,6 @@ std::tuple<at::Tensor, at::Tensor> uoro_step_cuda(const at::Tensor& s_tilde, con
 }  // namespace
 }  // namespace localgrad::uoro
 
-TORCH_LIBRARY_IMPL(localgrad, CUDA, m) {
+LOCALGRAD_CUDA_IMPL(m) {
   m.impl("uoro_step", &localgrad::uoro::uoro_step_cuda);
 }

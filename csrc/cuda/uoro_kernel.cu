@@ -4,6 +4,7 @@
 #include "uoro_kernel.cuh"
 
 #include "../online_rnn.h"
+#include "launch.h"
 
 namespace localgrad::uoro {
 namespace {
@@ -12,7 +13,7 @@ constexpr int kThreads = 256;
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads) step_kernel(const StepParams q) {
-  __shared__ scalar_t sums[4][kThreads];
+  LOCALGRAD_SHARED(scalar_t, sums, [4][kThreads]);
   const int64_t cols = q.input + q.hidden + 1;
   const int64_t width = q.hidden * cols;
   const int64_t b = blockIdx.x;
@@ -68,7 +69,7 @@ template <typename scalar_t>
 cudaError_t launch_typed(const StepParams& q, cudaStream_t stream) {
   if (q.batch == 0) return cudaSuccess;
   // One block per batch element (grid x allows 2^31 - 1).
-  step_kernel<scalar_t><<<static_cast<unsigned>(q.batch), kThreads, 0, stream>>>(q);
+  LOCALGRAD_LAUNCH(static_cast<unsigned>(q.batch), kThreads, 0, stream, step_kernel<scalar_t>)(q);
   return cudaGetLastError();
 }
 
