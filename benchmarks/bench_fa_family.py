@@ -57,7 +57,7 @@ from bench_dfa import failed, load_note  # noqa: E402
 import localgrad  # noqa: E402
 from localgrad import Activation, reference  # noqa: E402
 from localgrad.demo import lenet, mlp  # noqa: E402
-from localgrad.nn.feedback import FEEDBACK_RULES, RANDOM_MAGNITUDE, default_bound  # noqa: E402
+from localgrad.feedback_alignment.feedback import FEEDBACK_RULES, RANDOM_MAGNITUDE, default_bound  # noqa: E402
 
 RELU = int(Activation.RELU)
 N_IN, N_OUT = 784, 10

@@ -1,29 +1,63 @@
 """localgrad: fused CUDA and C++ kernels for biologically plausible learning rules.
 
     import localgrad
-    model = localgrad.convert(model, rule="dfa")   # or fa, usf, brsf, frsf; then train as usual
+    model = localgrad.convert(model, rule="dfa")   # or fa, usf, brsf, frsf, ba; then train as usual
     localgrad.metrics.alignment(model, x, y)         # how close the updates are to backprop's
     localgrad.build_info()                           # what was compiled
+
+One subpackage per learning-rule family, imported on first use:
+localgrad.feedback_alignment, localgrad.eqprop, localgrad.online.
 """
+
+import importlib
+import sys
 
 from localgrad import activations, data, metrics, ops, reference
 from localgrad._extension import build_info, has_cuda_kernels, has_extension
 from localgrad.activations import Activation
-from localgrad.convert import RULES, convert, unconvert
+from localgrad.feedback_alignment import RULES, convert, unconvert
+from localgrad.feedback_alignment import conversion as _conversion
 
 __version__ = "0.1.0"
 
+# The families' subpackages (and the shared training helpers), loaded when
+# first named: `import localgrad; localgrad.online.LeakyRNN` works without
+# importing every family at start-up.
+FAMILIES = ("feedback_alignment", "eqprop", "online")
+_LAZY = (*FAMILIES, "training")
+
+# `from localgrad.convert import convert` kept working when the module moved
+# into localgrad.feedback_alignment; an alias, so that importing it cannot
+# rebind the function localgrad.convert to a module.
+sys.modules.setdefault("localgrad.convert", _conversion)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return importlib.import_module(f"localgrad.{name}")
+    raise AttributeError(f"module 'localgrad' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_LAZY})
+
+
 __all__ = [
     "Activation",
+    "FAMILIES",
     "RULES",
     "activations",
     "build_info",
     "convert",
     "data",
-    "metrics",
+    "eqprop",
+    "feedback_alignment",
     "has_cuda_kernels",
     "has_extension",
+    "metrics",
+    "online",
     "ops",
     "reference",
+    "training",
     "unconvert",
 ]

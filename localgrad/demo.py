@@ -4,7 +4,6 @@ each; prints a comparison table and can plot test accuracy per epoch."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +12,7 @@ from tqdm.auto import tqdm
 
 import localgrad
 from localgrad import data
+from localgrad.training import accuracy, fit, resolve_device
 
 
 @dataclass
@@ -56,17 +56,6 @@ def mlp(sizes: list[int]) -> nn.Sequential:
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
-
-
-@torch.no_grad()
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    model.eval()
-    correct = sum(
-        (model(xb).argmax(1) == yb).sum().item() for xb, yb in data.batches(x, y, batch_size, shuffle=False)
-    )
-    model.train()
-    return correct / max(len(y), 1)
 
 
 def build_model(name: str, dataset: data.Dataset, hidden: list[int]) -> nn.Sequential:
@@ -114,39 +103,6 @@ def train(
     curve, loss, seconds = fit(step, dataset, batch_size, seed, bar,
                                lambda: accuracy(model, dataset.x_test, dataset.y_test))
     return RuleResult(rule, curve[-1], loss, seconds, curve)
-
-
-def resolve_device(device: str) -> str:
-    """"auto": the GPU when torch sees one and localgrad has its CUDA kernels."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() and localgrad.has_cuda_kernels() else "cpu"
-    return device
-
-
-def fit(step, dataset: data.Dataset, batch_size: int, seed: int, epochs, evaluate) -> tuple[list[float], float, float]:
-    """The demo's training loop, for every kind of row: `step(x, y)` trains on
-    one minibatch and returns its loss; minibatches in the order `seed` draws
-    (the same for every rule); `evaluate()` after each of the `epochs` (an
-    iterable: a range, or a progress bar that shows loss and accuracy).
-    Returns (test accuracy after each epoch, last epoch's mean loss, training
-    seconds per epoch)."""
-    order = torch.Generator().manual_seed(seed)
-    curve, seconds, mean_loss, n_epochs = [], 0.0, 0.0, 0
-    for _ in epochs:
-        start = time.perf_counter()
-        loss_sum, n_batches = 0.0, 0
-        for xb, yb in data.batches(dataset.x_train, dataset.y_train, batch_size, generator=order):
-            loss_sum += step(xb, yb)
-            n_batches += 1
-        if dataset.x_train.is_cuda:
-            torch.cuda.synchronize()
-        seconds += time.perf_counter() - start
-        n_epochs += 1
-        mean_loss = loss_sum / max(n_batches, 1)
-        curve.append(evaluate())
-        if hasattr(epochs, "set_postfix"):
-            epochs.set_postfix(loss=f"{mean_loss:.3f}", test_acc=f"{curve[-1]:.3f}")
-    return curve, mean_loss, seconds / max(n_epochs, 1)
 
 
 def format_table(results: list[RuleResult], dataset: data.Dataset, model_name: str = "mlp") -> str:

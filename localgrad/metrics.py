@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from localgrad.convert import unconvert
-from localgrad.nn.dfa_linear import DFALinear
-from localgrad.nn.fa_conv2d import FAConv2d
-from localgrad.nn.fa_linear import FALinear
+from localgrad.feedback_alignment.conversion import unconvert
+from localgrad.feedback_alignment.dfa_linear import DFALinear
+from localgrad.feedback_alignment.fa_conv2d import FAConv2d
+from localgrad.feedback_alignment.fa_linear import FALinear
 
 
 @dataclass

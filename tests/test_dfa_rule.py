@@ -11,7 +11,7 @@ from testing import DEVICES, assert_resume_is_exact, rel_err
 from torch import nn
 
 import localgrad
-from localgrad.nn import DFALinear
+from localgrad.feedback_alignment import DFALinear
 
 F64 = torch.float64
 

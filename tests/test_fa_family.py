@@ -12,7 +12,7 @@ from torch import nn
 
 import localgrad
 from localgrad import reference
-from localgrad.nn import FAConv2d, FALinear
+from localgrad.feedback_alignment import FAConv2d, FALinear
 
 F64 = torch.float64
 FEEDBACK_RULES = ["fa", "usf", "brsf", "frsf"]

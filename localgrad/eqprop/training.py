@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from localgrad import data
-from localgrad.demo import accuracy, fit
+from localgrad.training import accuracy, fit
 from localgrad.eqprop.mlp import EqPropMLP
 
 # demo rule -> EqPropMLP options

@@ -1,8 +1,14 @@
-"""Drop-in layers whose weight updates come from local learning rules."""
+"""Deprecated: the feedback-alignment layers moved to
+localgrad.feedback_alignment; this alias goes in the next release."""
 
-from localgrad.nn.dfa_conv2d import DFAConv2d
-from localgrad.nn.dfa_linear import DFALinear
-from localgrad.nn.fa_conv2d import FAConv2d
-from localgrad.nn.fa_linear import FALinear
+import warnings
+
+from localgrad.feedback_alignment import DFAConv2d, DFALinear, FAConv2d, FALinear
+
+warnings.warn(
+    "localgrad.nn is deprecated; import the layers from localgrad.feedback_alignment",
+    DeprecationWarning,
+    stacklevel=2,
+)
 
 __all__ = ["DFAConv2d", "DFALinear", "FAConv2d", "FALinear"]

@@ -1,5 +1,14 @@
-"""Learning rules that replace backprop's credit assignment in a converted model."""
+"""Deprecated: DirectFeedbackAlignment moved to localgrad.feedback_alignment;
+this alias goes in the next release."""
 
-from localgrad.rules.dfa import DirectFeedbackAlignment
+import warnings
+
+from localgrad.feedback_alignment import DirectFeedbackAlignment
+
+warnings.warn(
+    "localgrad.rules is deprecated; import DirectFeedbackAlignment from localgrad.feedback_alignment",
+    DeprecationWarning,
+    stacklevel=2,
+)
 
 __all__ = ["DirectFeedbackAlignment"]

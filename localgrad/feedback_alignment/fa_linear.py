@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from localgrad.nn.feedback import FeedbackMixin, share_parameters
+from localgrad.feedback_alignment.feedback import FeedbackMixin, share_parameters
 
 
 class _FeedbackLinearFunction(torch.autograd.Function):
@@ -38,7 +38,7 @@ class _FeedbackLinearFunction(torch.autograd.Function):
 class FALinear(FeedbackMixin, nn.Linear):
     """An nn.Linear whose backward pass uses the matrix `feedback` (weight's
     shape) in place of its weight, per `feedback_rule` ("fa", "usf", "brsf",
-    "frsf"; see localgrad.nn.feedback). Made by localgrad.convert."""
+    "frsf"; see localgrad.feedback_alignment.feedback). Made by localgrad.convert."""
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, rule: str, seed: int = 0, scale: float | None = None) -> "FALinear":

@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from localgrad import activations as act
-from localgrad.nn.dfa_conv2d import DFAConv2d
-from localgrad.nn.dfa_linear import DFALinear
-from localgrad.nn.fa_conv2d import FAConv2d, unsupported_reason
-from localgrad.nn.fa_linear import FALinear
-from localgrad.nn.feedback import FEEDBACK_RULES
-from localgrad.rules.dfa import DirectFeedbackAlignment
+from localgrad.feedback_alignment.dfa_conv2d import DFAConv2d
+from localgrad.feedback_alignment.dfa_linear import DFALinear
+from localgrad.feedback_alignment.fa_conv2d import FAConv2d, unsupported_reason
+from localgrad.feedback_alignment.fa_linear import FALinear
+from localgrad.feedback_alignment.feedback import FEEDBACK_RULES
+from localgrad.feedback_alignment.dfa import DirectFeedbackAlignment
 
 RULES = ("backprop", *FEEDBACK_RULES, "dfa", "ba")
 _CONVERTED = (DFALinear, DFAConv2d, FALinear, FAConv2d)

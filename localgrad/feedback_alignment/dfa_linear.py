@@ -6,14 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from localgrad.nn.feedback import share_parameters
+from localgrad.feedback_alignment.feedback import share_parameters
 
 
 class DFALinear(nn.Linear):
     """An nn.Linear whose weight gradient comes from Direct Feedback Alignment.
 
     Made by `localgrad.convert(model, rule="dfa")`, which wires it to the
-    model's `localgrad.rules.DirectFeedbackAlignment`. A hidden layer holds the
+    model's `localgrad.feedback_alignment.DirectFeedbackAlignment`. A hidden layer holds the
     buffer `feedback` (n_outputs_of_model, out_features), its fixed random B_l;
     the output layer holds none and keeps its true gradient. Outside of
     training (grad disabled) it is a plain nn.Linear.

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from localgrad.nn.feedback import FeedbackMixin, share_parameters
+from localgrad.feedback_alignment.feedback import FeedbackMixin, share_parameters
 
 
 def explicit_padding(conv: nn.Conv2d) -> tuple[int, int] | None:
@@ -70,7 +70,7 @@ class _FeedbackConv2dFunction(torch.autograd.Function):
 class FAConv2d(FeedbackMixin, nn.Conv2d):
     """An nn.Conv2d whose backward pass uses the matrix `feedback` (weight's
     shape) in place of its weight, per `feedback_rule` ("fa", "usf", "brsf",
-    "frsf"; see localgrad.nn.feedback). Any stride, padding, dilation and
+    "frsf"; see localgrad.feedback_alignment.feedback). Any stride, padding, dilation and
     groups; zero padding only. Made by localgrad.convert."""
 
     @classmethod

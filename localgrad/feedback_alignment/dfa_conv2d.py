@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from localgrad.nn.fa_conv2d import _conv_kwargs, explicit_padding, unsupported_reason
-from localgrad.nn.feedback import share_parameters
+from localgrad.feedback_alignment.fa_conv2d import _conv_kwargs, explicit_padding, unsupported_reason
+from localgrad.feedback_alignment.feedback import share_parameters
 
 
 class DFAConv2d(nn.Conv2d):

@@ -1,0 +1,59 @@
+"""Training helpers shared by the demo and every family's training code: one
+minibatch loop (`fit`), test accuracy (`accuracy`) and the device choice
+(`resolve_device`). Nothing here imports a family, so any family may import it."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from localgrad import data
+from localgrad._extension import has_cuda_kernels
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Fraction of `x` whose arg-max output is `y`, in eval mode, no graph."""
+    model.eval()
+    correct = sum(
+        (model(xb).argmax(1) == yb).sum().item() for xb, yb in data.batches(x, y, batch_size, shuffle=False)
+    )
+    model.train()
+    return correct / max(len(y), 1)
+
+
+def resolve_device(device: str) -> str:
+    """"auto": the GPU when torch sees one and localgrad has its CUDA kernels."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() and has_cuda_kernels() else "cpu"
+    return device
+
+
+def fit(step, dataset: data.Dataset, batch_size: int, seed: int, epochs, evaluate) -> tuple[list[float], float, float]:
+    """One training loop for every kind of row: `step(x, y)` trains on one
+    minibatch and returns its loss; minibatches in the order `seed` draws
+    (the same for every rule); `evaluate()` after each of the `epochs` (an
+    iterable: a range, or a progress bar that shows loss and accuracy).
+    Returns (test accuracy after each epoch, last epoch's mean loss, training
+    seconds per epoch). Seconds per epoch leave out the first epoch when there
+    are more: it pays one-time costs (allocator, thread pool, kernel caches)
+    that would otherwise land on whichever rule runs first."""
+    order = torch.Generator().manual_seed(seed)
+    curve, epoch_seconds, mean_loss = [], [], 0.0
+    for _ in epochs:
+        start = time.perf_counter()
+        loss_sum, n_batches = 0.0, 0
+        for xb, yb in data.batches(dataset.x_train, dataset.y_train, batch_size, generator=order):
+            loss_sum += step(xb, yb)
+            n_batches += 1
+        if dataset.x_train.is_cuda:
+            torch.cuda.synchronize()
+        epoch_seconds.append(time.perf_counter() - start)
+        mean_loss = loss_sum / max(n_batches, 1)
+        curve.append(evaluate())
+        if hasattr(epochs, "set_postfix"):
+            epochs.set_postfix(loss=f"{mean_loss:.3f}", test_acc=f"{curve[-1]:.3f}")
+    timed = epoch_seconds[1:] or epoch_seconds
+    return curve, mean_loss, sum(timed) / max(len(timed), 1)
