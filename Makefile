@@ -1,6 +1,9 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   create .venv, install torch + localgrad, train the demo
 #   make test   create .venv, install torch + localgrad, run the tests
+# and
+#   make dist   the sdist and a wheel built from it, into dist/ (for this
+#               venv's torch; tools/build_wheel.sh makes the CUDA wheels)
 # Where the base python already has torch (a GPU machine), the venv reuses it
 # instead of installing the CPU build.
 
@@ -10,7 +13,7 @@ TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh') setup.py pyproject.toml
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench dist clean
 
 $(VENV)/.torch:
 	@if $(PYTHON) -c 'import torch' 2>/dev/null; then \
@@ -19,7 +22,7 @@ $(VENV)/.torch:
 	else \
 	  $(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q torch==$(TORCH_VERSION); \
 	fi
-	$(PY) -m pip install -q --upgrade "setuptools>=64" wheel ninja
+	$(PY) -m pip install -q --upgrade "setuptools>=70.1" wheel ninja build
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.torch $(SOURCES)
@@ -35,7 +38,11 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) benchmarks/bench_dfa.py
+	$(VENV)/bin/localgrad bench dfa
+
+dist: $(VENV)/.torch
+	$(PY) -m pip install -q build
+	$(PY) -m build --no-isolation --outdir dist
 
 clean:
-	rm -rf build localgrad/_C*.so $(VENV)
+	rm -rf build dist localgrad/_C*.so localgrad/_build_config.py $(VENV)
