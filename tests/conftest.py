@@ -68,6 +68,11 @@ def pytest_sessionfinish(session, exitstatus):
 
     from localgrad import _extension
 
-    counts = _extension.load_emulation().launch_counts() if _extension.emulation_loaded() else []
+    if not _extension.emulation_loaded():
+        return
+    counts = _extension.load_emulation().launch_counts()
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:  # each xdist worker writes its own file; the checker sums them
+        path = f"{path}.{worker}"
     with open(path, "w") as f:
         json.dump(counts, f, indent=1)

@@ -1,7 +1,7 @@
 """Checks that the emulated tests reached every launch site of every CUDA
 kernel file, and every instantiation of each kernel there.
 
-    LOCALGRAD_EMULATION_COVERAGE=counts.json pytest -m emulated
+    LOCALGRAD_EMULATION_COVERAGE=counts.json pytest -m emulated [-n 2]
     python tests/emulation/check_coverage.py counts.json
 
 Launch sites are the LOCALGRAD_LAUNCH lines of csrc/cuda/*.cu; the counts come
@@ -42,7 +42,13 @@ def launch_sites():
 
 
 def main(path):
-    counts = json.loads(Path(path).read_text())
+    # One file, or one per pytest-xdist worker (path.gw0, path.gw1, ...).
+    files = [Path(path)] if Path(path).exists() else []
+    files += sorted(Path(path).parent.glob(Path(path).name + ".gw*"))
+    if not files:
+        print(f"no launch counts at {path}")
+        return 1
+    counts = [c for f in files for c in json.loads(f.read_text())]
     by_site = {}
     for c in counts:
         by_site.setdefault(c["site"], []).append(c)
