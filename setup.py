@@ -19,8 +19,8 @@ Environment:
                             "auto" gives the build's torch and CUDA, e.g.
                             0.1.0+pt214cu130 (0.1.0+pt213cpu for a CPU build);
                             unset or empty: none.
-  LOCALGRAD_CUDA_EMULATION=1
-                            also builds localgrad._C_emulated: the CUDA kernels
+  LOCALGRAD_CUDA_EMULATION=1|only
+                            also (only: just) builds localgrad._C_emulated: the CUDA kernels
                             and glue compiled by the host compiler against the
                             host emulation of CUDA (csrc/emulation), registered
                             for CPU tensors as torch.ops.localgrad_emulated.
@@ -329,11 +329,16 @@ def emulation_sources():
     return sources
 
 
+def emulation_mode():
+    mode = os.environ.get("LOCALGRAD_CUDA_EMULATION", "0").strip().lower() or "0"
+    if mode not in ("0", "1", "only"):
+        fail(f"LOCALGRAD_CUDA_EMULATION must be 0, 1 or only, got {mode!r}")
+    return mode
+
+
 def emulated_extension():
-    mode = os.environ.get("LOCALGRAD_CUDA_EMULATION", "0").strip()
-    if mode not in ("0", "1", ""):
-        fail(f"LOCALGRAD_CUDA_EMULATION must be 0 or 1, got {mode!r}")
-    if mode != "1":
+    mode = emulation_mode()
+    if mode == "0":
         return None
     from torch.utils.cpp_extension import CppExtension
 
@@ -383,7 +388,11 @@ def build_ext_class():
 
 
 setup(
-    ext_modules=[e for e in (extension(), emulated_extension()) if e is not None],
+    ext_modules=[
+        e
+        for e in (None if emulation_mode() == "only" else extension(), emulated_extension())
+        if e is not None
+    ],
     cmdclass={"build_ext": build_ext_class()},
     version=version(),
     **packages(),

@@ -72,6 +72,39 @@ except ImportError as exc:  # not built, or built against another torch
         warnings.warn(_import_error, RuntimeWarning, stacklevel=2)
 
 
+_emulated = None
+
+
+def has_emulation() -> bool:
+    """True when localgrad._C_emulated (the CUDA kernels on the host emulation
+    of CUDA, LOCALGRAD_CUDA_EMULATION=1 at install) was built. It is loaded on
+    first use (localgrad.ops.emulated), not at import: a sanitizer build of it
+    needs its runtime preloaded."""
+    import importlib.util
+
+    return importlib.util.find_spec("localgrad._C_emulated") is not None
+
+
+def emulation_loaded() -> bool:
+    return _emulated is not None
+
+
+def load_emulation():
+    """Imports localgrad._C_emulated (registering torch.ops.localgrad_emulated)
+    and returns it."""
+    global _emulated
+    if _emulated is None:
+        if not has_emulation():
+            raise RuntimeError(
+                "localgrad: the emulated CUDA backend was not built; install with "
+                "`LOCALGRAD_CUDA_EMULATION=1 pip install --no-build-isolation -e .`"
+            )
+        from localgrad import _C_emulated
+
+        _emulated = _C_emulated
+    return _emulated
+
+
 def has_extension() -> bool:
     """True when the compiled ops are loaded."""
     return _C is not None
@@ -102,6 +135,7 @@ def build_info() -> dict:
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "cuda_available": torch.cuda.is_available(),
+        "cuda_emulation": has_emulation(),
         "num_threads": torch.get_num_threads(),
     }
     if torch.cuda.is_available():

@@ -6,16 +6,73 @@ import torch
 # On the GPU machine, gpu_check.sh sets LOCALGRAD_REQUIRE_CUDA=1 so that a
 # missing GPU or CUDA build fails the CUDA tests instead of skipping them.
 REQUIRE_CUDA = os.environ.get("LOCALGRAD_REQUIRE_CUDA") == "1"
+# CI's emulation step sets LOCALGRAD_REQUIRE_EMULATION=1: a missing emulated
+# build then fails the emulated tests instead of skipping them.
+REQUIRE_EMULATION = os.environ.get("LOCALGRAD_REQUIRE_EMULATION") == "1"
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: runs on a GPU (skipped without one)")
+    config.addinivalue_line(
+        "markers",
+        "emulated: runs the CUDA kernels on the host emulation of CUDA (localgrad._C_emulated; "
+        "skipped when it was not built)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
+    import localgrad
+
+    if not (REQUIRE_EMULATION or localgrad.build_info()["cuda_emulation"]):
+        skip = pytest.mark.skip(
+            reason="no emulated CUDA backend: install with LOCALGRAD_CUDA_EMULATION=1 to run these"
+        )
+        for item in items:
+            if "emulated" in item.keywords:
+                item.add_marker(skip)
     if REQUIRE_CUDA or torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="no GPU: CUDA tests run on the device machine (benchmarks/gpu_check.sh)")
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _emulated_backend(request):
+    """An emulated test sends every localgrad.ops call to the emulated CUDA
+    kernels, and starts from the default device model."""
+    if request.node.get_closest_marker("emulated") is None:
+        yield
+        return
+    from localgrad import ops
+    from localgrad._extension import load_emulation
+
+    emulation = load_emulation()
+    emulation.reset_device_model()
+    try:
+        with ops.emulated():
+            yield
+    finally:
+        emulation.reset_device_model()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With LOCALGRAD_EMULATION_COVERAGE=path, writes the emulation's launch
+    counts (per launch site and kernel) there for
+    tests/emulation/check_coverage.py."""
+    path = os.environ.get("LOCALGRAD_EMULATION_COVERAGE")
+    if not path:
+        return
+    import json
+
+    from localgrad import _extension
+
+    if not _extension.emulation_loaded():
+        return
+    counts = _extension.load_emulation().launch_counts()
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:  # each xdist worker writes its own file; the checker sums them
+        path = f"{path}.{worker}"
+    with open(path, "w") as f:
+        json.dump(counts, f, indent=1)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from testing import DEVICES, TOLERANCE, poisoned, rel_err
+from testing import cpu_kernels, DEVICES, EMULATED, grid_cap, KERNEL_DEVICES, kernels, poisoned, rel_err, TOLERANCE
 
 import localgrad
 from localgrad import ops, reference
@@ -51,7 +51,7 @@ def run_both(x, weights, biases, states, target, beta, nudge, act, steps, async_
         x.cpu().double(), [w.cpu().double() for w in weights], [b.cpu().double() for b in biases],
         [s.cpu().double() for s in states], target.cpu().double(), beta, nudge, act, steps, async_update, tol,
     )
-    ran = torch.ops.localgrad.eqprop_relax(x, weights, biases, states, target, beta, nudge, act, steps,
+    ran = kernels().eqprop_relax(x, weights, biases, states, target, beta, nudge, act, steps,
                                            async_update, tol)
     return ran, expected, expected_ran
 
@@ -164,7 +164,7 @@ def test_update_matches_reference(device, batch, sizes, dtype):
 
     gw = [poisoned((n1, n0), dtype, device) for n0, n1 in zip(sizes[:-1], sizes[1:])]
     gb = [poisoned((n1,), dtype, device) for n1 in sizes[1:]]
-    torch.ops.localgrad.eqprop_update(cast(x), [cast(s) for s in a], [cast(s) for s in b], 0.37, gw, gb)
+    kernels().eqprop_update(cast(x), [cast(s) for s in a], [cast(s) for s in b], 0.37, gw, gb)
     tol = TOLERANCE[dtype]
     for out, exp in zip(gw + gb, exp_w + exp_b):
         assert not out.isnan().any()
@@ -182,12 +182,12 @@ def test_opcheck(device):
     x, weights, biases, states, target = make_net(4, [5, 6, 3], torch.float32, device)
     for nudge, tgt in ((FREE, None), (NUDGE_CE, target), (CLAMP, target)):
         torch.library.opcheck(
-            torch.ops.localgrad.eqprop_relax.default,
+            kernels().eqprop_relax.default,
             (x, weights, biases, [s.clone() for s in states], tgt, 0.5, nudge, 0, 4, False, 0.0),
         )
     gw = [torch.empty(6, 5, device=device), torch.empty(3, 6, device=device)]
     gb = [torch.empty(6, device=device), torch.empty(3, device=device)]
-    torch.library.opcheck(torch.ops.localgrad.eqprop_update.default, (x, states, [s * 0.5 for s in states], 0.3, gw, gb))
+    torch.library.opcheck(kernels().eqprop_update.default, (x, states, [s * 0.5 for s in states], 0.3, gw, gb))
 
 
 def test_torch_compile_fullgraph():
@@ -197,10 +197,10 @@ def test_torch_compile_fullgraph():
     @torch.compile(fullgraph=True, backend="aot_eager")
     def relax_and_update(x, w0, w1, b0, b1, s0, s1, target):
         free0, free1 = s0.clone(), s1.clone()
-        torch.ops.localgrad.eqprop_relax(x, [w0, w1], [b0, b1], [s0, s1], target, 0.5, 1, 0, 6, False, 0.0)
+        kernels().eqprop_relax(x, [w0, w1], [b0, b1], [s0, s1], target, 0.5, 1, 0, 6, False, 0.0)
         gw0, gw1 = torch.empty_like(w0), torch.empty_like(w1)
         gb0, gb1 = torch.empty_like(b0), torch.empty_like(b1)
-        torch.ops.localgrad.eqprop_update(x, [free0, free1], [s0, s1], 2.0, [gw0, gw1], [gb0, gb1])
+        kernels().eqprop_update(x, [free0, free1], [s0, s1], 2.0, [gw0, gw1], [gb0, gb1])
         return gw0.sum() + gw1.sum() + gb0.sum() + gb1.sum()
 
     total = relax_and_update(x, *weights, *biases, *states, target)
@@ -210,7 +210,7 @@ def test_torch_compile_fullgraph():
 
 def test_bad_input_errors_name_the_argument():
     x, weights, biases, states, target = make_net(4, [5, 6, 3], torch.float64, "cpu")
-    relax = torch.ops.localgrad.eqprop_relax
+    relax = kernels().eqprop_relax
 
     def call(**change):
         args = dict(x=x, weights=weights, biases=biases, states=states, target=target, beta=0.5, nudge=1,
@@ -246,7 +246,7 @@ def test_bad_input_errors_name_the_argument():
         call(states=[states[0].t().contiguous().t(), states[1]])
     with pytest.raises(ValueError, match="at least one layer"):
         call(weights=[], biases=[], states=[])
-    update = torch.ops.localgrad.eqprop_update
+    update = kernels().eqprop_update
     gw = [torch.empty(6, 5, dtype=torch.float64), torch.empty(3, 6, dtype=torch.float64)]
     gb = [torch.empty(6, dtype=torch.float64), torch.empty(3, dtype=torch.float64)]
     with pytest.raises(ValueError, match=r"states_b\[1\] must have shape \(4, 3\)"):
@@ -257,22 +257,23 @@ def test_bad_input_errors_name_the_argument():
         update(x, states, states, float("inf"), gw, gb)
 
 
-@pytest.mark.cuda
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
 @pytest.mark.parametrize("path", ["persistent", "step"])
 @pytest.mark.parametrize("nudge", NUDGES)
 @pytest.mark.parametrize("async_update", [False, True])
-def test_cuda_paths_match_cpu(monkeypatch, path, nudge, async_update):
+def test_cuda_paths_match_cpu(monkeypatch, device, path, nudge, async_update):
     """Both CUDA paths (forced) against the CPU kernel and the reference."""
     monkeypatch.setenv("LOCALGRAD_EQPROP_PATH", path)
     for batch, sizes in [(1, [3, 2]), (37, [20, 31, 17, 10]), (300, [64, 100, 10])]:
         for act, dtype in ((0, torch.float64), (1, torch.float32), (2, torch.float64)):
-            x, weights, biases, states, target = make_net(batch, sizes, dtype, "cuda", seed=act)
-            cpu_states = [s.cpu() for s in states]
+            x, weights, biases, states, target = make_net(batch, sizes, dtype, device, seed=act)
+            cpu_states = [s.cpu().clone() for s in states]
             tol = 1e-3 if act == 0 else 0.0
             ran, expected, expected_ran = run_both(x, weights, biases, states, target, 0.6, nudge, act, 23,
                                                    async_update, tol)
-            cpu_ran = torch.ops.localgrad.eqprop_relax(x.cpu(), [w.cpu() for w in weights], [b.cpu() for b in biases],
-                                                       cpu_states, target.cpu(), 0.6, nudge, act, 23, async_update, tol)
+            with cpu_kernels():
+                cpu_ran = kernels().eqprop_relax(x.cpu(), [w.cpu() for w in weights], [b.cpu() for b in biases],
+                                                 cpu_states, target.cpu(), 0.6, nudge, act, 23, async_update, tol)
             if dtype == torch.float64:
                 assert torch.equal(ran.cpu(), expected_ran) and torch.equal(cpu_ran, expected_ran)
             for s, c, e in zip(states, cpu_states, expected):
@@ -280,10 +281,25 @@ def test_cuda_paths_match_cpu(monkeypatch, path, nudge, async_update):
                 assert rel_err(s.cpu(), c) <= TOLERANCE[dtype]
 
 
-@pytest.mark.cuda
-def test_cuda_large_network_takes_the_step_path():
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
+def test_cuda_large_network_takes_the_step_path(device):
     """Weights too big for shared memory: the default path still matches."""
-    x, weights, biases, states, target = make_net(64, [784, 1024, 1024, 10], torch.float32, "cuda", seed=9)
+    x, weights, biases, states, target = make_net(64, [784, 1024, 1024, 10], torch.float32, device, seed=9)
     ran, expected, _ = run_both(x, weights, biases, states, target, 0.5, NUDGE_MSE, 0, 12, True, 0.0)
     for s, e in zip(states, expected):
         assert rel_err(s.cpu(), e) <= 1e-5
+
+
+@pytest.mark.parametrize("device", [EMULATED])
+@pytest.mark.parametrize("tol", [0.0, 1e-3])
+def test_step_path_grid_stride_past_the_grid_cap(monkeypatch, device, tol):
+    """The per-step path's kernels with more rows than their grids cover
+    (launchers' cap lowered to 3 blocks: 24 rows per relax step, 768 per
+    finish step)."""
+    monkeypatch.setenv("LOCALGRAD_EQPROP_PATH", "step")
+    grid_cap(device)
+    x, weights, biases, states, target = make_net(800, [3, 5, 2], torch.float64, device, seed=4)
+    ran, expected, expected_ran = run_both(x, weights, biases, states, target, 0.4, NUDGE_CE, 0, 9, False, tol)
+    assert torch.equal(ran, expected_ran)
+    for s, e in zip(states, expected):
+        assert rel_err(s, e) <= 1e-12

@@ -4,7 +4,7 @@ masks, float32 tolerances, opcheck, compile, bad input."""
 
 import pytest
 import torch
-from testing import DEVICES, TOLERANCE, rel_err
+from testing import cpu_kernels, DEVICES, EMULATED, grid_cap, KERNEL_DEVICES, kernels, rel_err, TOLERANCE
 
 import localgrad
 from localgrad import ops
@@ -13,7 +13,9 @@ from localgrad.reference import online_rnn as ref
 
 pytestmark = pytest.mark.skipif(not localgrad.has_extension(), reason="the compiled extension is not built")
 
-SHAPES = [(0, 3, 4), (1, 1, 1), (3, 5, 4), (5, 7, 2), (2, 16, 9)]  # (batch, hidden, input)
+# (batch, hidden, input); the last has 71 parameter columns: RFLO's 32-wide
+# column tiles, two whole and a partial tail.
+SHAPES = [(0, 3, 4), (1, 1, 1), (3, 5, 4), (5, 7, 2), (2, 16, 9), (3, 20, 50)]
 
 
 def poison_allocator(numel, dtype, device):
@@ -134,15 +136,16 @@ def test_uoro_first_step_from_zero():
     assert all(rel_err(a, b) <= 1e-12 for a, b in zip(got, exp))
 
 
-@pytest.mark.cuda
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
 @pytest.mark.parametrize("op", ["rtrl_step", "snap_step", "rflo_chunk", "uoro_step"])
-def test_ops_cuda_match_cpu(op):
+def test_ops_cuda_match_cpu(device, op):
     args = opcheck_args()[op]
-    cpu = getattr(ops, op)(*args)
-    moved = [a.to("cuda") if torch.is_tensor(a) else a for a in args]
+    with cpu_kernels():
+        cpu = getattr(ops, op)(*args)
+    moved = [a.to(device) if torch.is_tensor(a) else a for a in args]
     got = getattr(ops, op)(*moved)
     for g, c in zip(got if isinstance(got, tuple) else (got,), cpu if isinstance(cpu, tuple) else (cpu,)):
-        assert g.is_cuda and rel_err(g.cpu(), c) <= 1e-12
+        assert g.device.type == torch.device(device).type and rel_err(g.cpu(), c) <= 1e-12
 
 
 def opcheck_args():
@@ -159,9 +162,10 @@ def opcheck_args():
     }
 
 
+@pytest.mark.parametrize("device", ["cpu", EMULATED])
 @pytest.mark.parametrize("op", ["rtrl_step", "snap_step", "rflo_chunk", "uoro_step"])
-def test_opcheck(op):
-    torch.library.opcheck(getattr(torch.ops.localgrad, op), opcheck_args()[op])
+def test_opcheck(device, op):
+    torch.library.opcheck(getattr(kernels(), op), opcheck_args()[op])
 
 
 def test_compile_smoke():
@@ -202,3 +206,24 @@ def test_non_contiguous_inputs_work():
     got = ops.rtrl_step(m, kw["weight_hh"], kw["h_prev"], x, kw["dphi"], None, 0.7)
     exp = ref.rtrl_step(m, kw["weight_hh"], kw["h_prev"], x, kw["dphi"], None, 0.7)
     assert rel_err(got, exp) <= 1e-12
+
+
+@pytest.mark.parametrize("device", [EMULATED])
+@pytest.mark.parametrize("op", ["rtrl_step", "snap_step"])
+def test_grid_stride_past_the_grid_cap(device, op):
+    """More elements than the launcher's grid covers (cap lowered to 3 blocks
+    of 256 threads): every element still written, as the CPU kernel does."""
+    grid_cap(device)
+    kw, r = inputs(4, 6, 5, torch.float64, "cpu", True, seed=3)
+    hidden, cols = 6, 6 + 5 + 1
+    if op == "rtrl_step":
+        args = (r(4, hidden, hidden * cols), kw["weight_hh"], kw["h_prev"], kw["x"], kw["dphi"], kw["hh_mask"], 0.3)
+    else:
+        lists = snap_lists(hidden, kw["hh_mask"], 2, "cpu")
+        args = (r(4, lists[0].numel(), cols), kw["weight_hh"], kw["h_prev"], kw["x"], kw["dphi"], kw["hh_mask"],
+                0.3, *lists)
+    with cpu_kernels():
+        expected = getattr(ops, op)(*args)
+    got = getattr(ops, op)(*args)
+    assert got.numel() > 3 * 256
+    assert rel_err(got, expected) <= 1e-12

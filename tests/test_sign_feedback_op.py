@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from testing import DEVICES, FLOAT_DTYPES, poisoned
+from testing import DEVICES, FLOAT_DTYPES, grid_cap, KERNEL_DEVICES, kernels, poisoned
 
 import localgrad
 from localgrad import ops, reference
@@ -24,7 +24,7 @@ def test_matches_reference_bit_for_bit(device, dtype, shape, random_magnitude):
     if weight.numel():
         weight.view(-1)[0] = 0  # sign(0) = 0
     out = poisoned(shape, dtype, device)
-    torch.ops.localgrad.sign_feedback(weight, 11, 3, 0.25, random_magnitude, out)
+    kernels().sign_feedback(weight, 11, 3, 0.25, random_magnitude, out)
     expected = reference.sign_feedback(weight.cpu(), 11, 3, 0.25, random_magnitude)
     # Computed in float64 and rounded once on every backend: equal, not close.
     assert torch.equal(out.cpu(), expected)
@@ -79,7 +79,7 @@ def test_rng_known_values():
 def test_non_contiguous_weight(device):
     w = torch.randn(6, 9, dtype=torch.float64, device=device).t()
     out = torch.empty(9, 6, dtype=torch.float64, device=device)
-    torch.ops.localgrad.sign_feedback(w, 5, 7, 1.0, True, out)
+    kernels().sign_feedback(w, 5, 7, 1.0, True, out)
     assert torch.equal(out.cpu(), reference.sign_feedback(w.cpu().contiguous(), 5, 7, 1.0, True))
 
 
@@ -87,13 +87,13 @@ def test_non_contiguous_weight(device):
 def test_opcheck(device):
     w = torch.randn(5, 4, device=device)
     out = torch.empty(5, 4, device=device)
-    torch.library.opcheck(torch.ops.localgrad.sign_feedback.default, (w, 1, 2, 0.5, True, out))
+    torch.library.opcheck(kernels().sign_feedback.default, (w, 1, 2, 0.5, True, out))
 
 
 def test_torch_compile_fullgraph():
     @torch.compile(fullgraph=True, backend="aot_eager")
     def f(w, out):
-        torch.ops.localgrad.sign_feedback(w, 3, 4, 0.5, True, out)
+        kernels().sign_feedback(w, 3, 4, 0.5, True, out)
         return out * 2
 
     w = torch.randn(7, 3)
@@ -112,10 +112,22 @@ def test_torch_compile_fullgraph():
 )
 def test_bad_input_names_the_argument(weight, out, scale, exc, match):
     with pytest.raises(exc, match=match):
-        torch.ops.localgrad.sign_feedback(weight, 0, 0, scale, True, out)
+        kernels().sign_feedback(weight, 0, 0, scale, True, out)
 
 
 @pytest.mark.cuda
 def test_device_mismatch():
     with pytest.raises(RuntimeError, match="out must be on the device of weight"):
-        torch.ops.localgrad.sign_feedback(torch.ones(3, device="cuda"), 0, 0, 1.0, True, torch.ones(3))
+        kernels().sign_feedback(torch.ones(3, device="cuda"), 0, 0, 1.0, True, torch.ones(3))
+
+
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
+@pytest.mark.parametrize("random_magnitude", [False, True])
+def test_grid_stride_past_the_grid_cap(device, random_magnitude):
+    """More elements than the grid's blocks of 256 threads cover (65,535
+    blocks on a GPU; 3 on the emulation, its cap lowered)."""
+    n = grid_cap(device) * 256 * 2 + 17
+    weight = torch.randn(n, generator=torch.Generator().manual_seed(1), dtype=torch.float32).to(device)
+    out = poisoned((n,), torch.float32, device)
+    kernels().sign_feedback(weight, 2, 9, 0.5, random_magnitude, out)
+    assert torch.equal(out.cpu(), reference.sign_feedback(weight.cpu(), 2, 9, 0.5, random_magnitude))

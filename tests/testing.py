@@ -3,7 +3,50 @@
 import pytest
 import torch
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+# Where a test runs an op: "cpu" (the CPU kernels), "cuda" (a GPU), and the
+# CUDA kernels on the host emulation of CUDA: CPU tensors (so the value seen
+# by the test is "cpu") with the marker `emulated`, under which conftest.py
+# routes every localgrad.ops call to torch.ops.localgrad_emulated.
+CUDA = pytest.param("cuda", marks=pytest.mark.cuda, id="cuda")
+EMULATED = pytest.param("cpu", marks=pytest.mark.emulated, id="emulated")
+DEVICES = ["cpu", CUDA, EMULATED]
+# Where the CUDA kernels run: a GPU, or the emulation.
+KERNEL_DEVICES = [CUDA, EMULATED]
+
+
+def cpu_kernels():
+    """The CPU kernels, also inside an emulated test: for the side of a
+    CUDA-vs-CPU comparison that must not be emulated."""
+    from localgrad import ops
+
+    return ops.emulated(False)
+
+
+def is_emulated(device) -> bool:
+    """True inside an emulated test (its device is "cpu", its ops emulated)."""
+    from localgrad.ops._common import _emulating
+
+    return device == "cpu" and _emulating.get()
+
+
+def grid_cap(device, cap: int = 3) -> int:
+    """What a grid-stride test must exceed: on the emulation, lowers the device
+    model's grid limits (y and z, and the launchers' own caps) to `cap`, so a
+    few blocks reach the loop; on a GPU, the real 65,535."""
+    if not is_emulated(device):
+        return 65_535
+    from localgrad._extension import load_emulation
+
+    load_emulation().set_device_model({"max_grid_dim": (2**31 - 1, cap, cap), "launcher_grid_cap": cap})
+    return cap
+
+
+def kernels():
+    """torch.ops.localgrad_emulated inside an emulated test, else
+    torch.ops.localgrad: for tests that call the raw ops."""
+    from localgrad.ops._common import compiled_ops
+
+    return compiled_ops()
 
 # Max relative error (max |a - b| / max |b|) allowed against a float64 oracle.
 # Half types are judged by `low_precision_bound`, not a fixed number.

@@ -23,6 +23,9 @@ constexpr int kRowGroups = kThreads / kWarp;    // 8: a warp per row group
 constexpr int kRowsPerThread = kBM / kRowGroups;  // 4
 constexpr int kColsPerThread = kBN / kWarp;       // 4
 constexpr int kMaxGridY = 65535;
+// The tile split: whole warps per row group, rows and columns per thread.
+static_assert(kThreads % kWarp == 0 && kBM % kRowGroups == 0 && kBN % kWarp == 0,
+              "dfa: the tile must split evenly over the block's warps");
 
 // First column tile of each layer, so a block finds its layer by blockIdx.x.
 struct TileMap {

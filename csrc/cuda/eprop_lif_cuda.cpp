@@ -32,7 +32,7 @@ void eprop_lif_chunk_cuda(const at::Tensor& x, const at::Tensor& weight_in,
   if (c.batch == 0 || c.steps == 0) return;
 
   const ScalarKind dtype = scalar_kind(x.scalar_type());
-  const size_t bytes = chunk_shared_bytes(c, dtype);
+  const size_t bytes = chunk_shared_bytes(c, dtype, p.adaptive, p.mode);
   int device = 0, max_bytes = 0;
   TORCH_CHECK(cudaGetDevice(&device) == cudaSuccess &&
                   cudaDeviceGetAttribute(&max_bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin,

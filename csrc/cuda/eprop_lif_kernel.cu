@@ -28,6 +28,7 @@ constexpr int kThreads = 256;
 constexpr int kPerThread = 16;
 constexpr int64_t kTile = int64_t(kThreads) * kPerThread;  // synapses per block
 constexpr int kMaxGridY = 65535;
+static_assert(kThreads % 32 == 0, "eprop_lif: kThreads must be a whole number of warps");
 
 // Shared arrays, in this order: v, a, z, z_prev, psi_prev, psi_now, signal
 // (hidden each), zk (hidden + 1), eps, eps_prev (P each), y, dedy (n_out each).
@@ -224,16 +225,41 @@ __global__ void __launch_bounds__(kThreads) chunk_kernel(const ChunkParams c) {
   }
 }
 
+size_t dynamic_bytes(const ChunkParams& c, size_t elem) {
+  return static_cast<size_t>(shared_elements(c.hidden, c.n_in + c.hidden, c.n_out)) * elem;
+}
+
+// The kernel's static shared memory (the has_loss flag: 16 bytes as ptxas
+// lays it out) as the runtime reports it; 0 if it cannot tell.
+template <typename scalar_t, bool kAdaptive, SignalMode kMode>
+size_t static_bytes() {
+  cudaFuncAttributes attr{};
+  if (cudaFuncGetAttributes(&attr, chunk_kernel<scalar_t, kAdaptive, kMode>) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return attr.sharedSizeBytes;
+}
+
 template <typename scalar_t, bool kAdaptive, SignalMode kMode>
 cudaError_t launch_typed(const ChunkParams& c, cudaStream_t stream) {
   const int64_t P = c.n_in + c.hidden;
-  const size_t bytes = chunk_shared_bytes(c, sizeof(scalar_t) == 8 ? ScalarKind::Float64
-                                                                   : ScalarKind::Float32);
+  const size_t bytes = dynamic_bytes(c, sizeof(scalar_t));
   auto kernel = chunk_kernel<scalar_t, kAdaptive, kMode>;
-  if (bytes > 48 * 1024) {
+  // Above the default per-block limit, static + dynamic, the launch needs the
+  // opt-in. A failed request is cleared here, not left for the next launch.
+  int device = 0, default_limit = 48 * 1024;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&default_limit, cudaDevAttrMaxSharedMemoryPerBlock, device) != cudaSuccess) {
+    return cudaGetLastError();
+  }
+  if (static_bytes<scalar_t, kAdaptive, kMode>() + bytes > static_cast<size_t>(default_limit)) {
     const cudaError_t status =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-    if (status != cudaSuccess) return status;
+    if (status != cudaSuccess) {
+      (void)cudaGetLastError();
+      return status;
+    }
   }
   const int64_t tiles = std::max<int64_t>(1, (c.hidden * P + kTile - 1) / kTile);
   const dim3 grid(static_cast<unsigned>(tiles),
@@ -244,9 +270,13 @@ cudaError_t launch_typed(const ChunkParams& c, cudaStream_t stream) {
 
 }  // namespace
 
-size_t chunk_shared_bytes(const ChunkParams& c, ScalarKind dtype) {
-  const size_t elem = dtype == ScalarKind::Float64 ? sizeof(double) : sizeof(float);
-  return static_cast<size_t>(shared_elements(c.hidden, c.n_in + c.hidden, c.n_out)) * elem;
+size_t chunk_shared_bytes(const ChunkParams& c, ScalarKind dtype, bool adaptive, SignalMode mode) {
+  return LOCALGRAD_DISPATCH_ADAPTIVE(adaptive, [&] {
+    return LOCALGRAD_DISPATCH_SIGNAL_MODE(mode, [&] {
+      if (dtype == ScalarKind::Float64) return static_bytes<double, kAdaptive, kMode>() + dynamic_bytes(c, 8);
+      return static_bytes<float, kAdaptive, kMode>() + dynamic_bytes(c, 4);
+    });
+  });
 }
 
 cudaError_t launch_chunk(const ChunkParams& c, ScalarKind dtype, bool adaptive, SignalMode mode,

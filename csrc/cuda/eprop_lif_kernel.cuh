@@ -10,9 +10,11 @@
 
 namespace localgrad::eprop_lif {
 
-// Shared memory the launch needs, so the glue can refuse sizes the device
-// cannot hold with a clear message before launching.
-size_t chunk_shared_bytes(const ChunkParams& params, ScalarKind dtype);
+// Shared memory a block of the launch needs, static and dynamic, so the glue
+// can refuse sizes the device cannot hold with a clear message before
+// launching.
+size_t chunk_shared_bytes(const ChunkParams& params, ScalarKind dtype, bool adaptive,
+                          SignalMode mode);
 
 // One launch for the whole chunk (float32 or float64). Returns the launch
 // status, which the caller must check.

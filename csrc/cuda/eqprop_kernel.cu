@@ -20,6 +20,8 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarp = 32;
+// Warp-per-row and warp-per-unit loops (and their shuffles) need whole warps.
+static_assert(kThreads % kWarp == 0, "eqprop: kThreads must be a whole number of warps");
 
 // Row changes are non-negative, so their bit patterns order like the values
 // and an integer atomicMax takes the max.
@@ -366,7 +368,10 @@ cudaError_t launch_persistent_typed(const RelaxParams& params, int rows_per_bloc
       auto launch = [&](auto kernel) {
         status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       static_cast<int>(smem));
-        if (status != cudaSuccess) return;
+        if (status != cudaSuccess) {
+          (void)cudaGetLastError();  // not left for the next launch to report
+          return;
+        }
         LOCALGRAD_LAUNCH(static_cast<unsigned>(blocks), kThreads, smem, stream, kernel)(params, rows_per_block);
         status = cudaGetLastError();
       };

@@ -16,6 +16,8 @@ namespace {
 constexpr int kCols = 32;       // parameter columns per block (a warp)
 constexpr int kSlices = 8;      // batch slices per block (warps)
 constexpr int kThreads = kCols * kSlices;
+// A warp per batch slice: the column index is the lane.
+static_assert(kCols == 32, "rflo: a block's columns are one warp's lanes");
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads) chunk_kernel(const ChunkParams q) {

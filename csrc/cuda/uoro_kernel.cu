@@ -10,6 +10,9 @@ namespace localgrad::uoro {
 namespace {
 
 constexpr int kThreads = 256;
+// The tree reduction halves kThreads down to 1 and indexes sums[.][tid]: it
+// needs a power of two, and the launch below uses exactly kThreads.
+static_assert(kThreads >= 32 && (kThreads & (kThreads - 1)) == 0, "uoro: kThreads must be a power of two");
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads) step_kernel(const StepParams q) {

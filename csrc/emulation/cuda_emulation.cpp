@@ -4,7 +4,7 @@
 #include "cuda_emulation.h"
 
 #include <algorithm>
-#include <condition_variable>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -12,6 +12,10 @@
 #include <new>
 #include <set>
 #include <thread>
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 namespace localgrad::emulation {
 
@@ -142,63 +146,176 @@ void reset_launch_counts() {
 
 namespace {
 
-// A reusable barrier over a set of threads that may shrink as threads exit
-// (exited threads no longer take part, as on the GPU). Returns the OR, AND
-// and count of the predicates of the generation it completes.
+// Waiting on a 32-bit atomic: the atomic carries the happens-before edges
+// (ThreadSanitizer sees them), the futex only parks the thread, so a phase
+// wakes its waiters without their queueing on a mutex.
+void futex_wait(std::atomic<uint32_t>& word, uint32_t seen) {
+  while (word.load(std::memory_order_acquire) == seen)
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT_PRIVATE, seen, nullptr, nullptr, 0);
+}
+
+void futex_wake_all(std::atomic<uint32_t>& word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0);
+}
+
+// How a block's threads run. Threads: one OS thread per CUDA thread, all
+// concurrent (what ThreadSanitizer needs; the sanitizer builds' default).
+// Fibers: one user-level context per CUDA thread on the launching thread,
+// switched at barriers, round-robin in thread order (the default otherwise:
+// a barrier costs context switches in one process, not a wake-up of every OS
+// thread, some 100x faster on a busy machine; a missing barrier shows
+// deterministically). LOCALGRAD_EMULATION_THREADS=os|fibers chooses.
+enum class Mode { Threads, Fibers };
+
+Mode run_mode() {
+  static const Mode mode = [] {
+    const char* env = std::getenv("LOCALGRAD_EMULATION_THREADS");
+    if (env != nullptr && std::string(env) == "os") return Mode::Threads;
+    if (env != nullptr && std::string(env) == "fibers") return Mode::Fibers;
+    if (env != nullptr && *env) fatal("LOCALGRAD_EMULATION_THREADS must be os or fibers");
+#if defined(LOCALGRAD_EMULATION_SANITIZER)
+    return Mode::Threads;
+#else
+    return Mode::Fibers;
+#endif
+  }();
+  return mode;
+}
+
+// Fiber switch (x86-64 System V): saves the callee-saved registers, MXCSR
+// and the x87 control word on the current stack, stores its stack pointer in
+// *save, and resumes the stack `load` saved the same way. No system call
+// (swapcontext makes one per switch for the signal mask).
+extern "C" void localgrad_emulation_switch(void** save, void* load);
+asm(R"(
+.text
+.globl localgrad_emulation_switch
+.hidden localgrad_emulation_switch
+.type localgrad_emulation_switch,@function
+localgrad_emulation_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+.size localgrad_emulation_switch, .-localgrad_emulation_switch
+)");
+
+// The fibers of the block being run (fiber mode).
+struct FiberBlock {
+  enum State { Runnable, Waiting, Done };
+  struct Fiber {
+    void* sp = nullptr;
+    ThreadContext thread;
+    State state = Runnable;
+  };
+  void* scheduler_sp = nullptr;
+  std::vector<Fiber> fibers;
+  int current = -1;
+
+  // Parks the running fiber until a barrier makes it runnable again.
+  void park() {
+    fibers[current].state = Waiting;
+    localgrad_emulation_switch(&fibers[current].sp, scheduler_sp);
+  }
+};
+thread_local FiberBlock* fiber_block = nullptr;
+
+// A barrier over a block's (or a warp's) threads that shrinks as threads exit
+// (exited threads no longer take part, as on the GPU), returning the count of
+// true predicates of the phase it completes.
 class Barrier {
  public:
-  void reset(int expected) {
-    std::lock_guard<std::mutex> lock(m_);
-    expected_ = expected;
-    arrived_ = 0;
-    count_ = 0;
-  }
+  explicit Barrier(int expected) : expected_(expected) {}
 
   int arrive(int predicate) {
-    std::unique_lock<std::mutex> lock(m_);
-    count_ += predicate != 0;
-    const uint64_t gen = generation_;
-    if (++arrived_ == expected_) {
-      complete();
+    if (fiber_block != nullptr) {
+      count_ += predicate != 0;
+      if (++arrived_ == expected_) {
+        complete_fibers();
+      } else {
+        waiters_.push_back(fiber_block->current);
+        fiber_block->park();
+      }
       return result_;
     }
-    cv_.wait(lock, [&] { return generation_ != gen; });
+    uint32_t gen;
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      count_ += predicate != 0;
+      gen = generation_.load(std::memory_order_relaxed);
+      if (++arrived_ == expected_) {
+        complete();
+        return result_;
+      }
+    }
+    futex_wait(generation_, gen);
     return result_;
   }
 
   void leave() {
+    if (fiber_block != nullptr) {
+      --expected_;
+      if (arrived_ > 0 && arrived_ == expected_) complete_fibers();
+      return;
+    }
     std::lock_guard<std::mutex> lock(m_);
     --expected_;
     if (arrived_ > 0 && arrived_ == expected_) complete();
   }
 
   int total() const { return total_; }
-  int expected() {
-    std::lock_guard<std::mutex> lock(m_);
-    return expected_;
-  }
 
  private:
-  void complete() {
+  void complete_fibers() {
     result_ = count_;
     total_ = arrived_;
     count_ = 0;
     arrived_ = 0;
-    ++generation_;
-    cv_.notify_all();
+    for (int f : waiters_) fiber_block->fibers[f].state = FiberBlock::Runnable;
+    waiters_.clear();
+  }
+
+  void complete() {  // under m_; result_ and total_ stay put until every waiter has read them
+    result_ = count_;
+    total_ = arrived_;
+    count_ = 0;
+    arrived_ = 0;
+    generation_.fetch_add(1, std::memory_order_release);
+    futex_wake_all(generation_);
   }
 
   std::mutex m_;
-  std::condition_variable cv_;
-  int expected_ = 0, arrived_ = 0, count_ = 0, result_ = 0, total_ = 0;
-  uint64_t generation_ = 0;
+  int expected_, arrived_ = 0, count_ = 0, result_ = 0, total_ = 0;
+  std::atomic<uint32_t> generation_{0};
+  std::vector<int> waiters_;  // fiber mode
 };
 
 struct Warp {
+  explicit Warp(int lanes) : barrier(lanes) {}
   Barrier barrier;
   unsigned present = 0;  // lanes of this warp in the block
   unsigned live = 0;     // lanes not yet exited (guarded by the block mutex)
-  alignas(8) unsigned char slots[32][8];
+  // Two sets of slots, used in turn: a lane writes the next shuffle's set
+  // only after the barrier that every lane reaches after reading this one.
+  alignas(8) unsigned char slots[2][32][8];
+  int turn[32] = {};
 };
 
 }  // namespace
@@ -206,7 +323,7 @@ struct Warp {
 struct LaunchContext {
   KernelRecord* record = nullptr;
   unsigned char* dynamic = nullptr;
-  Barrier block_barrier;
+  std::unique_ptr<Barrier> block_barrier;  // new for every block
   std::mutex warp_mutex;
   std::vector<std::unique_ptr<Warp>> warps;
 };
@@ -246,19 +363,19 @@ LaunchContext& current_launch(const char* what) {
 }
 }  // namespace
 
-void syncthreads() { current_launch("__syncthreads").block_barrier.arrive(0); }
+void syncthreads() { current_launch("__syncthreads").block_barrier->arrive(0); }
 
 int syncthreads_or(int predicate) {
-  return current_launch("__syncthreads_or").block_barrier.arrive(predicate) > 0;
+  return current_launch("__syncthreads_or").block_barrier->arrive(predicate) > 0;
 }
 
 int syncthreads_and(int predicate) {
   LaunchContext& l = current_launch("__syncthreads_and");
-  const int n = l.block_barrier.arrive(predicate);
-  return n == l.block_barrier.total();
+  const int n = l.block_barrier->arrive(predicate);
+  return n == l.block_barrier->total();
 }
 
-int syncthreads_count(int predicate) { return current_launch("__syncthreads_count").block_barrier.arrive(predicate); }
+int syncthreads_count(int predicate) { return current_launch("__syncthreads_count").block_barrier->arrive(predicate); }
 
 void warp_exchange(unsigned mask, const void* value, size_t bytes, int src_lane, void* out) {
   LaunchContext& l = current_launch("a warp shuffle");
@@ -272,10 +389,11 @@ void warp_exchange(unsigned mask, const void* value, size_t bytes, int src_lane,
       fatal("a warp shuffle whose mask is not the warp's full set of lanes (partial masks are not emulated)");
     if ((w.live & mask) != mask) fatal("a warp shuffle waits for a lane that has exited");
   }
-  std::memcpy(w.slots[lane], value, bytes);
+  const int t = w.turn[lane];
+  w.turn[lane] = t ^ 1;
+  std::memcpy(w.slots[t][lane], value, bytes);
   w.barrier.arrive(0);  // every lane has written its value
-  std::memcpy(out, w.slots[src_lane], bytes);
-  w.barrier.arrive(0);  // every lane has read before the slots are reused
+  std::memcpy(out, w.slots[t][src_lane], bytes);
 }
 
 // --- the thread pool -------------------------------------------------------
@@ -285,38 +403,38 @@ namespace {
 class Pool {
  public:
   // Runs body(launcher) on `n` threads with the given block context; returns
-  // when all have finished.
+  // when all have finished. Each worker has its own start word, so only the
+  // block's threads wake.
   void run_block(int n, const ThreadContext& block, BlockBody body, void* launcher) {
-    std::unique_lock<std::mutex> lock(m_);
-    while (static_cast<int>(workers_) < n) {
-      std::thread(&Pool::work, this, static_cast<int>(workers_)).detach();
-      ++workers_;
+    while (static_cast<int>(workers_.size()) < n) {
+      workers_.push_back(std::make_unique<Worker>());
+      std::thread(&Pool::work, this, static_cast<int>(workers_.size()) - 1, workers_.back().get()).detach();
     }
-    active_ = n;
-    remaining_ = n;
     block_ = block;
     body_ = body;
     launcher_ = launcher;
+    remaining_.store(static_cast<uint32_t>(n), std::memory_order_relaxed);
     ++generation_;
-    start_.notify_all();
-    done_.wait(lock, [&] { return remaining_ == 0; });
+    for (int i = 0; i < n; ++i) {
+      workers_[i]->go.store(generation_, std::memory_order_release);
+      futex_wake_all(workers_[i]->go);
+    }
+    for (uint32_t r; (r = remaining_.load(std::memory_order_acquire)) != 0;) futex_wait(remaining_, r);
   }
 
  private:
-  void work(int index) {
-    uint64_t seen = 0;
+  struct Worker {
+    std::atomic<uint32_t> go{0};
+  };
+
+  void work(int index, Worker* me) {
+    uint32_t seen = 0;
     for (;;) {
-      ThreadContext mine;
-      BlockBody body;
-      void* launcher;
-      {
-        std::unique_lock<std::mutex> lock(m_);
-        start_.wait(lock, [&] { return generation_ != seen && index < active_; });
-        seen = generation_;
-        mine = block_;
-        body = body_;
-        launcher = launcher_;
-      }
+      futex_wait(me->go, seen);
+      seen = me->go.load(std::memory_order_acquire);
+      ThreadContext mine = block_;
+      const BlockBody body = body_;
+      void* const launcher = launcher_;
       const unsigned bx = mine.block_dim.x, by = mine.block_dim.y;
       mine.linear_tid = index;
       mine.thread_idx = uint3{index % bx, (index / bx) % by, index / (bx * by)};
@@ -334,22 +452,106 @@ class Pool {
         l.warps[index / 32]->live &= ~(1u << (index % 32));
       }
       l.warps[index / 32]->barrier.leave();
-      l.block_barrier.leave();
+      l.block_barrier->leave();
       thread_context() = ThreadContext{};
-      std::lock_guard<std::mutex> lock(m_);
-      if (--remaining_ == 0) done_.notify_all();
+      if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) futex_wake_all(remaining_);
     }
   }
 
-  std::mutex m_;
-  std::condition_variable start_, done_;
-  size_t workers_ = 0;
-  int active_ = 0, remaining_ = 0;
-  uint64_t generation_ = 0;
+  std::vector<std::unique_ptr<Worker>> workers_;  // only the launching thread grows it
+  std::atomic<uint32_t> remaining_{0};
+  uint32_t generation_ = 0;
   ThreadContext block_;
   BlockBody body_ = nullptr;
   void* launcher_ = nullptr;
 };
+
+// Runs a block as fibers on the calling thread (see Mode).
+constexpr size_t kFiberStack = 256 * 1024;
+
+struct FiberStacks {
+  std::vector<std::unique_ptr<char[]>> stacks;
+  char* get(size_t i) {
+    while (stacks.size() <= i) stacks.emplace_back(new char[kFiberStack]);
+    return stacks[i].get();
+  }
+};
+
+struct FiberStart {
+  BlockBody body;
+  void* launcher;
+};
+thread_local FiberStart fiber_start;
+
+void fiber_main() {
+  FiberBlock& fb = *fiber_block;
+  const int index = fb.current;
+  try {
+    fiber_start.body(fiber_start.launcher);
+  } catch (const std::exception& e) {
+    fatal(std::string("a kernel thread threw: ") + e.what());
+  } catch (...) {
+    fatal("a kernel thread threw");
+  }
+  LaunchContext& l = *fb.fibers[index].thread.launch;
+  l.warps[index / 32]->live &= ~(1u << (index % 32));
+  l.warps[index / 32]->barrier.leave();
+  l.block_barrier->leave();
+  fb.fibers[index].state = FiberBlock::Done;
+  void* unused;
+  localgrad_emulation_switch(&unused, fb.scheduler_sp);  // never resumed
+  std::abort();
+}
+
+// A new fiber's stack, as localgrad_emulation_switch leaves one: the control
+// words, six registers, then fiber_main as the return address (with the
+// stack aligned as after a call).
+void* initial_stack(char* base, size_t size) {
+  uintptr_t top = (reinterpret_cast<uintptr_t>(base) + size) & ~uintptr_t(15);
+  auto* sp = reinterpret_cast<uint64_t*>(top);
+  *--sp = 0;  // fiber_main's own return address: never used
+  *--sp = reinterpret_cast<uint64_t>(&fiber_main);
+  for (int i = 0; i < 6; ++i) *--sp = 0;  // rbp, rbx, r12..r15
+  uint32_t mxcsr;
+  uint16_t fpu;
+  asm volatile("stmxcsr %0" : "=m"(mxcsr));
+  asm volatile("fnstcw %0" : "=m"(fpu));
+  *--sp = (uint64_t(fpu) << 32) | mxcsr;
+  return sp;
+}
+
+void run_fibers(int n, const ThreadContext& block, BlockBody body, void* launcher) {
+  static thread_local FiberStacks stacks;
+  FiberBlock fb;
+  fb.fibers.resize(n);
+  const unsigned bx = block.block_dim.x, by = block.block_dim.y;
+  for (int i = 0; i < n; ++i) {
+    auto& f = fb.fibers[i];
+    f.thread = block;
+    f.thread.linear_tid = i;
+    f.thread.thread_idx = uint3{i % bx, (i / bx) % by, i / (bx * by)};
+    f.sp = initial_stack(stacks.get(i), kFiberStack);
+  }
+  fiber_start = FiberStart{body, launcher};
+  const ThreadContext saved = thread_context();
+  fiber_block = &fb;
+  for (;;) {
+    bool ran = false, all_done = true;
+    for (int i = 0; i < n; ++i) {
+      if (fb.fibers[i].state == FiberBlock::Done) continue;
+      all_done = false;
+      if (fb.fibers[i].state != FiberBlock::Runnable) continue;
+      ran = true;
+      fb.current = i;
+      thread_context() = fb.fibers[i].thread;
+      localgrad_emulation_switch(&fb.scheduler_sp, fb.fibers[i].sp);
+    }
+    if (all_done) break;
+    if (!ran) fatal("deadlock: threads wait at barriers that the others never reach (divergent __syncthreads?)");
+  }
+  fiber_block = nullptr;
+  thread_context() = saved;
+}
 
 Pool& pool() {
   static Pool* p = new Pool();  // never destroyed: its threads outlive main
@@ -395,7 +597,6 @@ cudaError_t launch(KernelRecord& record, const char* site, const char* kernel, d
   context.record = &record;
   context.dynamic = dynamic;
   const int n = static_cast<int>(threads);
-  for (int w = 0; w < (n + 31) / 32; ++w) context.warps.push_back(std::make_unique<Warp>());
 
   ThreadContext ctx;
   ctx.block_dim = block;
@@ -408,16 +609,21 @@ cudaError_t launch(KernelRecord& record, const char* site, const char* kernel, d
         // for floating point) make a read before any write show.
         std::memset(dynamic, 0xff, alloc);
         for (const auto& s : record.statics) std::memset(const_cast<void*>(s.first), 0xff, s.second);
-        context.block_barrier.reset(n);
+        context.block_barrier = std::make_unique<Barrier>(n);
+        context.warps.clear();
         for (int w = 0; w < (n + 31) / 32; ++w) {
-          Warp& warp = *context.warps[w];
           const int lanes = std::min(32, n - 32 * w);
-          warp.present = lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1u);
-          warp.live = warp.present;
-          warp.barrier.reset(lanes);
+          auto warp = std::make_unique<Warp>(lanes);
+          warp->present = lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1u);
+          warp->live = warp->present;
+          context.warps.push_back(std::move(warp));
         }
         ctx.block_idx = uint3{x, y, z};
-        pool().run_block(n, ctx, body, launcher);
+        if (run_mode() == Mode::Fibers) {
+          run_fibers(n, ctx, body, launcher);
+        } else {
+          pool().run_block(n, ctx, body, launcher);
+        }
       }
     }
   }

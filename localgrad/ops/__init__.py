@@ -7,6 +7,7 @@ missing (CPU only), and registers the fake kernel that lets torch.compile
 trace the op.
 """
 
+from localgrad.ops._common import emulated
 from localgrad.ops.dfa import dfa_project
 from localgrad.ops.eqprop import eqprop_relax, eqprop_update
 from localgrad.ops.sign_feedback import sign_feedback
@@ -17,6 +18,7 @@ from localgrad.ops.uoro import uoro_step
 from localgrad.ops.eprop_lif import eprop_lif_chunk
 
 __all__ = [
+    "emulated",
     "dfa_project",
     "eqprop_relax",
     "eqprop_update",

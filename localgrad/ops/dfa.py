@@ -9,7 +9,7 @@ import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import fall_back, register_missing_cuda
+from localgrad.ops._common import compiled_ops, fall_back, register_fake, register_missing_cuda
 
 
 def dfa_project(
@@ -44,8 +44,8 @@ def dfa_project(
         buffer = error.new_empty((error.shape[0], sum(widths)))
         out = list(buffer.split(list(widths), dim=1))
     out = list(out)
-    if has_extension():
-        torch.ops.localgrad.dfa_project(error, feedback, activations, kinds, slopes, out)
+    if (lib := compiled_ops()) is not None:
+        lib.dfa_project(error, feedback, activations, kinds, slopes, out)
         return out
     fall_back("dfa_project", error)
     widths = [o.shape[1] for o in out]
@@ -58,7 +58,7 @@ def dfa_project(
 
 if has_extension():
 
-    @torch.library.register_fake("localgrad::dfa_project")
+    @register_fake("dfa_project")
     def _dfa_project_fake(error, feedback, activations, kinds, slopes, out):
         # Writes into `out` only; nothing to allocate.
         return None

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 
 from localgrad._extension import has_extension
-from localgrad.ops._common import fall_back, register_missing_cuda
+from localgrad.ops._common import compiled_ops, fall_back, register_fake, register_missing_cuda
 from localgrad.reference import eprop_lif as reference
 
 MODE_CODES = {"mse": 0, "ce": 1, "signal": 2}
@@ -49,8 +49,8 @@ def eprop_lif_chunk(
         s["filt_trace"], s["out_trace"], grad_w, grad_out, outputs,
     )  # fmt: skip
     neuron = [float(p) for p in neuron]
-    if has_extension():
-        torch.ops.localgrad.eprop_lif_chunk(
+    if (lib := compiled_ops()) is not None:
+        lib.eprop_lif_chunk(
             x, weight_in, weight_rec, weight_out, bias_out, feedback, target, signal,
             neuron, bool(adaptive), MODE_CODES[mode], float(loss_scale), *args,
         )  # fmt: skip
@@ -64,7 +64,7 @@ def eprop_lif_chunk(
 
 if has_extension():
 
-    @torch.library.register_fake("localgrad::eprop_lif_chunk")
+    @register_fake("eprop_lif_chunk")
     def _eprop_lif_chunk_fake(x, weight_in, weight_rec, weight_out, bias_out, feedback, target, signal,
                               neuron, adaptive, signal_mode, loss_scale, v, a, z, psi, y, pre_trace,
                               adapt_trace, filt_trace, out_trace, grad_w, grad_out, outputs):  # fmt: skip

@@ -10,7 +10,7 @@ import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import fall_back, register_missing_cuda
+from localgrad.ops._common import compiled_ops, fall_back, register_fake, register_missing_cuda
 from localgrad.reference.eqprop import ACTIVATIONS, CLAMP, FREE, NUDGE_CE, NUDGE_MSE
 
 NUDGES = {"free": FREE, "mse": NUDGE_MSE, "ce": NUDGE_CE, "clamp": CLAMP}
@@ -47,8 +47,8 @@ def eqprop_relax(
     nudge = _code(nudge, NUDGES, "nudge")
     activation = _code(activation, ACTIVATIONS, "activation")
     weights, biases, states = list(weights), list(biases), list(states)
-    if has_extension():
-        return torch.ops.localgrad.eqprop_relax(
+    if (lib := compiled_ops()) is not None:
+        return lib.eqprop_relax(
             x, weights, biases, states, target, float(beta), nudge, activation, int(steps), bool(async_update), float(tol)
         )
     fall_back("eqprop_relax", x)
@@ -78,8 +78,8 @@ def eqprop_update(
     if bias_grads is None:
         bias_grads = [x.new_empty((widths[i + 1],)) for i in range(len(states_a))]
     weight_grads, bias_grads = list(weight_grads), list(bias_grads)
-    if has_extension():
-        torch.ops.localgrad.eqprop_update(x, states_a, states_b, float(scale), weight_grads, bias_grads)
+    if (lib := compiled_ops()) is not None:
+        lib.eqprop_update(x, states_a, states_b, float(scale), weight_grads, bias_grads)
         return weight_grads, bias_grads
     fall_back("eqprop_update", x)
     gw, gb = reference.eqprop_update(x, states_a, states_b, scale)
@@ -90,12 +90,12 @@ def eqprop_update(
 
 if has_extension():
 
-    @torch.library.register_fake("localgrad::eqprop_relax")
+    @register_fake("eqprop_relax")
     def _eqprop_relax_fake(x, weights, biases, states, target, beta, nudge, activation, steps, async_update, tol):
         # States are written in place; the only new tensor is the step count.
         return x.new_empty((x.shape[0],), dtype=torch.int64)
 
-    @torch.library.register_fake("localgrad::eqprop_update")
+    @register_fake("eqprop_update")
     def _eqprop_update_fake(x, states_a, states_b, scale, weight_grads, bias_grads):
         return None
 

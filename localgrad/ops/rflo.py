@@ -8,7 +8,7 @@ import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import fall_back, register_missing_cuda
+from localgrad.ops._common import compiled_ops, fall_back, register_fake, register_missing_cuda
 
 
 def rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -16,15 +16,15 @@ def rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, alpha: float) -> tup
 
     trace: (batch, H, C); xs: (T, batch, I); h_prevs, dphis, signals: (T, batch, H);
     hh_mask: (H, H) or None. Returns (trace after the chunk, grad (H, C))."""
-    if has_extension():
-        return torch.ops.localgrad.rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, float(alpha))
+    if (lib := compiled_ops()) is not None:
+        return lib.rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, float(alpha))
     fall_back("rflo_chunk", trace)
     return reference.online_rnn.rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, alpha)
 
 
 if has_extension():
 
-    @torch.library.register_fake("localgrad::rflo_chunk")
+    @register_fake("rflo_chunk")
     def _rflo_chunk_fake(trace, xs, h_prevs, dphis, signals, hh_mask, alpha):
         return trace.new_empty(trace.shape), trace.new_empty(trace.shape[1:])
 

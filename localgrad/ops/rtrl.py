@@ -7,7 +7,7 @@ import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import fall_back, register_missing_cuda
+from localgrad.ops._common import compiled_ops, fall_back, register_fake, register_missing_cuda
 
 
 def rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float) -> torch.Tensor:
@@ -16,15 +16,15 @@ def rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float) -> t
     influence: (batch, H, H·C), C = I + H + 1; weight_hh: (H, H), already
     masked; h_prev, dphi: (batch, H); x: (batch, I); hh_mask: (H, H) or None.
     Returns the new influence (W_hh M by BLAS, the rest in one fused pass)."""
-    if has_extension():
-        return torch.ops.localgrad.rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, float(alpha))
+    if (lib := compiled_ops()) is not None:
+        return lib.rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, float(alpha))
     fall_back("rtrl_step", influence)
     return reference.online_rnn.rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha)
 
 
 if has_extension():
 
-    @torch.library.register_fake("localgrad::rtrl_step")
+    @register_fake("rtrl_step")
     def _rtrl_step_fake(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha):
         return influence.new_empty(influence.shape)
 

@@ -7,7 +7,7 @@ import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import fall_back, register_missing_cuda
+from localgrad.ops._common import compiled_ops, fall_back, register_fake, register_missing_cuda
 
 
 def sign_feedback(
@@ -26,8 +26,8 @@ def sign_feedback(
     Writes into `out` (weight's shape, contiguous) when given; returns it."""
     if out is None:
         out = torch.empty_like(weight, memory_format=torch.contiguous_format)
-    if has_extension():
-        torch.ops.localgrad.sign_feedback(weight, int(seed), int(counter), float(scale), bool(random_magnitude), out)
+    if (lib := compiled_ops()) is not None:
+        lib.sign_feedback(weight, int(seed), int(counter), float(scale), bool(random_magnitude), out)
         return out
     fall_back("sign_feedback", weight)
     return out.copy_(reference.sign_feedback(weight, seed, counter, scale, random_magnitude))
@@ -36,7 +36,7 @@ def sign_feedback(
 
 if has_extension():
 
-    @torch.library.register_fake("localgrad::sign_feedback")
+    @register_fake("sign_feedback")
     def _sign_feedback_fake(weight, seed, counter, scale, random_magnitude, out):
         return None
 

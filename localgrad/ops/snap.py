@@ -7,7 +7,7 @@ import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import fall_back, register_missing_cuda
+from localgrad.ops._common import compiled_ops, fall_back, register_fake, register_missing_cuda
 
 
 def snap_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float,
@@ -20,15 +20,15 @@ def snap_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float,
     nbr_ptr: (E + 1,) int64 CSR offsets into nbr_entry / nbr_weight."""
     args = (influence, weight_hh, h_prev, x, dphi, hh_mask, float(alpha), entry_unit, entry_row, nbr_ptr,
             nbr_entry, nbr_weight)
-    if has_extension():
-        return torch.ops.localgrad.snap_step(*args)
+    if (lib := compiled_ops()) is not None:
+        return lib.snap_step(*args)
     fall_back("snap_step", influence)
     return reference.online_rnn.snap_step(*args)
 
 
 if has_extension():
 
-    @torch.library.register_fake("localgrad::snap_step")
+    @register_fake("snap_step")
     def _snap_step_fake(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha, entry_unit, entry_row, nbr_ptr,
                         nbr_entry, nbr_weight):
         return influence.new_empty(influence.shape)

@@ -7,7 +7,7 @@ import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import fall_back, register_missing_cuda
+from localgrad.ops._common import compiled_ops, fall_back, register_fake, register_missing_cuda
 
 
 def uoro_step(s_tilde, theta_tilde, weight_hh, nu, h_prev, x, dphi, hh_mask, alpha: float,
@@ -16,15 +16,15 @@ def uoro_step(s_tilde, theta_tilde, weight_hh, nu, h_prev, x, dphi, hh_mask, alp
     (localgrad.reference.online_rnn.uoro_step). s_tilde, nu, h_prev, dphi:
     (batch, H); theta_tilde: (batch, H, C); weight_hh: (H, H), masked."""
     args = (s_tilde, theta_tilde, weight_hh, nu, h_prev, x, dphi, hh_mask, float(alpha), float(eps))
-    if has_extension():
-        return torch.ops.localgrad.uoro_step(*args)
+    if (lib := compiled_ops()) is not None:
+        return lib.uoro_step(*args)
     fall_back("uoro_step", s_tilde)
     return reference.online_rnn.uoro_step(*args)
 
 
 if has_extension():
 
-    @torch.library.register_fake("localgrad::uoro_step")
+    @register_fake("uoro_step")
     def _uoro_step_fake(s_tilde, theta_tilde, weight_hh, nu, h_prev, x, dphi, hh_mask, alpha, eps):
         return s_tilde.new_empty(s_tilde.shape), theta_tilde.new_empty(theta_tilde.shape)
 

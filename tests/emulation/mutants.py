@@ -1,0 +1,222 @@
+"""Proof that the emulated tests can fail: known mutations of the CUDA kernels,
+each applied to the source for one rebuild of localgrad._C_emulated and one
+run of its family's emulated tests, which must then fail.
+
+    python tests/emulation/mutants.py            # all mutants, prints the score
+    python tests/emulation/mutants.py --list
+    python tests/emulation/mutants.py dfa-no-sync-after-load
+
+Each mutation replaces one exact snippet of a csrc/cuda/*.cu file. The file is
+restored in a `finally` (and on SIGINT/SIGTERM); a copy of the original sits
+in build/mutants/ while it is mutated, and a later run first puts back any
+copy a killed run left. The extension is rebuilt with the original sources
+at the end. Exit status 1 when a mutant survives, 2 on a broken mutant (its
+snippet not found, or it does not compile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BACKUP = ROOT / "build" / "mutants"
+
+
+@dataclass
+class Mutant:
+    name: str
+    file: str  # under csrc/cuda/
+    old: str
+    new: str
+    tests: list[str]  # pytest arguments selecting the family's tests
+    why: str
+
+
+DFA = ["tests/test_dfa_op.py"]
+EPROP = ["tests/test_eprop_lif_op.py"]
+EQPROP = ["tests/test_eqprop_op.py"]
+SIGN = ["tests/test_sign_feedback_op.py"]
+
+
+def online(op):
+    return ["tests/test_online_ops.py", "-k", op]
+
+
+MUTANTS = [
+    Mutant("dfa-no-sync-after-load", "dfa_kernel.cu",
+           "      __syncthreads();\n#pragma unroll\n      for (int k = 0; k < kBK; ++k) {",
+           "#pragma unroll\n      for (int k = 0; k < kBK; ++k) {", DFA,
+           "drop a __syncthreads: tiles read before every thread has staged its part"),
+    Mutant("dfa-skip-tail-slab", "dfa_kernel.cu",
+           "for (int64_t k0 = 0; k0 < params.n_out; k0 += kBK) {",
+           "for (int64_t k0 = 0; k0 + kBK <= params.n_out; k0 += kBK) {", DFA,
+           "skip the tail tile of n_out"),
+    Mutant("dfa-drop-layer-offset", "dfa_kernel.cu",
+           "feedback[kk * params.feedback_row_stride + layer.col_offset + col]",
+           "feedback[kk * params.feedback_row_stride + col]", DFA,
+           "wrong index: every layer reads the first layer's feedback columns"),
+    Mutant("eprop-no-sync-before-psi", "eprop_lif_kernel.cu",
+           "      __syncthreads();  // every synapse has read psi_prev\n", "", EPROP,
+           "drop a __syncthreads: psi_prev overwritten while synapses still read it"),
+    Mutant("eprop-skip-bias-trace", "eprop_lif_kernel.cu",
+           "for (int64_t j = tid; j <= H; j += kThreads) zk[j] = kappa",
+           "for (int64_t j = tid; j < H; j += kThreads) zk[j] = kappa", EPROP,
+           "<= to <: the readout's bias trace (element H) is never advanced"),
+    Mutant("eprop-store-not-add", "eprop_lif_kernel.cu",
+           "if (s < H * P) atomicAdd(g + s, grad[r]);",
+           "if (s < H * P) g[s] = grad[r];", EPROP,
+           "a plain store for the atomic accumulation into grad_w"),
+    Mutant("eqprop-no-sync-between-phases", "eqprop_kernel.cu",
+           "      }\n      __syncthreads();\n      // Phase B:",
+           "      }\n      // Phase B:", EQPROP,
+           "drop a __syncthreads: phase B reads pre-activations not yet written"),
+    Mutant("eqprop-freeze-at-equal", "eqprop_kernel.cu",
+           "if (DeltaBits<T>::value(row_delta[r]) < static_cast<T>(p.tol)) frozen[r] = 1;",
+           "if (DeltaBits<T>::value(row_delta[r]) <= static_cast<T>(p.tol)) frozen[r] = 1;", EQPROP,
+           "< to <=: with tol = 0 a row that stopped moving freezes"),
+    Mutant("eqprop-short-butterfly", "eqprop_kernel.cu",
+           "for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);",
+           "for (int o = kWarp / 4; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);", EQPROP,
+           "a warp sum that skips one shuffle level"),
+    Mutant("eqprop-step-freeze-at-equal", "eqprop_kernel.cu",
+           "if (row_delta[r] < static_cast<T>(tol)) frozen[r] = 1;",
+           "if (row_delta[r] <= static_cast<T>(tol)) frozen[r] = 1;", EQPROP,
+           "< to <= in the per-step path's finish kernel"),
+    Mutant("rflo-no-sync", "rflo_kernel.cu",
+           "  partial[slice][threadIdx.x % kCols] = acc;\n  __syncthreads();\n",
+           "  partial[slice][threadIdx.x % kCols] = acc;\n", online("rflo"),
+           "drop a __syncthreads: slice 0 sums partials the other warps have not written"),
+    Mutant("rflo-skip-last-column", "rflo_kernel.cu",
+           "  if (c < cols) {\n    for (int64_t b = slice;",
+           "  if (c + 1 < cols) {\n    for (int64_t b = slice;", online("rflo"),
+           "skip the tail: the bias column is never traced"),
+    Mutant("rtrl-swap-indices", "rtrl_kernel.cu",
+           "if (i == k) inner += v.template at<scalar_t>(b, k, c);",
+           "if (i == c) inner += v.template at<scalar_t>(b, k, c);", online("rtrl"),
+           "swap two indices in the immediate-Jacobian test"),
+    Mutant("rtrl-skip-tail", "rtrl_kernel.cu",
+           "threadIdx.x; idx < total;\n       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {\n    const int64_t row = idx / width",
+           "threadIdx.x; idx + 1 < total;\n       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {\n    const int64_t row = idx / width",
+           online("rtrl"), "< to a bound one short: the last element is never written"),
+    Mutant("snap-skip-last-neighbour", "snap_kernel.cu",
+           "for (int64_t n = q.nbr_ptr[e]; n < q.nbr_ptr[e + 1]; ++n)",
+           "for (int64_t n = q.nbr_ptr[e]; n + 1 < q.nbr_ptr[e + 1]; ++n)", online("snap"),
+           "skip the last entry of every neighbour list"),
+    Mutant("snap-swap-indices", "snap_kernel.cu",
+           "alpha * dphi[b * q.hidden + k] * acc;",
+           "alpha * dphi[b * q.hidden + i] * acc;", online("snap"),
+           "swap two indices: phi' of the row unit instead of the entry's unit"),
+    Mutant("uoro-no-sync-in-reduction", "uoro_kernel.cu",
+           "      for (int j = 0; j < 4; ++j) sums[j][threadIdx.x] += sums[j][threadIdx.x + half];\n    __syncthreads();\n",
+           "      for (int j = 0; j < 4; ++j) sums[j][threadIdx.x] += sums[j][threadIdx.x + half];\n",
+           online("uoro"), "drop the __syncthreads of the tree reduction"),
+    Mutant("uoro-short-reduction", "uoro_kernel.cu",
+           "for (int half = kThreads / 2; half > 0; half /= 2) {",
+           "for (int half = kThreads / 2; half > 1; half /= 2) {", online("uoro"),
+           "> 0 to > 1: the reduction stops one level early"),
+    Mutant("sign-stride-too-long", "sign_feedback_kernel.cu",
+           "const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;",
+           "const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads * 2;", SIGN,
+           "a grid-stride loop that skips every other stride"),
+    Mutant("sign-shifted-index", "sign_feedback_kernel.cu",
+           "random_sign(to_acc(w[i]), p, i)", "random_sign(to_acc(w[i]), p, i + 1)", SIGN,
+           "wrong index into the counter-based RNG"),
+]
+
+
+def restore_leftovers():
+    if not BACKUP.exists():
+        return
+    for saved in BACKUP.glob("*.cu"):
+        target = ROOT / "csrc" / "cuda" / saved.name
+        print(f"restoring {target} from a killed run's copy")
+        shutil.copyfile(saved, target)
+        saved.unlink()
+
+
+def build(env):
+    return subprocess.run(
+        [sys.executable, "setup.py", "build_ext", "--inplace"], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def run_tests(mutant, env, timeout):
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-m", "emulated", "-p", "no:cacheprovider", *mutant.tests]
+    try:
+        r = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return True, "timed out (a hang counts as caught)"
+    last = [line for line in r.stdout.strip().splitlines() if line.strip()][-1:] or [""]
+    if r.returncode == 5:
+        return False, "no emulated tests selected"
+    return r.returncode != 0, last[0][-110:]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per mutant's tests")
+    args = parser.parse_args()
+    if args.list:
+        for m in MUTANTS:
+            print(f"{m.name:32s} {m.file:26s} {m.why}")
+        return 0
+    chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
+    if args.names and len(chosen) != len(args.names):
+        sys.exit(f"unknown mutant in {args.names}")
+
+    env = dict(os.environ, LOCALGRAD_CUDA_EMULATION="only", LOCALGRAD_REQUIRE_EMULATION="1")
+    env.pop("LOCALGRAD_EMULATION_SANITIZER", None)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    restore_leftovers()
+    BACKUP.mkdir(parents=True, exist_ok=True)
+    results, broken = [], []
+    start = time.time()
+    try:
+        for m in chosen:
+            path = ROOT / "csrc" / "cuda" / m.file
+            original = path.read_text()
+            if original.count(m.old) != 1:
+                broken.append(m.name)
+                print(f"BROKEN  {m.name}: snippet found {original.count(m.old)} times in {m.file}")
+                continue
+            t0 = time.time()
+            shutil.copyfile(path, BACKUP / m.file)
+            try:
+                path.write_text(original.replace(m.old, m.new))
+                built = build(env)
+                if built.returncode != 0:
+                    broken.append(m.name)
+                    print(f"BROKEN  {m.name}: does not compile\n{built.stdout[-2000:]}")
+                    continue
+                caught, detail = run_tests(m, env, args.timeout)
+            finally:
+                path.write_text(original)
+                (BACKUP / m.file).unlink(missing_ok=True)
+            results.append((m, caught))
+            print(f"{'caught ' if caught else 'SURVIVED'} {m.name:32s} {time.time() - t0:5.0f} s  {detail}", flush=True)
+    finally:
+        print("rebuilding with the original sources", flush=True)
+        build(env)
+    caught = sum(c for _, c in results)
+    print(f"mutation score: {caught}/{len(results)} caught"
+          f" ({100 * caught / max(len(results), 1):.0f} %) in {time.time() - start:.0f} s")  # fmt: skip
+    if broken:
+        print(f"broken mutants: {broken}")
+        return 2
+    return 0 if caught == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
