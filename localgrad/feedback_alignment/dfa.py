@@ -9,9 +9,13 @@ random matrix B_l (n_out, width_l), entering after the layer's activation:
 
 How it runs inside a user's unchanged `loss.backward()`: every converted layer
 computes its forward from a detached input, so autograd never sweeps back
-through the hidden layers; the output's gradient hook receives e and, in one
-fused `dfa_project` call, produces every hidden delta, from which the weight
-gradients are accumulated into `.grad` like autograd would.
+through the hidden layers. The output passes through an identity autograd
+node (`_Broadcast`) that takes the hidden layers' weights and biases as
+inputs: its backward receives e and, in one fused `dfa_project` call,
+produces every hidden delta and from them the weight gradients, which it
+returns through the graph. Autograd accumulates them into `.grad`, so
+DistributedDataParallel (default arguments), its `no_sync()`, FSDP2 and
+gradient hooks see them like any other gradient.
 """
 
 from __future__ import annotations
@@ -169,8 +173,9 @@ class DirectFeedbackAlignment:
             tape.last_raw = None  # the backward needs it no more than the forward does
             self._warn_missing_activations(tape)
             y = layer.dfa_compute(x)
-            if self.hidden and y.requires_grad:
-                y.register_hook(lambda e, tape=tape: self._backward(tape, e))
+            params = self._hidden_parameters()
+            if self.hidden and (y.requires_grad or any(p.requires_grad for p in params)):
+                y = _Broadcast.apply(self, tape, y, *params)
             return y
         tape.inputs.append(x)
         with torch.no_grad():  # no graph: hidden layers never see autograd
@@ -201,7 +206,19 @@ class DirectFeedbackAlignment:
 
     # Backward: one fused projection, then the weight-gradient GEMMs --------
 
-    def _backward(self, tape: _Tape, error: torch.Tensor) -> None:
+    def _hidden_parameters(self) -> list[torch.Tensor]:
+        """Weight and bias (when there is one) of every hidden layer, in order:
+        the inputs of the _Broadcast node besides the output."""
+        params = []
+        for layer in self.hidden:
+            params.append(layer.weight)
+            if layer.bias is not None:
+                params.append(layer.bias)
+        return params
+
+    def hidden_gradients(self, tape: _Tape, error: torch.Tensor) -> list[torch.Tensor]:
+        """The DFA gradients of `_hidden_parameters()`, in their order and
+        dtypes, for the output error (dL/dy) of the forward that left `tape`."""
         error = error.reshape(-1, self.n_out)
         rows = error.shape[0]
         for name, layer_rows in zip(self.names, tape.rows):
@@ -214,11 +231,13 @@ class DirectFeedbackAlignment:
         dtype = error.dtype
         outputs = [None if h is None else h.reshape(rows, w).to(dtype) for h, w in zip(tape.outputs, self.widths)]
         deltas = ops.dfa_project(error, bank.to(dtype), outputs, tape.kinds, tape.slopes, widths=self.widths)
+        grads = []
         for layer, x, delta in zip(self.hidden, tape.inputs, deltas):
             grad_w, grad_b = layer.dfa_weight_grads(delta, x.to(dtype))
-            _accumulate(layer.weight, grad_w)
+            grads.append(grad_w.to(layer.weight.dtype))
             if grad_b is not None:
-                _accumulate(layer.bias, grad_b)
+                grads.append(grad_b.to(layer.bias.dtype))
+        return grads
 
     def remove_hooks(self) -> None:
         for handle in self._hooks:
@@ -226,10 +245,19 @@ class DirectFeedbackAlignment:
         self._hooks.clear()
 
 
-def _accumulate(param: torch.Tensor, grad: torch.Tensor) -> None:
-    """Adds to .grad the way autograd does: creates it on first use."""
-    grad = grad.to(param.dtype)
-    if param.grad is None:
-        param.grad = grad
-    else:
-        param.grad.add_(grad)
+class _Broadcast(torch.autograd.Function):
+    """Identity on the output y; its backward sends dL/dy on unchanged and
+    returns the DFA gradients of the hidden layers' parameters (its other
+    inputs), so autograd itself delivers them."""
+
+    @staticmethod
+    def forward(ctx, rule: DirectFeedbackAlignment, tape: _Tape, y: torch.Tensor, *params: torch.Tensor):
+        ctx.rule, ctx.tape = rule, tape
+        return y.clone()  # not a view: the caller may modify the output in place
+
+    @staticmethod
+    def backward(ctx, error: torch.Tensor):
+        wanted = ctx.needs_input_grad[3:]
+        grads = ctx.rule.hidden_gradients(ctx.tape, error) if any(wanted) else [None] * len(wanted)
+        grads = [g if need else None for g, need in zip(grads, wanted)]
+        return None, None, error if ctx.needs_input_grad[2] else None, *grads
