@@ -45,6 +45,9 @@ class _Tape:
     last_raw: torch.Tensor | None = None  # a_l of the last hidden layer
     unknown: list = field(default_factory=list)  # layers whose output went through unknown operations
     rows: list = field(default_factory=list)  # output rows (samples) of each hidden layer
+    # Weight and bias of each hidden layer as its forward saw them (under FSDP2,
+    # the unsharded parameters, into which autograd must accumulate).
+    params: list = field(default_factory=list)
 
 
 class DirectFeedbackAlignment:
@@ -173,11 +176,11 @@ class DirectFeedbackAlignment:
             tape.last_raw = None  # the backward needs it no more than the forward does
             self._warn_missing_activations(tape)
             y = layer.dfa_compute(x)
-            params = self._hidden_parameters()
-            if self.hidden and (y.requires_grad or any(p.requires_grad for p in params)):
-                y = _Broadcast.apply(self, tape, y, *params)
+            if self.hidden and (y.requires_grad or any(p.requires_grad for p in tape.params)):
+                y = _Broadcast.apply(self, tape, y, *tape.params)
             return y
         tape.inputs.append(x)
+        tape.params.extend(p for p in (layer.weight, layer.bias) if p is not None)
         with torch.no_grad():  # no graph: hidden layers never see autograd
             y = layer.dfa_compute(x)
         tape.rows.append(y.numel() // max(layer.dfa_width, 1))
@@ -206,19 +209,10 @@ class DirectFeedbackAlignment:
 
     # Backward: one fused projection, then the weight-gradient GEMMs --------
 
-    def _hidden_parameters(self) -> list[torch.Tensor]:
-        """Weight and bias (when there is one) of every hidden layer, in order:
-        the inputs of the _Broadcast node besides the output."""
-        params = []
-        for layer in self.hidden:
-            params.append(layer.weight)
-            if layer.bias is not None:
-                params.append(layer.bias)
-        return params
-
     def hidden_gradients(self, tape: _Tape, error: torch.Tensor) -> list[torch.Tensor]:
-        """The DFA gradients of `_hidden_parameters()`, in their order and
-        dtypes, for the output error (dL/dy) of the forward that left `tape`."""
+        """The DFA gradients of `tape.params` (every hidden layer's weight and
+        bias, in order), in their dtypes, for the output error (dL/dy) of the
+        forward that left `tape`."""
         error = error.reshape(-1, self.n_out)
         rows = error.shape[0]
         for name, layer_rows in zip(self.names, tape.rows):
@@ -234,10 +228,8 @@ class DirectFeedbackAlignment:
         grads = []
         for layer, x, delta in zip(self.hidden, tape.inputs, deltas):
             grad_w, grad_b = layer.dfa_weight_grads(delta, x.to(dtype))
-            grads.append(grad_w.to(layer.weight.dtype))
-            if grad_b is not None:
-                grads.append(grad_b.to(layer.bias.dtype))
-        return grads
+            grads.extend(g for g in (grad_w, grad_b) if g is not None)
+        return [g.to(p.dtype) for g, p in zip(grads, tape.params)]
 
     def remove_hooks(self) -> None:
         for handle in self._hooks:
