@@ -31,6 +31,9 @@ from localgrad.online import RTRL, LeakyRNN  # noqa: E402
 
 WRAPPERS = {"convert": ("ddp", "fsdp"), "self": ("none", "fsdp")}
 DFA_EXTRA = ("ddp-no-sync", "ddp-find-unused", "ddp-static-graph")
+# Rules that average .grad themselves, with their model wrapped in DDP anyway
+# (DDP sees none of their gradients; nothing may be averaged twice or lost).
+SELF_UNDER_DDP = ("eqprop", "rtrl", "uoro", "eprop-lif")
 
 
 def full(t: torch.Tensor) -> torch.Tensor:
@@ -54,6 +57,8 @@ def wrap(trainer: Trainer, wrapper: str, mesh) -> Trainer:
     elif wrapper.startswith("ddp"):
         options = {"ddp-find-unused": {"find_unused_parameters": True}, "ddp-static-graph": {"static_graph": True}}
         trainer.net = DDP(model, **options.get(wrapper, {}))  # broadcasts rank 0's parameters and buffers
+        if trainer.learner is not None:
+            ld.broadcast_state(trainer.learner)  # DDP knows nothing of the learner's feedback and RNG
     else:
         ld.broadcast_state(trainer.learner if trainer.learner is not None else model)
         shard_model(model, mesh)
@@ -124,6 +129,7 @@ def main():
         if only and name not in only.split(","):
             continue
         wrappers = WRAPPERS[case.family] + (DFA_EXTRA if name == "dfa" else ())
+        wrappers += ("ddp",) if name in SELF_UNDER_DDP else ()
         for wrapper in wrappers:
             t0 = time.perf_counter()
             try:

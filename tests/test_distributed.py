@@ -166,6 +166,11 @@ def test_rules_that_write_grad_average_it_themselves(ranks, name):
     _check(ranks, name, "none")
 
 
+@pytest.mark.parametrize("name", ["eqprop", "rtrl", "uoro", "eprop-lif"])
+def test_self_averaging_rules_wrapped_in_ddp_anyway(ranks, name):
+    _check(ranks, name, "ddp")
+
+
 @pytest.mark.parametrize("name", SELF_AVERAGING)
 def test_fsdp2_is_refused_naming_the_rule(ranks, name):
     for r, res in enumerate(r[name, "fsdp"] for r in ranks):
@@ -207,4 +212,5 @@ def test_without_a_process_group_nothing_changes():
 
 def test_timings(ranks):
     slowest = sorted(ranks[0]["timings"].items(), key=lambda kv: -kv[1])[:5]
-    print("slowest cases (s):", ", ".join(f"{n}/{w} {t:.2f}" for (n, w), t in slowest))
+    total = sum(ranks[0]["timings"].values())
+    print(f"cases: {total:.1f} s on rank 0; slowest (s):", ", ".join(f"{n}/{w} {t:.2f}" for (n, w), t in slowest))
