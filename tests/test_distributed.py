@@ -80,6 +80,7 @@ def ranks(tmp_path_factory):
 
 
 _reference_cache: dict = {}
+_worst: dict = {}  # (case, wrapper) -> largest relative error against the union batch, for the log
 
 
 def reference(name: str):
@@ -124,6 +125,7 @@ def _check(ranks, name, wrapper, scale=1.0):
         assert res["grads"].keys() == grads.keys()
         for n, g in grads.items():
             err = rel_err(res["grads"][n], scale * g)
+            _worst[name, wrapper] = max(_worst.get((name, wrapper), 0.0), err)
             assert err <= tol, f"{name} under {wrapper}, rank {r}: {n} off the union batch's gradient by {err:.2e}"
         _assert_same_state(res["feedback"], state, f"{name} under {wrapper}: replicated state of rank {r}")
     for r, res in enumerate(results[1:], 1):
@@ -212,5 +214,8 @@ def test_without_a_process_group_nothing_changes():
 
 def test_timings(ranks):
     slowest = sorted(ranks[0]["timings"].items(), key=lambda kv: -kv[1])[:5]
+    if _worst:
+        print("largest relative error against the union batch:",
+              ", ".join(f"{n}/{w} {e:.1e}" for (n, w), e in sorted(_worst.items())))
     total = sum(ranks[0]["timings"].values())
     print(f"cases: {total:.1f} s on rank 0; slowest (s):", ", ".join(f"{n}/{w} {t:.2f}" for (n, w), t in slowest))
