@@ -9,7 +9,10 @@ under FSDP2, which they must refuse naming the rule. Here the same cases run in
 one process on the union batches, and:
 
 - after one step every rank's gradients equal the union batch's
-  (float64: <= 1e-12 relative, float32: <= 1e-6);
+  (float64: <= 1e-12 relative; float32: <= 1e-6 from the mean of the
+  single-process runs on the shards, and from the union batch's within 1e-6
+  or twice that mean's own distance to it, which float32 EqProp exceeds when
+  the reference ops run instead of the kernels);
 - feedback matrices, counters and RNG state are identical on the ranks
   (rank 1 starts from other weights and feedback: the broadcast from rank 0
   must replace them) and equal to the single process's;
@@ -30,6 +33,7 @@ import torch
 from distributed_cases import CASES, feedback_state
 from testing import rel_err
 
+import localgrad
 import localgrad.distributed as ld
 
 pytestmark = pytest.mark.distributed
@@ -56,6 +60,9 @@ def ranks(tmp_path_factory):
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     env.pop("WORLD_SIZE", None)
+    # The workers import the localgrad this process imported.
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(localgrad.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     t0 = time.perf_counter()
     procs = [
         subprocess.Popen(
@@ -98,6 +105,26 @@ def reference(name: str):
     return _reference_cache[name]
 
 
+def _split_reference(name):
+    """The mean of single-process runs on each rank's shard: what any
+    data-parallel run computes, whose distance to the union batch's gradient
+    is the dtype's own rounding (float32 EqProp's difference of two nudged
+    phases magnifies it), not an error of the averaging."""
+    key = name, "split"
+    if key not in _reference_cache:
+        case = CASES[name]
+        shards = []
+        for r in range(WORLD):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trainer = case.build(0, case.dtype)
+            trainer.net = trainer.model
+            case.step(trainer, case.shard(case.batch(0, case.dtype), r, WORLD))
+            shards.append({n: p.grad for n, p in trainer.model.named_parameters() if p.grad is not None})
+        _reference_cache[key] = {n: sum(s[n] for s in shards) / WORLD for n in shards[0]}
+    return _reference_cache[key]
+
+
 def _result(ranks, name, wrapper):
     results = [r[name, wrapper] for r in ranks]
     for r, res in enumerate(results):
@@ -117,6 +144,16 @@ def _check(ranks, name, wrapper, scale=1.0):
     results = _result(ranks, name, wrapper)
     grads, state = reference(name)
     tol = TOLERANCE[case.dtype]
+    if case.dtype == torch.float32:
+        split = _split_reference(name)
+        split_err = max(rel_err(split[n], g) for n, g in grads.items())
+        _worst[name, "single-process split"] = split_err
+        for r, res in enumerate(results):
+            for n, g in split.items():
+                assert rel_err(res["grads"][n], scale * g) <= tol, f"{name} under {wrapper}, rank {r}: {n} off the shards' mean"
+        # The union batch within 1e-6, or within twice what a single process
+        # itself moves when it splits the batch, where the dtype rounds more.
+        tol = max(tol, 2 * split_err)
     # Rank 1 was built from another seed: its start state differs until the broadcast.
     if results[0]["start_feedback"]:
         for r, res in enumerate(results):
