@@ -110,6 +110,10 @@ def misuse_checks(rank):
         results["ddp-learner"] = None
     except TypeError as e:
         results["ddp-learner"] = str(e)
+    # torch's global generator: rank 0's state on every rank.
+    torch.manual_seed(100 + rank)
+    ld.broadcast_rng_state()
+    results["global-rng"] = torch.rand(4)
     return results
 
 

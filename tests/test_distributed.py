@@ -231,6 +231,12 @@ def test_a_learner_given_the_ddp_wrapper_says_what_to_pass(ranks):
         assert message is not None and "not its DistributedDataParallel wrapper" in message
 
 
+def test_broadcast_rng_state_gives_every_rank_the_same_draws(ranks):
+    draws = [res["misuse"]["global-rng"] for res in ranks]
+    torch.manual_seed(100)
+    assert all(torch.equal(d, draws[0]) for d in draws) and torch.equal(draws[0], torch.rand(4))
+
+
 def test_launched_without_a_process_group_warns(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(ld, "_warned_uninitialised", False)
