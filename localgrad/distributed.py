@@ -8,9 +8,10 @@ Two kinds of rule, two ways to average:
   or shard it with FSDP2's `fully_shard`, as for any PyTorch model.
 - Rules that write `.grad` themselves (EqProp and CHL, every online learner,
   every later family): they call `average_gradients` at the end of their
-  step, which averages `.grad` over the ranks exactly as DDP would. Do not
-  wrap their models in DDP or FSDP; under an initialised process group each
-  rank just runs the rule on its own shard of the batch:
+  step, which averages `.grad` over the ranks exactly as DDP would. Their
+  models need no wrapper (a DDP wrapper is harmless, FSDP2 is refused naming
+  the rule); under an initialised process group each rank just runs the rule
+  on its own shard of the batch:
 
     dist.init_process_group("gloo")          # or "nccl"; torchrun sets rank and world size
     localgrad.distributed.broadcast_state(model)   # or a learner: model + feedback + RNG state
@@ -194,7 +195,11 @@ def broadcast_state(module, src: int = 0, group=None) -> None:
         _warn_if_launched_without_group()
         return
     tensors, generators = replicated_state(module)
-    check_replicated(tensors, "broadcast_state")
+    if any(_is_sharded(t) for t in tensors):
+        raise RuntimeError(
+            "broadcast_state: the module is already sharded by FSDP2 (fully_shard), whose shards differ by "
+            "design; call broadcast_state before fully_shard"
+        )
     _broadcast_tensors(tensors, src, group)
     _broadcast_generators(generators, src, group)
 
