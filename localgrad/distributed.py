@@ -1,32 +1,100 @@
-"""Multi-process training for rules that write `.grad` outside autograd.
+"""Multi-process (data-parallel) training for every localgrad rule.
 
-DistributedDataParallel averages only the gradients autograd produces during
-`backward()`. A rule that computes its update itself (EqProp, the online
-learners, every later family) calls `average_gradients` after writing
-`.grad`, which averages them across the ranks exactly as DDP would; at start,
-`broadcast_state` gives every replica rank 0's parameters and buffers (feedback
-matrices, traces, RNG counters). Both do nothing without an initialised
-process group of more than one rank.
+Two kinds of rule, two ways to average:
 
-    dist.init_process_group("gloo")          # torchrun sets the rank and world size
-    localgrad.distributed.broadcast_state(model)
-    loss, _ = model.eqprop_step(x, y)        # each rank on its own shard of the batch
+- Rules whose gradients autograd delivers (backprop, the feedback-alignment
+  family: fa, usf, brsf, frsf, and dfa, ba, whose broadcast runs inside
+  autograd): wrap the model in `DistributedDataParallel` (default arguments)
+  or shard it with FSDP2's `fully_shard`, as for any PyTorch model.
+- Rules that write `.grad` themselves (EqProp and CHL, every online learner,
+  every later family): they call `average_gradients` at the end of their
+  step, which averages `.grad` over the ranks exactly as DDP would. Their
+  models need no wrapper (a DDP wrapper is harmless, FSDP2 is refused naming
+  the rule); under an initialised process group each rank just runs the rule
+  on its own shard of the batch:
+
+    dist.init_process_group("gloo")          # or "nccl"; torchrun sets rank and world size
+    localgrad.distributed.broadcast_state(model)   # or a learner: model + feedback + RNG state
+    loss, _ = model.eqprop_step(x, y)        # each rank on its own, equally sized, shard
     optimizer.step()                         # .grad already averaged over the ranks
+
+The average of the ranks' batch-mean gradients is the gradient of the union
+batch when every rank holds the same number of samples (as with DDP).
+`average_gradients` and `broadcast_state` do nothing without an initialised
+process group of more than one rank; the group defaults to the default
+process group (rules read theirs from a `process_group` attribute).
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
 
+_warned_uninitialised = False
+
+
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
 
 def world_size(group=None) -> int:
     """Ranks in `group` (the default group when None); 1 without a process group."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not is_initialized():
         return 1
     return dist.get_world_size(group)
+
+
+def rank(group=None) -> int:
+    """This process's rank in `group`; 0 without a process group."""
+    if not is_initialized():
+        return 0
+    return dist.get_rank(group)
+
+
+def _warn_if_launched_without_group() -> None:
+    """torchrun (and most launchers) set WORLD_SIZE; a rule that averages its
+    own gradients cannot see the other ranks until the process group exists."""
+    global _warned_uninitialised
+    if _warned_uninitialised or is_initialized():
+        return
+    try:
+        launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        launched = False
+    if launched:
+        warnings.warn(
+            f"localgrad.distributed: WORLD_SIZE={os.environ['WORLD_SIZE']} but no torch.distributed process "
+            "group is initialised, so this rank's gradients are not averaged with the others' and the "
+            "replicas drift apart; call torch.distributed.init_process_group() before training",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        _warned_uninitialised = True
+
+
+def _is_sharded(t: torch.Tensor) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch without DTensor
+        return False
+    return isinstance(t, DTensor)
+
+
+def check_replicated(parameters: Iterable[torch.Tensor], rule: str) -> None:
+    """Raises, naming `rule`, when the parameters are sharded (FSDP2's
+    `fully_shard` makes them DTensors): a rule that reads the full weights
+    outside the model's forward cannot run on shards."""
+    if any(_is_sharded(p) for p in parameters):
+        raise RuntimeError(
+            f"{rule} does not support FSDP2 (fully_shard): it reads the full parameters outside the model's "
+            "forward, where FSDP2 leaves each rank only its shard. Keep the model unsharded and replicated on "
+            "every rank: the rule averages its gradients itself under torch.distributed "
+            "(localgrad.distributed; no DDP or FSDP wrapper needed)"
+        )
 
 
 def _buckets(tensors: list[torch.Tensor]) -> dict[tuple, list[torch.Tensor]]:
@@ -40,12 +108,30 @@ def _buckets(tensors: list[torch.Tensor]) -> dict[tuple, list[torch.Tensor]]:
 def average_gradients(parameters: Iterable[torch.Tensor], group=None) -> None:
     """Replaces each parameter's `.grad` by its mean over the ranks of
     `group`: one all-reduce per dtype and device (the gradients flattened into
-    one buffer). A parameter without `.grad` on one rank must have none on
-    every rank."""
+    one buffer), plus one small all-reduce that checks every rank has `.grad`
+    on the same parameters (a parameter with `.grad` on some ranks only is an
+    error: the flattened buffers would not line up)."""
     n = world_size(group)
     if n == 1:
+        _warn_if_launched_without_group()
         return
-    grads = [p.grad for p in parameters if p.grad is not None]
+    params = list(parameters)
+    check_replicated(params, "average_gradients")
+    if not params:
+        return
+    nccl = dist.get_backend(group) == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+    present = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=device)
+    dist.all_reduce(present, op=dist.ReduceOp.SUM, group=group)
+    counts = present.tolist()
+    partial = [i for i, c in enumerate(counts) if 0 < c < n]
+    if partial:
+        raise RuntimeError(
+            f"average_gradients: parameters {partial} (positions in the list passed) have .grad on "
+            f"{[counts[i] for i in partial]} of {n} ranks; every rank must give .grad to the same parameters "
+            "(zero_grad(set_to_none=True) on all ranks, the same steps with a loss everywhere)"
+        )
+    grads = [p.grad for p, c in zip(params, counts) if c == n]
     for bucket in _buckets(grads).values():
         flat = torch.cat([g.reshape(-1) for g in bucket])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
@@ -56,11 +142,91 @@ def average_gradients(parameters: Iterable[torch.Tensor], group=None) -> None:
             offset += g.numel()
 
 
+def _broadcast_tensors(tensors: list[torch.Tensor], src: int, group) -> None:
+    """Broadcasts in place, one flattened buffer per dtype and device."""
+    src_global = src if group is None else dist.get_global_rank(group, src)
+    for bucket in _buckets([t for t in tensors if t.numel()]).values():
+        flat = torch.cat([t.detach().reshape(-1) for t in bucket])
+        dist.broadcast(flat, src=src_global, group=group)
+        offset = 0
+        for t in bucket:
+            t.data.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+
+def _broadcast_generators(generators: list[torch.Generator], src: int, group) -> None:
+    if not generators:
+        return
+    src_global = src if group is None else dist.get_global_rank(group, src)
+    states = [g.get_state() for g in generators]
+    dist.broadcast_object_list(states, src=src_global, group=group)
+    for g, state in zip(generators, states):
+        g.set_state(state)
+
+
+def replicated_state(obj) -> tuple[list[torch.Tensor], list[torch.Generator]]:
+    """What must be identical on every rank: a module's parameters and
+    buffers (feedback matrices, brSF counters, masks) or, for a learner (an
+    object with a `.model`), its model's plus the tensors and generators it
+    names in `replicated` (random feedback matrices, UORO's generator).
+    Per-sample state (hidden states, traces) is not: each rank has its own
+    samples."""
+    if isinstance(obj, torch.nn.Module):
+        module, extras = obj, []
+    else:
+        module = getattr(obj, "model", None)
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"broadcast_state: expected an nn.Module or a learner with a .model, got {type(obj).__name__}")
+        extras = [getattr(obj, name) for name in getattr(obj, "replicated", ())]
+    tensors = [*module.parameters(), *module.buffers()]
+    tensors += [t for t in extras if isinstance(t, torch.Tensor)]
+    generators = [g for g in extras if isinstance(g, torch.Generator)]
+    return tensors, generators
+
+
 @torch.no_grad()
-def broadcast_state(module: torch.nn.Module, src: int = 0, group=None) -> None:
-    """Gives every rank the parameters and buffers (feedback matrices,
-    counters, traces) of rank `src`, so all replicas start identical."""
+def broadcast_state(module, src: int = 0, group=None) -> None:
+    """Gives every rank the state of rank `src` that must be identical on all
+    replicas: the parameters and buffers of a module (feedback matrices,
+    counters), or, given a learner, its model's and the learner's random
+    feedback and RNG state. Call it once at start, after building the model
+    (and the learner) on every rank."""
+    if world_size(group) == 1:
+        _warn_if_launched_without_group()
+        return
+    tensors, generators = replicated_state(module)
+    if any(_is_sharded(t) for t in tensors):
+        raise RuntimeError(
+            "broadcast_state: the module is already sharded by FSDP2 (fully_shard), whose shards differ by "
+            "design; call broadcast_state before fully_shard"
+        )
+    _broadcast_tensors(tensors, src, group)
+    _broadcast_generators(generators, src, group)
+
+
+def broadcast_rng_state(src: int = 0, group=None) -> None:
+    """Gives every rank torch's default CPU generator state (and the current
+    CUDA device's, when CUDA is initialised) of rank `src`: for code that
+    draws from the global RNG and must draw the same on every replica."""
     if world_size(group) == 1:
         return
-    for tensor in [*module.parameters(), *module.buffers()]:
-        dist.broadcast(tensor.data, src=src, group=group)
+    src_global = src if group is None else dist.get_global_rank(group, src)
+    states = [torch.get_rng_state(), torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None]
+    dist.broadcast_object_list(states, src=src_global, group=group)
+    torch.set_rng_state(states[0])
+    if states[1] is not None and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state(states[1])
+
+
+def shard_offset(batch_size: int, group=None) -> tuple[int, int]:
+    """(first sample index of this rank, samples over all ranks) when rank r
+    holds samples offset_r ... offset_r + batch_size - 1 of the union batch,
+    in rank order: how a rule that draws random numbers per sample draws the
+    union batch's. One small all-gather; (0, batch_size) without a group."""
+    n = world_size(group)
+    if n == 1:
+        return 0, batch_size
+    sizes = [None] * n
+    dist.all_gather_object(sizes, int(batch_size), group=group)
+    r = rank(group)
+    return sum(sizes[:r]), sum(sizes)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from localgrad import ops
+from localgrad.distributed import average_gradients, check_replicated
 from localgrad.reference.eqprop import ACTIVATIONS
 
 NUDGINGS = ("centered", "positive", "negative")
@@ -37,6 +38,10 @@ class EqPropMLP(nn.Module):
     (cross-entropy of softmax(s_L)). mode: eqprop, or chl (the second phase
     clamps s_L = y; beta and nudging are unused). tol: per-row early exit of
     every relaxation (0: always run all steps).
+
+    Under torch.distributed, `eqprop_step` averages the gradients over the
+    ranks of `process_group` (None: the default group); see
+    localgrad.distributed.
     """
 
     def __init__(
@@ -77,6 +82,7 @@ class EqPropMLP(nn.Module):
         self.t_free, self.t_nudge, self.update, self.loss = int(t_free), int(t_nudge), update, loss
         self.mode, self.tol = mode, float(tol)
         self.last_steps: dict[str, int] = {}  # steps each phase of the last call ran (max over rows)
+        self.process_group = None
 
     def extra_repr(self) -> str:
         return (
@@ -168,7 +174,9 @@ class EqPropMLP(nn.Module):
         """Free phase, then the nudged (or clamped) phases from its fixed
         point; adds to every parameter's .grad the negative EqProp (or CHL)
         estimate, batch-mean convention. Returns (loss at the free fixed
-        point, predicted classes)."""
+        point, predicted classes). Under torch.distributed, .grad is then
+        averaged over the ranks (each on its own shard of the batch)."""
+        check_replicated(self.parameters(), "EqProp" if self.mode == "eqprop" else "CHL")
         x = self._input(x)
         batch = x.shape[0]
         target = self._target(y, batch)
@@ -200,5 +208,6 @@ class EqPropMLP(nn.Module):
                     param.grad = grad
                 else:
                     param.grad.add_(grad)
+        average_gradients(self.parameters(), group=self.process_group)
         out = free[-1]
         return self.loss_of(out, target), out.argmax(1)

@@ -9,9 +9,13 @@ random matrix B_l (n_out, width_l), entering after the layer's activation:
 
 How it runs inside a user's unchanged `loss.backward()`: every converted layer
 computes its forward from a detached input, so autograd never sweeps back
-through the hidden layers; the output's gradient hook receives e and, in one
-fused `dfa_project` call, produces every hidden delta, from which the weight
-gradients are accumulated into `.grad` like autograd would.
+through the hidden layers. The output passes through an identity autograd
+node (`_Broadcast`) that takes the hidden layers' weights and biases as
+inputs: its backward receives e and, in one fused `dfa_project` call,
+produces every hidden delta and from them the weight gradients, which it
+returns through the graph. Autograd accumulates them into `.grad`, so
+DistributedDataParallel (default arguments), its `no_sync()`, FSDP2 and
+gradient hooks see them like any other gradient.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ class _Tape:
     last_raw: torch.Tensor | None = None  # a_l of the last hidden layer
     unknown: list = field(default_factory=list)  # layers whose output went through unknown operations
     rows: list = field(default_factory=list)  # output rows (samples) of each hidden layer
+    # Weight and bias of each hidden layer as its forward saw them (under FSDP2,
+    # the unsharded parameters, into which autograd must accumulate).
+    params: list = field(default_factory=list)
 
 
 class DirectFeedbackAlignment:
@@ -169,10 +176,11 @@ class DirectFeedbackAlignment:
             tape.last_raw = None  # the backward needs it no more than the forward does
             self._warn_missing_activations(tape)
             y = layer.dfa_compute(x)
-            if self.hidden and y.requires_grad:
-                y.register_hook(lambda e, tape=tape: self._backward(tape, e))
+            if self.hidden and (y.requires_grad or any(p.requires_grad for p in tape.params)):
+                y = _Broadcast.apply(self, tape, y, *tape.params)
             return y
         tape.inputs.append(x)
+        tape.params.extend(p for p in (layer.weight, layer.bias) if p is not None)
         with torch.no_grad():  # no graph: hidden layers never see autograd
             y = layer.dfa_compute(x)
         tape.rows.append(y.numel() // max(layer.dfa_width, 1))
@@ -201,7 +209,10 @@ class DirectFeedbackAlignment:
 
     # Backward: one fused projection, then the weight-gradient GEMMs --------
 
-    def _backward(self, tape: _Tape, error: torch.Tensor) -> None:
+    def hidden_gradients(self, tape: _Tape, error: torch.Tensor) -> list[torch.Tensor]:
+        """The DFA gradients of `tape.params` (every hidden layer's weight and
+        bias, in order), in their dtypes, for the output error (dL/dy) of the
+        forward that left `tape`."""
         error = error.reshape(-1, self.n_out)
         rows = error.shape[0]
         for name, layer_rows in zip(self.names, tape.rows):
@@ -214,11 +225,11 @@ class DirectFeedbackAlignment:
         dtype = error.dtype
         outputs = [None if h is None else h.reshape(rows, w).to(dtype) for h, w in zip(tape.outputs, self.widths)]
         deltas = ops.dfa_project(error, bank.to(dtype), outputs, tape.kinds, tape.slopes, widths=self.widths)
+        grads = []
         for layer, x, delta in zip(self.hidden, tape.inputs, deltas):
             grad_w, grad_b = layer.dfa_weight_grads(delta, x.to(dtype))
-            _accumulate(layer.weight, grad_w)
-            if grad_b is not None:
-                _accumulate(layer.bias, grad_b)
+            grads.extend(g for g in (grad_w, grad_b) if g is not None)
+        return [g.to(p.dtype) for g, p in zip(grads, tape.params)]
 
     def remove_hooks(self) -> None:
         for handle in self._hooks:
@@ -226,10 +237,19 @@ class DirectFeedbackAlignment:
         self._hooks.clear()
 
 
-def _accumulate(param: torch.Tensor, grad: torch.Tensor) -> None:
-    """Adds to .grad the way autograd does: creates it on first use."""
-    grad = grad.to(param.dtype)
-    if param.grad is None:
-        param.grad = grad
-    else:
-        param.grad.add_(grad)
+class _Broadcast(torch.autograd.Function):
+    """Identity on the output y; its backward sends dL/dy on unchanged and
+    returns the DFA gradients of the hidden layers' parameters (its other
+    inputs), so autograd itself delivers them."""
+
+    @staticmethod
+    def forward(ctx, rule: DirectFeedbackAlignment, tape: _Tape, y: torch.Tensor, *params: torch.Tensor):
+        ctx.rule, ctx.tape = rule, tape
+        return y.clone()  # not a view: the caller may modify the output in place
+
+    @staticmethod
+    def backward(ctx, error: torch.Tensor):
+        wanted = ctx.needs_input_grad[3:]
+        grads = ctx.rule.hidden_gradients(ctx.tape, error) if any(wanted) else [None] * len(wanted)
+        grads = [g if need else None for g, need in zip(grads, wanted)]
+        return None, None, error if ctx.needs_input_grad[2] else None, *grads

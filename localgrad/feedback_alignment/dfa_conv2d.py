@@ -58,10 +58,12 @@ class DFAConv2d(nn.Conv2d):
 
     def dfa_weight_grads(self, delta: torch.Tensor, x: torch.Tensor):
         """(grad_weight, grad_bias) for delta: (batch, C*H*W) at the output."""
+        # The weight gradient does not read the weight, only its shape: an
+        # stand-in, since in backward the weight may be resharded (FSDP2).
         _, grad_w, grad_b = torch.ops.aten.convolution_backward(
             delta.view(x.shape[0], *self.output_map),
             x,
-            self.weight.detach().to(delta.dtype),
+            delta.new_zeros(self.weight.shape),
             [self.out_channels] if self.bias is not None else None,
             list(self.stride),
             list(explicit_padding(self)),

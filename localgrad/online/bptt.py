@@ -47,4 +47,5 @@ class BPTT(OnlineLearner):
         if total.requires_grad:
             total.backward(retain_graph=True)
         self.h = h
+        self._average_gradients()
         return total.detach()

@@ -25,6 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from localgrad.distributed import average_gradients, check_replicated
 from localgrad.online.lif import LIF
 from localgrad.ops.eprop_lif import eprop_lif_chunk
 from localgrad.reference.eprop_lif import eprop_lif_chunk as eprop_lif_chunk_reference
@@ -45,7 +46,12 @@ def step_losses(ys: torch.Tensor, targets: torch.Tensor | None, loss: str) -> to
 
 
 class _SpikingLearner:
+    """Data-parallel as the rate learners (localgrad.online.OnlineLearner):
+    each call averages .grad over the ranks of `process_group`."""
+
     name = "learner"
+    process_group = None
+    replicated: tuple[str, ...] = ()
 
     def __init__(self, model: LIF, loss: str = "mse"):
         if not isinstance(model, LIF):
@@ -59,6 +65,7 @@ class _SpikingLearner:
         if self.batch_size is None:
             raise RuntimeError(f"{self.name}.{where}: call reset(batch_size) first")
         m = self.model
+        check_replicated(m.parameters(), self.name)
         if xs.dim() != 3 or xs.shape[1] != self.batch_size or xs.shape[2] != m.input_size:
             raise ValueError(
                 f"{self.name}.{where}: inputs must have shape (T, {self.batch_size}, {m.input_size}) "
@@ -99,6 +106,9 @@ class _SpikingLearner:
             raise ValueError(f"{self.name}.step: x_t must have shape (batch, input_size), got {tuple(x_t.shape)}")
         return self.run(x_t.unsqueeze(0), None if target_t is None else target_t.unsqueeze(0))
 
+    def _average_gradients(self) -> None:
+        average_gradients(self.model.parameters(), group=self.process_group)
+
 
 class SpikingEProp(_SpikingLearner):
     """e-prop for LIF/ALIF networks (Bellec et al. 2020), online.
@@ -114,6 +124,7 @@ class SpikingEProp(_SpikingLearner):
     """
 
     name = "SpikingEProp"
+    replicated = ("random_feedback",)
 
     def __init__(self, model: LIF, feedback: str = "symmetric", loss: str = "mse", seed: int = 0,
                  use_kernel: bool = True):  # fmt: skip
@@ -198,6 +209,7 @@ class SpikingEProp(_SpikingLearner):
                 _accumulate(m.readout.bias, grad_out[:, H])
         self.steps += T
         self.last_outputs = outputs
+        self._average_gradients()
         if mode == "signal" or scale == 0.0:
             return xs.new_zeros(())
         return step_losses(outputs, targets, self.loss).sum()
@@ -263,11 +275,12 @@ class SpikingBPTT(_SpikingLearner):
         ys, _, state = self.model(xs, self.state)
         self.state = {k: v.detach() for k, v in state.items()}
         self.last_outputs = ys.detach()
-        if targets is None:
-            return xs.new_zeros(())
-        loss = step_losses(ys, targets, self.loss).sum()
-        if loss.requires_grad:
-            loss.backward()
+        loss = xs.new_zeros(())
+        if targets is not None:
+            loss = step_losses(ys, targets, self.loss).sum()
+            if loss.requires_grad:
+                loss.backward()
+        self._average_gradients()
         return loss.detach()
 
     def state_dict(self) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from localgrad.distributed import average_gradients, check_replicated
 from localgrad.online.leaky_rnn import LeakyRNN
 
 LOSSES = ("mse", "ce")
@@ -21,11 +22,27 @@ class OnlineLearner:
     (step: target_t not None; run: loss_mask[t], all steps by default). Each
     call adds the rule's estimate of ∂(Σ_t loss_t)/∂θ into the parameters'
     .grad (the readout's exact gradient included) and returns the summed loss.
+
+    Data-parallel training: under torch.distributed each rank runs the learner
+    on its own shard of the batch of sequences and every call averages .grad
+    over the ranks of `process_group` (None: the default group), so the
+    update is the one of the union batch (equal shards). Wrap nothing in DDP;
+    `localgrad.distributed.broadcast_state(learner)` once at start gives
+    every rank rank 0's model, feedback matrix and RNG state (`replicated`
+    names the learner's own).
     """
+
+    process_group = None
+    replicated: tuple[str, ...] = ()
 
     def __init__(self, model: LeakyRNN, loss: str = "mse"):
         if not isinstance(model, LeakyRNN):
-            raise TypeError(f"{type(self).__name__}: model must be a localgrad.online.LeakyRNN, got {type(model).__name__}")
+            hint = ""
+            if isinstance(getattr(model, "module", None), LeakyRNN):
+                hint = (" (pass the LeakyRNN itself, not its DistributedDataParallel wrapper: DDP never sees the "
+                        "gradients an online learner writes; the learner averages them over the ranks itself)")
+            raise TypeError(f"{type(self).__name__}: model must be a localgrad.online.LeakyRNN, "
+                            f"got {type(model).__name__}{hint}")
         if loss not in LOSSES:
             raise ValueError(f"{type(self).__name__}: loss must be one of {LOSSES}, got {loss!r}")
         self.model = model
@@ -65,6 +82,7 @@ class OnlineLearner:
     # --- checks -----------------------------------------------------------
     def _check(self, xs: torch.Tensor, targets, loss_mask) -> None:
         name = type(self).__name__
+        check_replicated(self.model.parameters(), name)
         if self.h is None:
             raise RuntimeError(f"{name}: call reset(batch_size) before step() or run()")
         if xs.dim() != 3:
@@ -138,7 +156,12 @@ class OnlineLearner:
         # A fresh copy, not a view into hs: BLAS results can depend on the
         # alignment of their operands, and a resumed run starts from a copy.
         self.h = hs[-1].detach().clone() if t else self.h
+        self._average_gradients()
         return total.detach()
+
+    def _average_gradients(self) -> None:
+        """Mean of .grad over the ranks (nothing without a process group)."""
+        average_gradients(self.model.parameters(), group=self.process_group)
 
     def _learn(self, xs, h_prevs, dphis, dldh, dldy, **kwargs) -> None:
         raise NotImplementedError

@@ -20,6 +20,8 @@ class TraceLearner(OnlineLearner):
     random (O, H) matrix ("random", seeded; saved in state_dict). The traces
     and the accumulation of a whole chunk run in one fused call (rflo_chunk)."""
 
+    replicated = ("feedback_matrix",)
+
     def __init__(self, model, feedback: str, seed: int = 0, loss: str = "mse"):
         super().__init__(model, loss)
         if feedback not in FEEDBACKS:

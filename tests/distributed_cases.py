@@ -1,0 +1,217 @@
+"""Every rule as a data-parallel case, shared by the two-rank workers
+(tests/distributed_worker.py) and the single-process reference in
+tests/test_distributed.py.
+
+A case builds a trainer (a model, and its learner for the rules that write
+.grad themselves) from a seed, makes union batches, and runs one training
+step on a batch (or on one rank's shard of it). The union batch of a step is
+the same on every rank; rank r trains on samples r*B .. r*B + B - 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import localgrad
+from localgrad.eqprop import EqPropMLP
+from localgrad.online import ALIF, BPTT, LIF, RFLO, RTRL, UORO, EProp, LeakyRNN, SnAp, SpikingBPTT, SpikingEProp
+
+UNION = 8  # samples (or sequences) per union batch: 4 per rank on 2 ranks
+STEPS = 20
+
+
+@dataclass
+class Trainer:
+    model: nn.Module  # what the optimizer trains (the unwrapped module)
+    learner: object | None = None  # the online learners; None: the model's own step
+    net: nn.Module | None = None  # what the step calls: the model or its DDP wrapper
+
+
+@dataclass
+class Case:
+    family: str  # "convert": autograd delivers the gradients; "self": the rule averages them
+    build: Callable[[int, torch.dtype], Trainer]
+    batch: Callable[[int, torch.dtype], tuple]  # (step, dtype) -> union batch (x, y)
+    shard: Callable[[tuple, int, int], tuple]  # (batch, rank, world) -> this rank's part
+    step: Callable[[Trainer, tuple], None]  # one step's gradients into .grad
+    dtype: torch.dtype = torch.float64
+    rule: str = ""
+
+
+# --- models trained through autograd (localgrad.convert) ---------------------
+
+
+def _mlp(seed, dtype):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(12, 10), nn.Tanh(), nn.Linear(10, 9), nn.ReLU(), nn.Linear(9, 7), nn.Sigmoid(), nn.Linear(7, 4)
+    ).to(dtype)
+
+
+def _cnn(seed, dtype):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 5 * 5, 6), nn.Tanh(), nn.Linear(6, 4)
+    ).to(dtype)
+
+
+def _convert_builder(rule, make, example_shape, **options):
+    def build(seed, dtype):
+        model = make(seed, dtype)
+        example = torch.zeros(example_shape, dtype=dtype)
+        # Each rank's own feedback seed: the replicas agree only after DDP's or
+        # broadcast_state's broadcast from rank 0.
+        return Trainer(localgrad.convert(model, rule=rule, seed=seed, example_input=example, **options))
+
+    return build
+
+
+def _classes(shape):
+    def batch(step, dtype):
+        g = torch.Generator().manual_seed(1000 + step)
+        return torch.randn(UNION, *shape, generator=g, dtype=dtype), torch.randint(0, 4, (UNION,), generator=g)
+
+    return batch
+
+
+def _rows(batch, rank, world):
+    n = batch[0].shape[0] // world
+    return tuple(t[rank * n:(rank + 1) * n] for t in batch)
+
+
+def _autograd_step(trainer, batch):
+    x, y = batch
+    F.cross_entropy(trainer.net(x), y).backward()
+
+
+def _convert_case(rule, dtype=torch.float64, conv=False, **options):
+    make, shape = (_cnn, (1, 5, 5)) if conv else (_mlp, (12,))
+    return Case("convert", _convert_builder(rule, make, (2, *shape), **options), _classes(shape), _rows,
+                _autograd_step, dtype, rule)
+
+
+# --- EqProp and CHL -------------------------------------------------------------
+
+
+def _eqprop_builder(mode):
+    def build(seed, dtype):
+        torch.manual_seed(seed)
+        return Trainer(EqPropMLP([12, 9, 4], activation="sigmoid", mode=mode, t_free=15, t_nudge=6).to(dtype))
+
+    return build
+
+
+def _eqprop_step(trainer, batch):
+    trainer.model.eqprop_step(*batch)
+
+
+def _eqprop_case(mode, dtype=torch.float64):
+    return Case("self", _eqprop_builder(mode), _classes((12,)), _rows, _eqprop_step, dtype, mode)
+
+
+# --- online learners (batch of sequences along dim 1) --------------------------
+
+T_SEQ = 5
+
+
+def _rnn_builder(make_learner):
+    def build(seed, dtype):
+        torch.manual_seed(seed)
+        model = LeakyRNN(3, 5, 2, alpha=0.6).to(dtype)
+        return Trainer(model, make_learner(model, seed))
+
+    return build
+
+
+def _spiking_builder(cls, make_learner):
+    def build(seed, dtype):
+        torch.manual_seed(seed)
+        model = cls(3, 6, 2, tau_m=5.0, weight_scale=2.0, dtype=dtype)
+        return Trainer(model, make_learner(model, seed))
+
+    return build
+
+
+def _sequences(step, dtype):
+    g = torch.Generator().manual_seed(2000 + step)
+    xs = torch.randn(T_SEQ, UNION, 3, generator=g, dtype=dtype)
+    return xs, torch.randn(T_SEQ, UNION, 2, generator=g, dtype=dtype)
+
+
+def _spikes(step, dtype):
+    g = torch.Generator().manual_seed(3000 + step)
+    xs = (torch.rand(T_SEQ, UNION, 3, generator=g, dtype=dtype) < 0.4).to(dtype) * 2.0
+    return xs, torch.randint(0, 2, (T_SEQ, UNION), generator=g)
+
+
+def _columns(batch, rank, world):
+    n = batch[0].shape[1] // world
+    return tuple(t[:, rank * n:(rank + 1) * n] for t in batch)
+
+
+def _online_step(trainer, batch):
+    xs, targets = batch
+    learner = trainer.learner
+    learner.reset(xs.shape[1])
+    learner.run(xs[:3], targets[:3])  # two chunks: state and traces carry over
+    learner.run(xs[3:], targets[3:])
+
+
+def _online_case(rule, make_learner, dtype=torch.float64):
+    return Case("self", _rnn_builder(make_learner), _sequences, _columns, _online_step, dtype, rule)
+
+
+def _spiking_case(rule, cls, make_learner, dtype=torch.float64):
+    return Case("self", _spiking_builder(cls, make_learner), _spikes, _columns, _online_step, dtype, rule)
+
+
+CASES: dict[str, Case] = {
+    "backprop": _convert_case("backprop"),
+    "fa": _convert_case("fa"),
+    "usf": _convert_case("usf"),
+    "brsf": _convert_case("brsf"),
+    "frsf": _convert_case("frsf"),
+    "dfa": _convert_case("dfa"),
+    "dfa-float32": _convert_case("dfa", torch.float32),
+    "dfa-inject-output": _convert_case("dfa", inject="output"),
+    "dfa-conv": _convert_case("dfa", conv=True),
+    "fa-conv": _convert_case("fa", conv=True),
+    "ba": _convert_case("ba"),
+    "ba-no-derivative": _convert_case("ba", derivative=False),
+    "eqprop": _eqprop_case("eqprop"),
+    "eqprop-float32": _eqprop_case("eqprop", torch.float32),
+    "chl": _eqprop_case("chl"),
+    "rtrl": _online_case("rtrl", lambda m, s: RTRL(m)),
+    "rtrl-float32": _online_case("rtrl", lambda m, s: RTRL(m), torch.float32),
+    "snap1": _online_case("snap", lambda m, s: SnAp(m, n=1)),
+    "snap2": _online_case("snap", lambda m, s: SnAp(m, n=2)),
+    "rflo": _online_case("rflo", lambda m, s: RFLO(m, seed=s)),
+    "eprop": _online_case("eprop", lambda m, s: EProp(m)),
+    "eprop-random": _online_case("eprop", lambda m, s: EProp(m, feedback="random", seed=s)),
+    "uoro": _online_case("uoro", lambda m, s: UORO(m, seed=s)),
+    "bptt": _online_case("bptt", lambda m, s: BPTT(m)),
+    "eprop-lif": _spiking_case("eprop", LIF, lambda m, s: SpikingEProp(m, loss="ce")),
+    "eprop-alif-random": _spiking_case(
+        "eprop", ALIF, lambda m, s: SpikingEProp(m, feedback="random", loss="ce", seed=s)
+    ),
+    "bptt-lif": _spiking_case("bptt", LIF, lambda m, s: SpikingBPTT(m, loss="ce")),
+}
+
+
+def feedback_state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """What must be identical on every replica besides the parameters:
+    the model's buffers and the learner's replicated tensors and RNG state."""
+    state = {f"buffer:{n}": b.detach().clone() for n, b in trainer.model.named_buffers()}
+    learner = trainer.learner
+    for name in getattr(learner, "replicated", ()):
+        value = getattr(learner, name)
+        if isinstance(value, torch.Tensor):
+            state[f"learner:{name}"] = value.clone()
+        elif isinstance(value, torch.Generator):
+            state[f"learner:{name}"] = value.get_state()
+    return state
