@@ -43,6 +43,14 @@ std::mutex model_mutex;
 DeviceModel model;
 }  // namespace
 
+const char* sanitizer() {
+#if defined(LOCALGRAD_EMULATION_SANITIZER)
+  return LOCALGRAD_EMULATION_SANITIZER;
+#else
+  return "";
+#endif
+}
+
 DeviceModel device_model() {
   std::lock_guard<std::mutex> lock(model_mutex);
   return model;

@@ -114,6 +114,9 @@ struct DeviceModel {
   int64_t launcher_grid_cap = INT64_MAX;
 };
 
+// "address" or "thread" when the device code was built with that sanitizer.
+const char* sanitizer();
+
 DeviceModel device_model();
 void set_device_model(const DeviceModel& model);
 void reset_device_model();
