@@ -90,6 +90,7 @@ pybind11::list launch_counts() {
     d["launches"] = c.launches;
     d["instantiations"] = c.instantiations;
     d["blocks"] = c.blocks;
+    d["kernels"] = c.kernels;
     out.append(d);
   }
   return out;

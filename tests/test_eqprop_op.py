@@ -304,3 +304,19 @@ def test_step_path_grid_stride_past_the_grid_cap(monkeypatch, device, tol):
     assert torch.equal(ran, expected_ran)
     for s, e in zip(states, expected):
         assert rel_err(s, e) <= 1e-12
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("path", ["persistent", "step"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_every_mode(monkeypatch, device, path, dtype):
+    """Every activation x nudge x update order: on CUDA each is its own kernel
+    instantiation (the path is forced; CPU ignores it)."""
+    monkeypatch.setenv("LOCALGRAD_EQPROP_PATH", path)
+    for act in ACTIVATIONS:
+        for nudge in NUDGES:
+            for async_update in (False, True):
+                x, weights, biases, states, target = make_net(3, [4, 5, 2], dtype, device, seed=act)
+                _, expected, _ = run_both(x, weights, biases, states, target, 0.5, nudge, act, 4, async_update, 0.0)
+                for s, e in zip(states, expected):
+                    assert rel_err(s.cpu(), e) <= TOLERANCE[dtype]

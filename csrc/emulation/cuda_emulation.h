@@ -129,6 +129,9 @@ struct LaunchCount {
   int64_t launches = 0;
   int64_t instantiations = 0;
   int64_t blocks = 0;
+  // The launched kernels as offsets into their shared object: the same in
+  // every process that loads the same build, so counts can be merged.
+  std::vector<uint64_t> kernels;
 };
 std::vector<LaunchCount> launch_counts();
 void reset_launch_counts();
