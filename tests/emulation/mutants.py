@@ -176,9 +176,11 @@ def main():
         for m in MUTANTS:
             print(f"{m.name:32s} {m.file:26s} {m.why}")
         return 0
-    chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
-    if args.names and len(chosen) != len(args.names):
-        sys.exit(f"unknown mutant in {args.names}")
+    by_name = {m.name: m for m in MUTANTS}
+    unknown = [n for n in args.names if n not in by_name]
+    if unknown:
+        sys.exit(f"unknown mutants: {unknown}")
+    chosen = [by_name[n] for n in args.names] if args.names else MUTANTS
 
     env = dict(os.environ, LOCALGRAD_CUDA_EMULATION="only", LOCALGRAD_REQUIRE_EMULATION="1")
     env.pop("LOCALGRAD_EMULATION_SANITIZER", None)
