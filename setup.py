@@ -349,21 +349,55 @@ def emulated_extension():
         ("LOCALGRAD_VERSION", f'"{version()}"'),
         ("LOCALGRAD_CUDA_EMULATION", None),
     ]
-    cxx = ["-O2", "-g0", "-fopenmp", "-pthread"]
-    link = ["-fopenmp", "-pthread"]
+    include_dirs = [str(CSRC / "emulation" / "include"), str(CSRC / "cuda"), str(CSRC)]
+    sources = emulation_sources()
+    objects, link = [], ["-fopenmp", "-pthread"]
     if sanitizer:
-        macros.append(("LOCALGRAD_EMULATION_SANITIZER", f'"{sanitizer}"'))
-        cxx = ["-O1", "-g", "-fno-omit-frame-pointer", f"-fsanitize={sanitizer}", "-pthread"]
-        link = [f"-fsanitize={sanitizer}", "-pthread"]
+        # Only the kernels and the emulator are instrumented, compiled here;
+        # the glue's objects are the plain emulated build's (same flags), so a
+        # sanitizer build recompiles 10 small files, not the torch glue.
+        device_code = [w for w in sources if w.endswith("_kernel.cpp") or "cuda_emulation" in w]
+        sources = [w for w in sources if w not in device_code]
+        objects = compile_instrumented(device_code, sanitizer, macros, include_dirs)
+        link = [f"-fsanitize={sanitizer}", "-fopenmp", "-pthread"]
+    # The variant stamp: switching between plain and sanitizer builds relinks.
+    stamp = ROOT / "build" / "emulated" / "variant"
+    if not stamp.exists() or stamp.read_text() != (sanitizer or "plain"):
+        stamp.write_text(sanitizer or "plain")
+    depends = [str(p) for p in CSRC.rglob("*") if p.suffix in (".h", ".cuh", ".cu", ".cpp")]
     print(f"localgrad build: emulated CUDA backend on (sanitizer: {sanitizer or 'none'})")
     return CppExtension(
         "localgrad._C_emulated",
-        emulation_sources(),
-        include_dirs=[str(CSRC / "emulation" / "include"), str(CSRC / "cuda"), str(CSRC)],
+        sources,
+        include_dirs=include_dirs,
         define_macros=macros,
-        extra_compile_args={"cxx": cxx},
+        extra_compile_args={"cxx": ["-O2", "-g0", "-fopenmp", "-pthread"]},
+        extra_objects=objects,
         extra_link_args=link,
+        depends=depends + objects + [str(stamp)],
     )
+
+
+def compile_instrumented(wrappers, sanitizer, macros, include_dirs):
+    """Compiles the emulated build's device code with -fsanitize=...; a file
+    is recompiled when it or any csrc/ header is newer than its object."""
+    out_dir = ROOT / "build" / f"emulated-{sanitizer}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    newest = max(p.stat().st_mtime for p in CSRC.rglob("*") if p.is_file())
+    cxx = os.environ.get("CXX", "c++").split()
+    flags = ["-std=c++17", "-O1", "-g1", "-fno-omit-frame-pointer", f"-fsanitize={sanitizer}", "-fPIC", "-pthread"]
+    flags += [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in macros]
+    flags += [f'-DLOCALGRAD_EMULATION_SANITIZER="{sanitizer}"']
+    flags += [f"-I{d}" for d in include_dirs]
+    objects = []
+    for wrapper in wrappers:
+        src = ROOT / wrapper
+        obj = out_dir / (src.stem + ".o")
+        if not obj.exists() or obj.stat().st_mtime < max(newest, src.stat().st_mtime):
+            print(f"localgrad build: {src.name} with -fsanitize={sanitizer}")
+            subprocess.run([*cxx, *flags, "-c", str(src), "-o", str(obj)], check=True)
+        objects.append(str(obj))
+    return objects
 
 
 def build_ext_class():

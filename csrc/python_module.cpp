@@ -25,11 +25,7 @@ pybind11::dict compiled_info() {
   info["cuda"] = false;
   info["cuda_arch_list"] = "";
   info["cuda_emulation"] = true;
-#ifdef LOCALGRAD_EMULATION_SANITIZER
-  info["sanitizer"] = LOCALGRAD_EMULATION_SANITIZER;
-#else
-  info["sanitizer"] = "";
-#endif
+  info["sanitizer"] = localgrad::emulation::sanitizer();
 #elif defined(LOCALGRAD_WITH_CUDA)
   info["cuda"] = true;
   info["cuda_arch_list"] = LOCALGRAD_CUDA_ARCH_LIST;
@@ -94,6 +90,7 @@ pybind11::list launch_counts() {
     d["launches"] = c.launches;
     d["instantiations"] = c.instantiations;
     d["blocks"] = c.blocks;
+    d["kernels"] = c.kernels;
     out.append(d);
   }
   return out;

@@ -41,7 +41,10 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _emulated_backend(request):
     """An emulated test sends every localgrad.ops call to the emulated CUDA
-    kernels, and starts from the default device model."""
+    kernels, on the default device (an H100) with 8 SMs instead of 132: only
+    EqProp's launcher reads the SM count (it packs more rows into a block
+    when there are more rows than SMs), so the same code paths, multi-row
+    tiles included, run with a fraction of the blocks."""
     if request.node.get_closest_marker("emulated") is None:
         yield
         return
@@ -50,6 +53,7 @@ def _emulated_backend(request):
 
     emulation = load_emulation()
     emulation.reset_device_model()
+    emulation.set_device_model({"sm_count": 8})
     try:
         with ops.emulated():
             yield

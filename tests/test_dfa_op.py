@@ -187,12 +187,13 @@ def test_opcheck(device):
 
 
 def test_torch_compile_fullgraph():
+    lib = kernels()  # resolved outside the compiled function
     widths = [5, 3]
     error, feedback, acts, kinds, slopes = make_case(4, 3, widths, [A.RELU, A.TANH], torch.float32, "cpu")
 
     @torch.compile(fullgraph=True, backend="aot_eager")
     def step(error, feedback, h0, h1, out0, out1):
-        kernels().dfa_project(error, feedback, [h0, h1], kinds, slopes, [out0, out1])
+        lib.dfa_project(error, feedback, [h0, h1], kinds, slopes, [out0, out1])
         return out0.sum() + out1.sum()
 
     out = [torch.empty(4, w) for w in widths]

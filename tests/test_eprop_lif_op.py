@@ -181,6 +181,7 @@ def test_opcheck(device, adaptive):
 
 
 def test_torch_compile_smoke():
+    lib = kernels()  # resolved outside the compiled function
     inputs, state, grads = make_case(3, 2, 3, 4, 2, True, "mse", torch.float64, "cpu")
     expected = ({k: v.clone() for k, v in state.items()}, {k: v.clone() for k, v in grads.items()})
     out_eager = torch.empty(3, 2, 2, dtype=torch.float64)
@@ -188,7 +189,7 @@ def test_torch_compile_smoke():
 
     @torch.compile(fullgraph=True)
     def compiled(x, target, v, a, z, psi, y, pre, adapt, filt, out_trace, grad_w, grad_out, outputs):
-        kernels().eprop_lif_chunk(
+        lib.eprop_lif_chunk(
             x, inputs["weight_in"], inputs["weight_rec"], inputs["weight_out"], inputs["bias_out"],
             inputs["feedback"], target, None, list(NEURON), True, 0, 0.1,
             v, a, z, psi, y, pre, adapt, filt, out_trace, grad_w, grad_out, outputs,

@@ -191,16 +191,17 @@ def test_opcheck(device):
 
 
 def test_torch_compile_fullgraph():
+    lib = kernels()  # resolved outside the compiled function
     x, weights, biases, states, target = make_net(4, [5, 6, 3], torch.float32, "cpu")
     expected, _ = reference.eqprop_relax(x, weights, biases, states, target, 0.5, NUDGE_MSE, 0, 6)
 
     @torch.compile(fullgraph=True, backend="aot_eager")
     def relax_and_update(x, w0, w1, b0, b1, s0, s1, target):
         free0, free1 = s0.clone(), s1.clone()
-        kernels().eqprop_relax(x, [w0, w1], [b0, b1], [s0, s1], target, 0.5, 1, 0, 6, False, 0.0)
+        lib.eqprop_relax(x, [w0, w1], [b0, b1], [s0, s1], target, 0.5, 1, 0, 6, False, 0.0)
         gw0, gw1 = torch.empty_like(w0), torch.empty_like(w1)
         gb0, gb1 = torch.empty_like(b0), torch.empty_like(b1)
-        kernels().eqprop_update(x, [free0, free1], [s0, s1], 2.0, [gw0, gw1], [gb0, gb1])
+        lib.eqprop_update(x, [free0, free1], [s0, s1], 2.0, [gw0, gw1], [gb0, gb1])
         return gw0.sum() + gw1.sum() + gb0.sum() + gb1.sum()
 
     total = relax_and_update(x, *weights, *biases, *states, target)
@@ -303,3 +304,19 @@ def test_step_path_grid_stride_past_the_grid_cap(monkeypatch, device, tol):
     assert torch.equal(ran, expected_ran)
     for s, e in zip(states, expected):
         assert rel_err(s, e) <= 1e-12
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("path", ["persistent", "step"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_every_mode(monkeypatch, device, path, dtype):
+    """Every activation x nudge x update order: on CUDA each is its own kernel
+    instantiation (the path is forced; CPU ignores it)."""
+    monkeypatch.setenv("LOCALGRAD_EQPROP_PATH", path)
+    for act in ACTIVATIONS:
+        for nudge in NUDGES:
+            for async_update in (False, True):
+                x, weights, biases, states, target = make_net(3, [4, 5, 2], dtype, device, seed=act)
+                _, expected, _ = run_both(x, weights, biases, states, target, 0.5, nudge, act, 4, async_update, 0.0)
+                for s, e in zip(states, expected):
+                    assert rel_err(s.cpu(), e) <= TOLERANCE[dtype]

@@ -13,6 +13,7 @@
 #include <set>
 #include <thread>
 
+#include <dlfcn.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -42,6 +43,14 @@ namespace {
 std::mutex model_mutex;
 DeviceModel model;
 }  // namespace
+
+const char* sanitizer() {
+#if defined(LOCALGRAD_EMULATION_SANITIZER)
+  return LOCALGRAD_EMULATION_SANITIZER;
+#else
+  return "";
+#endif
+}
 
 DeviceModel device_model() {
   std::lock_guard<std::mutex> lock(model_mutex);
@@ -132,7 +141,13 @@ std::vector<LaunchCount> launch_counts() {
   std::lock_guard<std::mutex> lock(counts_mutex);
   std::vector<LaunchCount> out;
   for (const auto& [key, c] : counts()) {
-    out.push_back({key.first, key.second, c.launches, static_cast<int64_t>(c.kernels.size()), c.blocks});
+    LaunchCount count{key.first, key.second, c.launches, static_cast<int64_t>(c.kernels.size()), c.blocks, {}};
+    for (KernelId k : c.kernels) {
+      Dl_info info{};
+      const auto base = dladdr(k, &info) != 0 ? reinterpret_cast<uintptr_t>(info.dli_fbase) : 0;
+      count.kernels.push_back(reinterpret_cast<uintptr_t>(k) - base);
+    }
+    out.push_back(std::move(count));
   }
   return out;
 }

@@ -114,6 +114,9 @@ struct DeviceModel {
   int64_t launcher_grid_cap = INT64_MAX;
 };
 
+// "address" or "thread" when the device code was built with that sanitizer.
+const char* sanitizer();
+
 DeviceModel device_model();
 void set_device_model(const DeviceModel& model);
 void reset_device_model();
@@ -126,6 +129,9 @@ struct LaunchCount {
   int64_t launches = 0;
   int64_t instantiations = 0;
   int64_t blocks = 0;
+  // The launched kernels as offsets into their shared object: the same in
+  // every process that loads the same build, so counts can be merged.
+  std::vector<uint64_t> kernels;
 };
 std::vector<LaunchCount> launch_counts();
 void reset_launch_counts();

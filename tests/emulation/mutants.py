@@ -74,6 +74,10 @@ MUTANTS = [
            "if (s < H * P) atomicAdd(g + s, grad[r]);",
            "if (s < H * P) g[s] = grad[r];", EPROP,
            "a plain store for the atomic accumulation into grad_w"),
+    Mutant("eprop-static-shared-uncounted", "eprop_lif_kernel.cu",
+           "if (static_bytes<scalar_t, kAdaptive, kMode>() + bytes > static_cast<size_t>(default_limit)) {",
+           "if (bytes > static_cast<size_t>(default_limit)) {", EPROP,
+           "issue 22 W1 undone: the opt-in ignores the static has_loss flag"),
     Mutant("eqprop-no-sync-between-phases", "eqprop_kernel.cu",
            "      }\n      __syncthreads();\n      // Phase B:",
            "      }\n      // Phase B:", EQPROP,
@@ -172,9 +176,11 @@ def main():
         for m in MUTANTS:
             print(f"{m.name:32s} {m.file:26s} {m.why}")
         return 0
-    chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
-    if args.names and len(chosen) != len(args.names):
-        sys.exit(f"unknown mutant in {args.names}")
+    by_name = {m.name: m for m in MUTANTS}
+    unknown = [n for n in args.names if n not in by_name]
+    if unknown:
+        sys.exit(f"unknown mutants: {unknown}")
+    chosen = [by_name[n] for n in args.names] if args.names else MUTANTS
 
     env = dict(os.environ, LOCALGRAD_CUDA_EMULATION="only", LOCALGRAD_REQUIRE_EMULATION="1")
     env.pop("LOCALGRAD_EMULATION_SANITIZER", None)

@@ -22,6 +22,7 @@ def dfa_call(batch):
 
 
 def test_default_device_is_an_h100(emulation):
+    emulation.reset_device_model()
     model = emulation.device_model()
     assert model["sm_count"] == 132
     assert model["max_threads_per_block"] == 1024
