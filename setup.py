@@ -181,9 +181,8 @@ def default_arch_list():
 def resolved_arch_list():
     """TORCH_CUDA_ARCH_LIST or the default, normalised to "a;b;c+PTX"; also put
     back into the environment, so that what is recorded is what is built."""
-    given = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
-    arch_list = ";".join(given.replace(" ", ";").split(";")).strip(";") if given else default_arch_list()
-    arch_list = ";".join(a for a in arch_list.split(";") if a)
+    given = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip().replace(" ", ";")
+    arch_list = ";".join(a for a in (given or default_arch_list()).split(";") if a)
     os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list
     return arch_list
 
