@@ -112,6 +112,7 @@ void combine_cpu_typed(const CombineParams& cp) {
   const acc_t inv_batch = static_cast<acc_t>(cp.inv_batch);
   const acc_t p = static_cast<acc_t>(cp.p);
   const bool euclid = cp.p == 2.0;
+  const bool adaptive = cp.lr_power != 0.0;
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(cp.n_in, 1));
   at::parallel_for(0, cp.n_out, grain, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
@@ -120,9 +121,10 @@ void combine_cpu_typed(const CombineParams& cp) {
       const acc_t* ek = weff + k * cp.row_stride;
       acc_t* dk = delta + k * cp.row_stride;
       acc_t c = 0, norm = 0;
-      for (int64_t i = 0; i < cp.n_in; ++i) {
-        c += hk[i] * ek[i];
-        norm += euclid ? wk[i] * wk[i] : std::pow(std::abs(wk[i]), p);
+      for (int64_t i = 0; i < cp.n_in; ++i) c += hk[i] * ek[i];
+      if (adaptive) {
+        for (int64_t i = 0; i < cp.n_in; ++i)
+          norm += euclid ? wk[i] * wk[i] : std::pow(std::abs(wk[i]), p);
       }
       acc_t peak = 0;
       if (cp.rule == Rule::Sanger) {
@@ -134,11 +136,15 @@ void combine_cpu_typed(const CombineParams& cp) {
         for (int64_t i = 0; i < cp.n_in; ++i) dk[i] = (hk[i] - c * wk[i]) * inv_batch;
       }
       for (int64_t i = 0; i < cp.n_in; ++i) peak = std::max(peak, std::abs(dk[i]));
-      const acc_t r = euclid ? std::sqrt(norm) : std::pow(norm, acc_t(1) / p);
       row_peak[k] = peak;
-      rate[k] = static_cast<acc_t>(cp.lr) *
-                std::pow(std::abs(r - acc_t(1)) + static_cast<acc_t>(kAdaptiveEps),
-                         static_cast<acc_t>(cp.lr_power));
+      if (adaptive) {
+        const acc_t r = euclid ? std::sqrt(norm) : std::pow(norm, acc_t(1) / p);
+        rate[k] = static_cast<acc_t>(cp.lr) *
+                  std::pow(std::abs(r - acc_t(1)) + static_cast<acc_t>(kAdaptiveEps),
+                           static_cast<acc_t>(cp.lr_power));
+      } else {
+        rate[k] = static_cast<acc_t>(cp.lr);  // x^0 = 1: no norm needed
+      }
     }
   });
 }

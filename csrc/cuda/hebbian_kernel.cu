@@ -165,6 +165,7 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const CombineParams c
   const acc_t inv_batch = static_cast<acc_t>(cp.inv_batch);
   const acc_t p = static_cast<acc_t>(cp.p);
   const bool euclid = cp.p == 2.0;
+  const bool adaptive = cp.lr_power != 0.0;
   for (int64_t k = blockIdx.x; k < cp.n_out; k += gridDim.x) {
     const int64_t off = k * cp.row_stride;
     const acc_t* hk = static_cast<const acc_t*>(cp.hebb) + off;
@@ -175,10 +176,10 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const CombineParams c
     acc_t c = 0, norm = 0;
     for (int64_t i = threadIdx.x; i < cp.n_in; i += kThreads) {
       c += hk[i] * ek[i];
-      norm += euclid ? wk[i] * wk[i] : pow_acc(fabs(wk[i]), p);
+      if (adaptive) norm += euclid ? wk[i] * wk[i] : pow_acc(fabs(wk[i]), p);
     }
     c = block_reduce<acc_t, false>(c, scratch);
-    norm = block_reduce<acc_t, false>(norm, scratch);
+    if (adaptive) norm = block_reduce<acc_t, false>(norm, scratch);
     acc_t peak = 0;
     for (int64_t i = threadIdx.x; i < cp.n_in; i += kThreads) {
       acc_t d;
@@ -190,11 +191,14 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const CombineParams c
     }
     peak = block_reduce<acc_t, true>(peak, scratch);
     if (threadIdx.x == 0) {
-      const acc_t r = euclid ? sqrt_acc(norm) : pow_acc(norm, acc_t(1) / p);
       static_cast<acc_t*>(cp.row_peak)[k] = peak;
-      static_cast<acc_t*>(cp.rate)[k] =
-          static_cast<acc_t>(cp.lr) * pow_acc(fabs(r - acc_t(1)) + static_cast<acc_t>(kAdaptiveEps),
-                                              static_cast<acc_t>(cp.lr_power));
+      acc_t rate = static_cast<acc_t>(cp.lr);  // lr_power 0: x^0 = 1, no norm needed
+      if (adaptive) {
+        const acc_t r = euclid ? sqrt_acc(norm) : pow_acc(norm, acc_t(1) / p);
+        rate *= pow_acc(fabs(r - acc_t(1)) + static_cast<acc_t>(kAdaptiveEps),
+                        static_cast<acc_t>(cp.lr_power));
+      }
+      static_cast<acc_t*>(cp.rate)[k] = rate;
     }
   }
 }
