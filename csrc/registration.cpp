@@ -104,6 +104,18 @@ void define_ops(torch::Library& m) {
       "Tensor(d!) psi, Tensor(e!) y, Tensor(f!) pre_trace, Tensor(g!) adapt_trace, "
       "Tensor(h!) filt_trace, Tensor(i!) out_trace, Tensor(j!) grad_w, Tensor(k!) grad_out, "
       "Tensor(l!) outputs) -> ()");
+
+  // Hebbian learning without feedback (localgrad/reference/hebbian.py,
+  // csrc/hebbian.h), one whole step of one layer in one call. rule: 0 Oja,
+  // 1 Sanger (GHA), 2 BCM (needs theta (n_out,)), 3 SoftHebb, 4 Krotov-Hopfield.
+  // x: (batch, n_in); weight: (n_out, n_in). Writes u (batch, n_out), the
+  // pre-activations (Krotov: the p-currents), and grad (n_out, n_in) =
+  // -rate_k dW_k / (max |dW| if normalize), rate_k = lr (| |w_k|_p - 1 | +
+  // 1e-10)^lr_power; dW the batch mean of the rule's update.
+  m.def(
+      "hebbian_update(Tensor x, Tensor weight, Tensor? theta, int rule, float temperature, "
+      "float p, int rank, float anti, float lr, float lr_power, bool normalize, "
+      "Tensor(a!) u, Tensor(b!) grad) -> ()");
 }
 
 }  // namespace

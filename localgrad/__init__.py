@@ -6,7 +6,7 @@
     localgrad.build_info()                           # what was compiled
 
 One subpackage per learning-rule family, imported on first use:
-localgrad.feedback_alignment, localgrad.eqprop, localgrad.online.
+localgrad.feedback_alignment, localgrad.eqprop, localgrad.online, localgrad.hebbian.
 """
 
 import importlib
@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 # The families' subpackages (and the shared training helpers), loaded when
 # first named: `import localgrad; localgrad.online.LeakyRNN` works without
 # importing every family at start-up.
-FAMILIES = ("feedback_alignment", "eqprop", "online")
+FAMILIES = ("feedback_alignment", "eqprop", "online", "hebbian")
 _LAZY = (*FAMILIES, "training")
 
 # `from localgrad.convert import convert` kept working when the module moved
@@ -54,6 +54,7 @@ __all__ = [
     "feedback_alignment",
     "has_cuda_kernels",
     "has_extension",
+    "hebbian",
     "metrics",
     "online",
     "ops",

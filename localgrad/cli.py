@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from localgrad.demo import DEFAULT_RULES, EQPROP_RULES
+from localgrad.demo import DEFAULT_RULES, EQPROP_RULES, HEBBIAN_ROWS
 
 
 def _ints(text: str) -> list[int]:
@@ -19,7 +19,8 @@ def main(argv=None) -> int:
     demo = sub.add_parser("demo", help="train one model with several rules on MNIST digits and compare")
     demo.add_argument(
         "--rules", default=",".join(DEFAULT_RULES), help=f"comma-separated rules (default: {','.join(DEFAULT_RULES)}; "
-        f"also {','.join(EQPROP_RULES)}, energy-based MLPs)"
+        f"also {','.join(EQPROP_RULES)}, energy-based MLPs; {','.join(HEBBIAN_ROWS)}, Hebbian features + linear "
+        "probe and its baselines)"
     )
     demo.add_argument("--model", default="mlp", choices=["mlp", "cnn"], help="MLP or LeNet-like CNN")
     demo.add_argument("--dataset", default="mnist", choices=["mnist", "digits"])
@@ -27,6 +28,8 @@ def main(argv=None) -> int:
     demo.add_argument("--epochs", type=int, default=15)
     demo.add_argument("--batch-size", type=int, default=64)
     demo.add_argument("--lr", type=float, default=1e-3)
+    demo.add_argument("--hebbian-width", type=int, default=2000,
+                      help="units of the Hebbian rows' layer (and of probe-random's random features)")
     demo.add_argument("--beta", type=float, default=0.5, help="nudging strength of the EqProp rows")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -98,7 +101,7 @@ def main(argv=None) -> int:
         return 0
     rules = given
     if args.model == "cnn" and default_rules:
-        rules = [r for r in rules if r not in EQPROP_RULES]  # EqProp rows are MLPs
+        rules = [r for r in rules if r not in EQPROP_RULES + HEBBIAN_ROWS]  # MLP-only rows
     demo_module.run(
         rules=rules,
         dataset_name=args.dataset,
@@ -112,5 +115,6 @@ def main(argv=None) -> int:
         model_name=args.model,
         plot_path=args.plot or None,
         beta=args.beta,
+        hebbian_width=args.hebbian_width,
     )
     return 0

@@ -28,6 +28,9 @@ DEFAULT_RULES = ("backprop", "fa", "usf", "brsf", "frsf", "dfa", "eqprop")
 MODELS = ("mlp", "cnn")
 # Rows trained as energy-based nets (localgrad.eqprop.EqPropMLP, MLP only).
 EQPROP_RULES = ("eqprop", "eqprop-positive", "eqprop-negative", "chl")
+# Rows of Hebbian features + a linear probe, and their baselines
+# (localgrad.hebbian.rows; features of width `hebbian_width`).
+HEBBIAN_ROWS = ("softhebb", "krotov", "oja", "probe-raw", "probe-random")
 
 
 def lenet(n_classes: int) -> nn.Sequential:
@@ -77,6 +80,7 @@ def train(
     progress: bool = True,
     model_name: str = "mlp",
     beta: float = 0.5,
+    hebbian_width: int = 2000,
 ) -> RuleResult:
     if rule in EQPROP_RULES:
         if model_name != "mlp":
@@ -85,6 +89,13 @@ def train(
 
         bar = tqdm(range(epochs), desc=f"{rule:>9}", disable=not progress, leave=True, dynamic_ncols=True)
         acc, loss, seconds, curve = training.train(rule, dataset, list(hidden), epochs, batch_size, seed, bar, beta)
+        return RuleResult(rule, acc, loss, seconds, curve)
+    if rule in HEBBIAN_ROWS:
+        if model_name != "mlp":
+            raise ValueError(f"demo: rule {rule!r} is a Hebbian layer and a linear probe; use --model mlp")
+        from localgrad.hebbian import rows
+
+        acc, loss, seconds, curve = rows.train_row(rule, dataset, hebbian_width, epochs, batch_size, seed)
         return RuleResult(rule, acc, loss, seconds, curve)
     torch.manual_seed(seed)
     model = build_model(model_name, dataset, hidden).to(dataset.x_train.device)
@@ -153,6 +164,7 @@ def run(
     model_name: str = "mlp",
     plot_path: str | None = None,
     beta: float = 0.5,
+    hebbian_width: int = 2000,
 ) -> list[RuleResult]:
     device = resolve_device(device)
     loaders = {"mnist": data.mnist_subset, "digits": data.digits}
@@ -162,7 +174,7 @@ def run(
     if model_name not in MODELS:
         raise ValueError(f"demo: model must be one of {', '.join(MODELS)}, got {model_name!r}")
     results = [
-        train(rule, dataset, list(hidden), epochs, batch_size, lr, seed, progress, model_name, beta)
+        train(rule, dataset, list(hidden), epochs, batch_size, lr, seed, progress, model_name, beta, hebbian_width)
         for rule in rules
     ]
     print(format_table(results, dataset, model_name))

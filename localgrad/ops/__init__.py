@@ -16,6 +16,7 @@ from localgrad.ops.snap import snap_step
 from localgrad.ops.rflo import rflo_chunk
 from localgrad.ops.uoro import uoro_step
 from localgrad.ops.eprop_lif import eprop_lif_chunk
+from localgrad.ops.hebbian import hebbian_update
 
 __all__ = [
     "emulated",
@@ -28,4 +29,5 @@ __all__ = [
     "rflo_chunk",
     "uoro_step",
     "eprop_lif_chunk",
+    "hebbian_update",
 ]

@@ -1,0 +1,166 @@
+"""Hebbian layers: they learn without labels or feedback, one fused
+`localgrad.ops.hebbian_update` per layer and batch in the forward pass of
+training mode, which writes `-rate dW` into `weight.grad` so that any
+optimizer applies the rule (plain SGD with lr 1: W += rate dW)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from localgrad import distributed, ops
+from localgrad.reference import hebbian as ref
+
+# The forward activations the next layer or the probe sees; u is the
+# pre-activation (Krotov: the p-currents).
+ACTIVATIONS = ("none", "relu", "repu", "triangle")
+
+# Published settings per rule (Journe et al. 2023 for SoftHebb; Krotov &
+# Hopfield 2019 for Krotov; classic rules: plain constant rate).
+DEFAULTS = {
+    "oja": {"lr": 0.01},
+    "sanger": {"lr": 0.01},
+    "bcm": {"lr": 0.01},
+    "softhebb": {"lr": 0.03, "temperature": 1.0, "lr_power": 0.5, "normalize": True},
+    "krotov": {"lr": 0.02, "p": 3.0, "rank": 2, "anti": 0.4, "normalize": True},
+}
+
+
+def _activate(u: torch.Tensor, kind: str, power: float, dim: int = 1) -> torch.Tensor:
+    if kind == "none":
+        return u
+    if kind == "relu":
+        return F.relu(u)
+    if kind == "repu":  # Krotov & Hopfield's rectified power for the classifier
+        return F.relu(u).pow(power)
+    # Journe et al.'s triangle: units above the mean activity of their layer
+    return F.relu(u - u.mean(dim=dim, keepdim=True)).pow(power)
+
+
+class _HebbianBase(nn.Module):
+    def _setup(self, rule, n_out, fan_in, lr, temperature, p, rank, anti, lr_power, normalize, theta_rate,
+               activation, power, normalize_input):
+        self.rule = rule
+        ref.rule_code(rule)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"hebbian: activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        d = DEFAULTS[rule]
+        self.lr = d.get("lr", 0.01) if lr is None else float(lr)
+        self.temperature = d.get("temperature", 1.0) if temperature is None else float(temperature)
+        self.p = d.get("p", 3.0) if p is None else float(p)
+        self.rank = d.get("rank", 2) if rank is None else int(rank)
+        self.anti = d.get("anti", 0.4) if anti is None else float(anti)
+        self.lr_power = d.get("lr_power", 0.0) if lr_power is None else float(lr_power)
+        self.normalize = d.get("normalize", False) if normalize is None else bool(normalize)
+        self.theta_rate = float(theta_rate)
+        self.activation = activation
+        self.power = float(power)
+        self.normalize_input = bool(normalize_input)
+        self.learning = True
+        # BCM's sliding threshold, a running mean of y^2 (a buffer: in state_dict).
+        self.register_buffer("theta", torch.zeros(n_out) if rule == "bcm" else None)
+        w = self.weight
+        with torch.no_grad():
+            if rule in ("softhebb", "krotov"):
+                # Off the unit sphere at start, so that the adaptive rate
+                # (which vanishes on it) starts large (Journe et al.).
+                w.normal_(0.0, math.sqrt(2.0 / fan_in) if rule == "softhebb" else 1.0)
+            else:
+                w.normal_(0.0, 0.1 / math.sqrt(fan_in))
+
+    def _hebbian_step(self, x2d: torch.Tensor) -> torch.Tensor:
+        """Pre-activations of `x2d` (rows: samples or patches) under the
+        weight viewed as (n_out, fan_in); in training mode with learning on,
+        also the rule's update into weight.grad (then averaged over the
+        ranks of a process group)."""
+        w2d = self.weight.detach().reshape(self.weight.shape[0], -1)
+        if not (self.training and self.learning):
+            if self.rule == "krotov" and self.p != 2.0:
+                return ref.krotov_currents(x2d, w2d, self.p)
+            return x2d @ w2d.T
+        u, grad = ops.hebbian_update(
+            x2d, w2d, self.rule, theta=self.theta, temperature=self.temperature, p=self.p, rank=self.rank,
+            anti=self.anti, lr=self.lr, lr_power=self.lr_power, normalize=self.normalize)
+        grad = grad.view_as(self.weight)
+        if self.weight.grad is None:
+            self.weight.grad = grad
+        else:
+            self.weight.grad.add_(grad)
+        if self.rule == "bcm" and x2d.shape[0] > 0:
+            with torch.no_grad():
+                self.theta.lerp_((u * u).mean(0), self.theta_rate)
+        distributed.average_gradients([self.weight])
+        return u
+
+    def _prepare_input(self, x2d: torch.Tensor) -> torch.Tensor:
+        x2d = x2d.detach()
+        if self.normalize_input:
+            x2d = x2d / x2d.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return x2d
+
+
+class HebbianLinear(_HebbianBase):
+    """A linear layer learning by `rule` ("oja", "sanger", "bcm", "softhebb",
+    "krotov"; see localgrad/reference/hebbian.py) without labels. Knobs left
+    None take the published values (DEFAULTS). `activation` is applied to
+    the output the next layer sees (not to the rule's own y); `power` is the
+    exponent of "repu" and "triangle"; `normalize_input` scales each input to
+    unit norm (Krotov & Hopfield need it). Set `.learning = False` (or eval
+    mode) to freeze."""
+
+    def __init__(self, in_features: int, out_features: int, rule: str = "softhebb", *, lr=None,
+                 temperature=None, p=None, rank=None, anti=None, lr_power=None, normalize=None,
+                 theta_rate: float = 0.1, activation: str = "none", power: float = 1.0,
+                 normalize_input: bool = False, device=None, dtype=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
+        self._setup(rule, out_features, in_features, lr, temperature, p, rank, anti, lr_power, normalize,
+                    theta_rate, activation, power, normalize_input)
+        if self.theta is not None:
+            self.theta = self.theta.to(device=device, dtype=self.weight.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x2d = self._prepare_input(x.flatten(1))
+        return _activate(self._hebbian_step(x2d), self.activation, self.power)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, rule={self.rule!r}"
+
+
+class HebbianConv2d(_HebbianBase):
+    """A convolution learning by `rule`: every input patch (unfold, ATen) is
+    one sample of the rule, so SoftHebb's soft WTA runs over the channels at
+    each position, as in Journe et al.; the weight-gradient products are the
+    op's GEMMs over batch x positions patches."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, rule: str = "softhebb", *,
+                 stride: int = 1, padding: int = 0, lr=None, temperature=None, p=None, rank=None, anti=None,
+                 lr_power=None, normalize=None, theta_rate: float = 0.1, activation: str = "none",
+                 power: float = 1.0, normalize_input: bool = False, device=None, dtype=None):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        fan_in = in_channels * kernel_size * kernel_size
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size,
+                                               device=device, dtype=dtype))
+        self._setup(rule, out_channels, fan_in, lr, temperature, p, rank, anti, lr_power, normalize, theta_rate,
+                    activation, power, normalize_input)
+        if self.theta is not None:
+            self.theta = self.theta.to(device=device, dtype=self.weight.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        k, s, pad = self.kernel_size, self.stride, self.padding
+        oh, ow = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
+        patches = F.unfold(x.detach(), k, padding=pad, stride=s).transpose(1, 2).reshape(-1, self.weight[0].numel())
+        u = self._hebbian_step(self._prepare_input(patches))
+        u = u.reshape(b, oh * ow, self.out_channels).transpose(1, 2).reshape(b, self.out_channels, oh, ow)
+        return _activate(u, self.activation, self.power, dim=1)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, rule={self.rule!r}")
