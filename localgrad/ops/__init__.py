@@ -15,6 +15,7 @@ from localgrad.ops.snap import snap_step
 from localgrad.ops.rflo import rflo_chunk
 from localgrad.ops.uoro import uoro_step
 from localgrad.ops.eprop_lif import eprop_lif_chunk
+from localgrad.ops.predictive_coding import predictive_coding_infer, predictive_coding_update
 
 __all__ = [
     "dfa_project",
@@ -26,4 +27,6 @@ __all__ = [
     "rflo_chunk",
     "uoro_step",
     "eprop_lif_chunk",
+    "predictive_coding_infer",
+    "predictive_coding_update",
 ]
