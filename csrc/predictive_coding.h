@@ -73,9 +73,12 @@ LOCALGRAD_HD T activate_derivative(T a, T slope) {
 }
 
 // Errors of the layers marked `active`: eps[i] holds mu_{i+1} on entry (the
-// glue's product) and the error on exit. Rows dense, strided by row.
+// glue's product) and the error on exit, or, where mu[i] is set, mu comes
+// from there (the first layer's prediction, constant while x is clamped and
+// the weights fixed). Rows dense, strided by row.
 struct ErrorParams {
   void* eps[kMaxLayers] = {};
+  const void* mu[kMaxLayers] = {};        // (batch, n_{i+1}) dense, or null
   int64_t eps_row_stride[kMaxLayers] = {};
   const void* state[kMaxLayers] = {};     // a_{i+1} for i < L-1
   int64_t state_row_stride[kMaxLayers] = {};

@@ -279,8 +279,17 @@ void infer_impl(const at::Tensor& x, at::TensorList weights, at::TensorList bias
     return;
   }
   for (int k = 1; k < L; ++k) sp.fx[k - 1] = fx[k].data_ptr();
+  // IL: the first hidden layer's prediction W_0 f(x) + b_0 is the same every
+  // step (x clamped, weights fixed), and for the input-side layer usually the
+  // largest product: made once. iPC moves W_0, so it recomputes it.
+  at::Tensor drive;
+  if (v == Variant::IL && L > 1) {
+    drive = at::addmm(biases[0], fx[0], weights[0].t());
+    ep.mu[0] = drive.const_data_ptr();
+  }
+  const int first_predicted = drive.defined() ? 1 : 0;
   for (int64_t t = 0; t < steps; ++t) {
-    for (int i = 0; i < L; ++i) predict(i);
+    for (int i = first_predicted; i < L; ++i) predict(i);
     run_errors(0, L);
     for (int k = 1; k < L; ++k) back_of(k);
     if (v == Variant::IPC) {
@@ -293,7 +302,7 @@ void infer_impl(const at::Tensor& x, at::TensorList weights, at::TensorList bias
     }
     run_states(1, L);
   }
-  for (int i = 0; i < L; ++i) predict(i);
+  for (int i = first_predicted; i < L; ++i) predict(i);
   run_errors(0, L);
 }
 

@@ -27,8 +27,14 @@ void errors_rows(const ErrorParams& p, int64_t begin, int64_t end) {
       T* e = static_cast<T*>(p.eps[i]) + r * p.eps_row_stride[i];
       if (i < p.n_layers - 1) {
         const T* a = static_cast<const T*>(p.state[i]) + r * p.state_row_stride[i];
+        if (p.mu[i] != nullptr) {
+          const T* mu = static_cast<const T*>(p.mu[i]) + r * n;
 #pragma omp simd
-        for (int64_t c = 0; c < n; ++c) e[c] = a[c] - e[c];
+          for (int64_t c = 0; c < n; ++c) e[c] = a[c] - mu[c];
+        } else {
+#pragma omp simd
+          for (int64_t c = 0; c < n; ++c) e[c] = a[c] - e[c];
+        }
         continue;
       }
       const T* y = static_cast<const T*>(p.target) + r * p.target_row_stride;

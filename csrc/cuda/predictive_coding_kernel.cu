@@ -50,7 +50,8 @@ __global__ void errors_kernel(const ErrorParams p) {
       T* e = static_cast<T*>(p.eps[i]) + r * p.eps_row_stride[i];
       if (i < p.n_layers - 1) {
         const T* a = static_cast<const T*>(p.state[i]) + r * p.state_row_stride[i];
-        for (int64_t c = lane; c < n; c += kWarp) e[c] = a[c] - e[c];
+        const T* mu = p.mu[i] == nullptr ? e : static_cast<const T*>(p.mu[i]) + r * n;
+        for (int64_t c = lane; c < n; c += kWarp) e[c] = a[c] - mu[c];
         continue;
       }
       const T* y = static_cast<const T*>(p.target) + r * p.target_row_stride;
