@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from localgrad.demo import DEFAULT_RULES, EQPROP_RULES
+from localgrad.demo import DEFAULT_RULES, EQPROP_RULES, MLP_ONLY_RULES, PC_RULES
 
 
 def _ints(text: str) -> list[int]:
@@ -19,7 +19,7 @@ def main(argv=None) -> int:
     demo = sub.add_parser("demo", help="train one model with several rules on MNIST digits and compare")
     demo.add_argument(
         "--rules", default=",".join(DEFAULT_RULES), help=f"comma-separated rules (default: {','.join(DEFAULT_RULES)}; "
-        f"also {','.join(EQPROP_RULES)}, energy-based MLPs)"
+        f"also {','.join(EQPROP_RULES)}, energy-based MLPs, and {','.join(PC_RULES)}, predictive coding)"
     )
     demo.add_argument("--model", default="mlp", choices=["mlp", "cnn"], help="MLP or LeNet-like CNN")
     demo.add_argument("--dataset", default="mnist", choices=["mnist", "digits"])
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         return 0
     rules = given
     if args.model == "cnn" and default_rules:
-        rules = [r for r in rules if r not in EQPROP_RULES]  # EqProp rows are MLPs
+        rules = [r for r in rules if r not in MLP_ONLY_RULES]  # EqProp and PC rows are MLPs
     demo_module.run(
         rules=rules,
         dataset_name=args.dataset,

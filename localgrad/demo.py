@@ -24,10 +24,14 @@ class RuleResult:
     curve: list[float]  # test accuracy after each epoch
 
 
-DEFAULT_RULES = ("backprop", "fa", "usf", "brsf", "frsf", "dfa", "eqprop")
+DEFAULT_RULES = ("backprop", "fa", "usf", "brsf", "frsf", "dfa", "eqprop", "pc", "pc-ipc", "pc-zil")
 MODELS = ("mlp", "cnn")
 # Rows trained as energy-based nets (localgrad.eqprop.EqPropMLP, MLP only).
 EQPROP_RULES = ("eqprop", "eqprop-positive", "eqprop-negative", "chl")
+# Rows trained by predictive coding (localgrad.predictive_coding): demo rule ->
+# variant, on the demo's own MLP (cross-entropy output energy, Adam).
+PC_RULES = {"pc": "il", "pc-ipc": "ipc", "pc-zil": "zil", "pc-fpa": "fpa"}
+MLP_ONLY_RULES = (*EQPROP_RULES, *PC_RULES)
 
 
 def lenet(n_classes: int) -> nn.Sequential:
@@ -86,16 +90,26 @@ def train(
         bar = tqdm(range(epochs), desc=f"{rule:>9}", disable=not progress, leave=True, dynamic_ncols=True)
         acc, loss, seconds, curve = training.train(rule, dataset, list(hidden), epochs, batch_size, seed, bar, beta)
         return RuleResult(rule, acc, loss, seconds, curve)
+    if rule in PC_RULES and model_name != "mlp":
+        raise ValueError(f"demo: rule {rule!r} runs predictive coding on MLPs only; use --model mlp")
     torch.manual_seed(seed)
     model = build_model(model_name, dataset, hidden).to(dataset.x_train.device)
-    localgrad.convert(model, rule=rule, seed=seed, example_input=dataset.x_train[:2])
+    if rule in PC_RULES:
+        from localgrad.predictive_coding import PredictiveCoding
+
+        learner = PredictiveCoding(model, variant=PC_RULES[rule], loss="ce")
+    else:
+        localgrad.convert(model, rule=rule, seed=seed, example_input=dataset.x_train[:2])
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> float:
         optimizer.zero_grad()
-        loss = loss_fn(model(xb), yb)
-        loss.backward()
+        if rule in PC_RULES:
+            loss = learner.step(xb, yb)
+        else:
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
         optimizer.step()
         return loss.item()
 

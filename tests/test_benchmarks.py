@@ -18,7 +18,8 @@ pytestmark = pytest.mark.skipif(not localgrad.has_extension(), reason="the compi
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("script", ["bench_dfa.py", "bench_fa_family.py", "bench_eqprop.py", "bench_eprop_lif.py"])
+@pytest.mark.parametrize("script", ["bench_dfa.py", "bench_fa_family.py", "bench_eqprop.py", "bench_eprop_lif.py",
+                                    "bench_predictive_coding.py"])
 def test_quick_run_writes_rows(script, device, tmp_path):
     path = tmp_path / "result.json"
     done = subprocess.run(
