@@ -90,10 +90,13 @@ def test_float32_model():
 
 @pytest.mark.parametrize("model,match", [
     (nn.Linear(3, 2), "must be an nn.Sequential"),
-    (nn.Sequential(nn.Conv2d(1, 2, 3)), "only Flatten/Unflatten/Identity may act on the input"),
+    (nn.Sequential(nn.ReLU(), nn.Linear(3, 2)), "only Flatten/Unflatten/Identity may act on the input"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3)), "must end with a Linear layer"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 2)), "BatchNorm2d"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Dropout(0.5), nn.Flatten(), nn.Linear(8, 2)), "deterministic"),
     (nn.Sequential(nn.Linear(3, 2), nn.ReLU()), "must end with a Linear"),
     (nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Tanh(), nn.Linear(2, 2)), "a second activation"),
-    (nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Conv2d(1, 2, 3)), "Conv2d"),
+    (nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Conv2d(1, 2, 3)), "must end with a Linear layer"),
     (nn.Sequential(nn.Linear(3, 2, bias=False)), "without bias"),
     (nn.Sequential(nn.Flatten()), "no nn.Linear"),
 ])

@@ -153,3 +153,55 @@ def test_ipc_with_sgd_reproduces_its_inner_weight_steps():
     for m, w, b in zip(lins, w_end, b_end):
         assert rel_err(m.weight.detach(), w) <= 1e-12
         assert rel_err(m.bias.detach(), b) <= 1e-12
+
+
+def make_cnn(seed):
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16, 9), nn.Sigmoid(), nn.Linear(9, 5),
+    ).double()
+    g = torch.Generator().manual_seed(seed)
+    return model, torch.randn(6, 64, generator=g, dtype=torch.float64), torch.randint(0, 5, (6,), generator=g)
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+@pytest.mark.parametrize("variant", ["zil", "fpa"])
+def test_cnn_zil_and_fpa_equal_backprop(loss, variant):
+    model, x, y = make_cnn(3)
+    expected, bp_loss = backprop_grads(model, x, y, loss)
+    got, pc_loss = pc_grads(model, x, y, variant=variant, loss=loss)
+    torch.testing.assert_close(pc_loss, bp_loss, rtol=1e-14, atol=0)
+    for g, e in zip(got, expected):
+        assert rel_err(g, e) <= 1e-10
+
+
+@pytest.mark.parametrize("variant", ["il", "fpa", "zil"])
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_autograd_block_path_equals_fused_mlp_path(variant, loss):
+    """The path Conv2d models take, run on an MLP, gives the fused op's update."""
+    from localgrad.predictive_coding import generic
+
+    model, x, y = make_mlp(4, seed=21, act=nn.Tanh)
+    expected, _ = pc_grads(model, x, y, variant=variant, loss=loss, steps=5 if variant == "il" else None)
+    learner = PredictiveCoding(model, variant=variant, loss=loss, steps=5 if variant == "il" else None)
+    mods = list(model)
+    blocks, pending = [], []
+    for m in mods:
+        if isinstance(m, nn.Linear):
+            blocks.append(generic.Block(pending, m))
+            pending = []
+        else:
+            pending.append(m)
+    learner.blocks = blocks
+    got, _ = pc_grads_with(learner, model, x, y)
+    for g, e in zip(got, expected):
+        assert rel_err(g, e) <= 1e-10
+
+
+def pc_grads_with(learner, model, x, y):
+    model.zero_grad()
+    loss = learner.step(x, y)
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    return grads, loss

@@ -20,6 +20,7 @@ from torch import nn
 
 from localgrad import activations, ops
 from localgrad.distributed import average_gradients
+from localgrad.predictive_coding import generic
 from localgrad.reference import predictive_coding as ref
 
 VARIANTS = tuple(ref.VARIANTS)
@@ -99,7 +100,16 @@ class PredictiveCoding:
         if loss not in LOSSES:
             raise ValueError(f"PredictiveCoding: loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         self.model = model
-        self.inputs, self.linears, self.kinds, self.slopes = _parse(model)
+        if not isinstance(model, nn.Sequential):
+            raise TypeError(f"PredictiveCoding: model must be an nn.Sequential, got {type(model).__name__}")
+        # Models with Conv2d run the autograd-per-block path; MLPs the fused op.
+        self.blocks = generic.parse_blocks(model)
+        if self.blocks is None:
+            self.inputs, self.linears, self.kinds, self.slopes = _parse(model)
+        else:
+            if variant == "ipc":
+                raise ValueError("PredictiveCoding: variant 'ipc' runs on MLPs (Linear layers) only")
+            self.inputs, self.linears, self.kinds, self.slopes = [], [b.layer for b in self.blocks], None, None
         n_layers = len(self.linears)
         default_steps = {"il": 20, "ipc": 20, "fpa": n_layers, "zil": n_layers - 1}[variant]
         default_gamma = {"il": 0.1, "ipc": 0.1, "fpa": 1.0, "zil": 1.0}[variant]
@@ -122,6 +132,12 @@ class PredictiveCoding:
         return len(self.linears)
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.blocks is not None:
+            w = self.linears[0].weight
+            if x.dtype != w.dtype or x.device != w.device:
+                raise TypeError(f"PredictiveCoding: x must be {w.dtype} on {w.device} like the weights, got "
+                                f"{x.dtype} on {x.device}")
+            return x
         for m in self.inputs:
             x = m(x)
         w = self.linears[0].weight
@@ -158,6 +174,8 @@ class PredictiveCoding:
         x0 = self._input(x)
         batch = x0.shape[0]
         target = self._target(y, batch)
+        if self.blocks is not None:
+            return self._step_generic(x0, target)
         weights = [m.weight.detach() for m in self.linears]
         biases = [m.bias.detach() for m in self.linears]
         ff = ref.forward(x0, weights, biases, self.kinds, self.slopes)
@@ -191,3 +209,21 @@ class PredictiveCoding:
                 written.append(param)
         average_gradients(written)
         return loss
+
+    def _step_generic(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        def output_error(mu):
+            return target - (mu if self.loss == "mse" else torch.softmax(mu, dim=1))
+
+        mu_out, updates = generic.infer_and_update(self.blocks, x, output_error, self.variant, self.steps, self.gamma)
+        scale = -1.0 / max(x.shape[0], 1)
+        written = []
+        for block, update in zip(self.blocks, updates):
+            for param, u in zip(block.layer.parameters(), update):
+                grad = u.mul_(scale)
+                if param.grad is None:
+                    param.grad = grad
+                else:
+                    param.grad.add_(grad)
+                written.append(param)
+        average_gradients(written)
+        return self._loss(mu_out, target)
