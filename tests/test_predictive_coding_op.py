@@ -279,3 +279,19 @@ def test_wrapper_allocates_and_matches_op():
         assert err(got, want) <= 1e-12
     with pytest.raises(ValueError, match="variant must be one of"):
         ops.predictive_coding_infer(x, weights, biases, states, target, kinds, slopes, variant="bp")
+
+
+def test_torch_compile_fullgraph():
+    x, weights, biases, states, target, kinds, slopes = make_net(5, [9, 13, 6, 4], feed_forward=True)
+    errors = [torch.empty(5, w.shape[0], dtype=x.dtype) for w in weights]
+
+    def f(x, weights, biases, states, errors, target):
+        torch.ops.localgrad.predictive_coding_infer(x, weights, biases, states, errors, target, kinds, slopes,
+                                                    ref.ZIL, 1, 1.0, 2, 1.0, 0.0)
+        return errors[0].sum()
+
+    eager_states, eager_errors = [s.clone() for s in states], [e.clone() for e in errors]
+    f(x, weights, biases, eager_states, eager_errors, target)
+    torch.compile(f, fullgraph=True)(x, weights, biases, states, errors, target)
+    for a, b in zip(states + errors, eager_states + eager_errors):
+        assert torch.equal(a, b)
