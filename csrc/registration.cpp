@@ -116,6 +116,27 @@ void define_ops(torch::Library& m) {
       "hebbian_update(Tensor x, Tensor weight, Tensor? theta, int rule, float temperature, "
       "float p, int rank, float anti, float lr, float lr_power, bool normalize, "
       "Tensor(a!) u, Tensor(b!) grad) -> ()");
+  // Predictive coding (Whittington & Bogacz 2017; localgrad/reference/
+  // predictive_coding.py): all inference steps of an MLP in one call, in
+  // place in `states` (a_1..a_{L-1}, the hidden value nodes) and `errors`
+  // (eps_1..eps_L, written), with mu_{i+1} = W_i f_i(a_i) + b_i, kinds/slopes
+  // the activation of each a_i (codes 1..5 of localgrad/activations.py),
+  // target the clamped output (loss 0 mse) or the cross-entropy target (1 ce),
+  // the output error eps_L = -output_precision dloss/dmu_L.
+  // variant: 0 IL (`steps` steps of size gamma), 1 FPA (predictions fixed at
+  // the initial state), 2 Z-IL (node L-1-t moves at step t, errors read at
+  // their step), 3 iPC (weights and biases also move every step by lr times
+  // the batch-summed update, in place).
+  m.def(
+      "predictive_coding_infer(Tensor x, Tensor(a!)[] weights, Tensor(b!)[] biases, "
+      "Tensor(c!)[] states, Tensor(d!)[] errors, Tensor target, int[] kinds, float[] slopes, "
+      "int variant, int loss, float output_precision, int steps, float gamma, float lr) -> ()");
+  // The update of every layer: weight_grads[i] = scale * errors[i]^T f_i(a_i),
+  // bias_grads[i] = scale * sum over the batch of errors[i] (a_0 = x,
+  // a_i = states[i-1]).
+  m.def(
+      "predictive_coding_update(Tensor x, Tensor[] states, Tensor[] errors, int[] kinds, "
+      "float[] slopes, float scale, Tensor(a!)[] weight_grads, Tensor(b!)[] bias_grads) -> ()");
 }
 
 }  // namespace

@@ -6,7 +6,8 @@
     localgrad.build_info()                           # what was compiled
 
 One subpackage per learning-rule family, imported on first use:
-localgrad.feedback_alignment, localgrad.eqprop, localgrad.online, localgrad.hebbian.
+localgrad.feedback_alignment, localgrad.eqprop, localgrad.online,
+localgrad.hebbian, localgrad.predictive_coding.
 """
 
 import importlib
@@ -23,7 +24,7 @@ __version__ = "0.1.0"
 # The families' subpackages (and the shared training helpers), loaded when
 # first named: `import localgrad; localgrad.online.LeakyRNN` works without
 # importing every family at start-up.
-FAMILIES = ("feedback_alignment", "eqprop", "online", "hebbian")
+FAMILIES = ("feedback_alignment", "eqprop", "online", "hebbian", "predictive_coding")
 _LAZY = (*FAMILIES, "training")
 
 # `from localgrad.convert import convert` kept working when the module moved
@@ -57,6 +58,7 @@ __all__ = [
     "hebbian",
     "metrics",
     "online",
+    "predictive_coding",
     "ops",
     "reference",
     "training",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from localgrad.demo import DEFAULT_RULES, EQPROP_RULES, HEBBIAN_ROWS
+from localgrad.demo import DEFAULT_RULES, EQPROP_RULES, HEBBIAN_ROWS, MLP_ONLY_RULES, PC_RULES
 
 
 def _ints(text: str) -> list[int]:
@@ -19,8 +19,8 @@ def main(argv=None) -> int:
     demo = sub.add_parser("demo", help="train one model with several rules on MNIST digits and compare")
     demo.add_argument(
         "--rules", default=",".join(DEFAULT_RULES), help=f"comma-separated rules (default: {','.join(DEFAULT_RULES)}; "
-        f"also {','.join(EQPROP_RULES)}, energy-based MLPs; {','.join(HEBBIAN_ROWS)}, Hebbian features + linear "
-        "probe and its baselines)"
+        f"also {','.join(EQPROP_RULES)}, energy-based MLPs; {','.join(PC_RULES)}, predictive coding; "
+        f"{','.join(HEBBIAN_ROWS)}, Hebbian features + linear probe and its baselines)"
     )
     demo.add_argument("--model", default="mlp", choices=["mlp", "cnn"], help="MLP or LeNet-like CNN")
     demo.add_argument("--dataset", default="mnist", choices=["mnist", "digits"])
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         return 0
     rules = given
     if args.model == "cnn" and default_rules:
-        rules = [r for r in rules if r not in EQPROP_RULES + HEBBIAN_ROWS]  # MLP-only rows
+        rules = [r for r in rules if r not in MLP_ONLY_RULES]  # EqProp, PC and Hebbian rows are MLPs
     demo_module.run(
         rules=rules,
         dataset_name=args.dataset,

@@ -24,13 +24,19 @@ class RuleResult:
     curve: list[float]  # test accuracy after each epoch
 
 
-DEFAULT_RULES = ("backprop", "fa", "usf", "brsf", "frsf", "dfa", "eqprop")
+DEFAULT_RULES = ("backprop", "fa", "usf", "brsf", "frsf", "dfa", "eqprop", "pc", "pc-ipc", "pc-zil")
 MODELS = ("mlp", "cnn")
 # Rows trained as energy-based nets (localgrad.eqprop.EqPropMLP, MLP only).
 EQPROP_RULES = ("eqprop", "eqprop-positive", "eqprop-negative", "chl")
 # Rows of Hebbian features + a linear probe, and their baselines
 # (localgrad.hebbian.rows; features of width `hebbian_width`).
 HEBBIAN_ROWS = ("softhebb", "krotov", "oja", "probe-raw", "probe-random")
+# Rows trained by predictive coding (localgrad.predictive_coding): demo rule ->
+# variant, on the demo's own model (cross-entropy output energy, Adam). The
+# default CNN run leaves them out (its PC path is autograd per block, slow for
+# IL); `--model cnn --rules pc-zil` runs one.
+PC_RULES = {"pc": "il", "pc-ipc": "ipc", "pc-zil": "zil", "pc-fpa": "fpa"}
+MLP_ONLY_RULES = (*EQPROP_RULES, *PC_RULES, *HEBBIAN_ROWS)
 
 
 def lenet(n_classes: int) -> nn.Sequential:
@@ -97,16 +103,26 @@ def train(
 
         acc, loss, seconds, curve = rows.train_row(rule, dataset, hebbian_width, epochs, batch_size, seed)
         return RuleResult(rule, acc, loss, seconds, curve)
+    if rule == "pc-ipc" and model_name != "mlp":
+        raise ValueError(f"demo: rule {rule!r} runs on MLPs only; use --model mlp")
     torch.manual_seed(seed)
     model = build_model(model_name, dataset, hidden).to(dataset.x_train.device)
-    localgrad.convert(model, rule=rule, seed=seed, example_input=dataset.x_train[:2])
+    if rule in PC_RULES:
+        from localgrad.predictive_coding import PredictiveCoding
+
+        learner = PredictiveCoding(model, variant=PC_RULES[rule], loss="ce")
+    else:
+        localgrad.convert(model, rule=rule, seed=seed, example_input=dataset.x_train[:2])
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> float:
         optimizer.zero_grad()
-        loss = loss_fn(model(xb), yb)
-        loss.backward()
+        if rule in PC_RULES:
+            loss = learner.step(xb, yb)
+        else:
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
         optimizer.step()
         return loss.item()
 

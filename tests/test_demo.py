@@ -19,4 +19,4 @@ def test_default_rules_include_eqprop_on_the_mlp_only(monkeypatch):
     monkeypatch.setattr(demo, "run", lambda rules, **kw: seen.setdefault(kw["model_name"], rules))
     assert cli.main(["demo"]) == 0 and cli.main(["demo", "--model", "cnn"]) == 0
     assert seen["mlp"] == list(demo.DEFAULT_RULES) and "eqprop" in seen["mlp"]
-    assert seen["cnn"] == [r for r in demo.DEFAULT_RULES if r not in demo.EQPROP_RULES]
+    assert seen["cnn"] == [r for r in demo.DEFAULT_RULES if r not in demo.MLP_ONLY_RULES]

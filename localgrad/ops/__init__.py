@@ -17,6 +17,7 @@ from localgrad.ops.rflo import rflo_chunk
 from localgrad.ops.uoro import uoro_step
 from localgrad.ops.eprop_lif import eprop_lif_chunk
 from localgrad.ops.hebbian import hebbian_update
+from localgrad.ops.predictive_coding import predictive_coding_infer, predictive_coding_update
 
 __all__ = [
     "emulated",
@@ -30,4 +31,6 @@ __all__ = [
     "uoro_step",
     "eprop_lif_chunk",
     "hebbian_update",
+    "predictive_coding_infer",
+    "predictive_coding_update",
 ]

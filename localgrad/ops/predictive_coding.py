@@ -1,0 +1,152 @@
+"""predictive_coding_infer and predictive_coding_update: all inference steps
+of a predictive-coding MLP in one call, in place in its states (Z-IL's
+schedule and iPC's per-step weight updates included), and the weight update
+of every layer in one call (schemas: csrc/registration.cpp; the maths:
+localgrad.reference.predictive_coding), with their fake kernels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from localgrad import activations
+from localgrad._extension import has_extension
+from localgrad.ops._common import fall_back, register_missing_cuda
+from localgrad.reference import predictive_coding as ref
+from localgrad.reference.predictive_coding import LOSSES, VARIANTS
+
+
+def _code(value, table: dict, what: str) -> int:
+    if isinstance(value, str):
+        if value not in table:
+            raise ValueError(f"predictive_coding_infer: {what} must be one of {', '.join(table)}, got {value!r}")
+        return table[value]
+    return int(value)
+
+
+def _compiled() -> bool:
+    # A build from before this family has the extension but not these ops.
+    return has_extension() and hasattr(torch.ops.localgrad, "predictive_coding_infer")
+
+
+def predictive_coding_infer(
+    x: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    states: Sequence[torch.Tensor],
+    target: torch.Tensor,
+    kinds: Sequence[int],
+    slopes: Sequence[float] | None = None,
+    *,
+    variant: str | int = "il",
+    loss: str | int = "mse",
+    output_precision: float = 1.0,
+    steps: int = 20,
+    gamma: float = 0.1,
+    lr: float = 0.0,
+    errors: Sequence[torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """Runs inference in place in `states` (and, for iPC, in `weights` and
+    `biases`); writes the errors eps_1..eps_L into `errors` (allocated when
+    not given) and returns them. x: (batch, n_0); weights[l]: (n_{l+1}, n_l);
+    biases[l]: (n_{l+1},); states: L-1 tensors (batch, n_l), the initial
+    hidden value nodes; target: (batch, n_L); kinds/slopes: the activation of
+    a_0..a_{L-1} (localgrad.activations codes); output_precision: the
+    weight of the output energy (eps_L = -output_precision dloss/dmu_L)."""
+    variant = _code(variant, VARIANTS, "variant")
+    loss = _code(loss, LOSSES, "loss")
+    weights, biases, states = list(weights), list(biases), list(states)
+    kinds = [int(k) for k in kinds]
+    slopes = [0.0] * len(kinds) if slopes is None else [float(s) for s in slopes]
+    if errors is None:
+        errors = [x.new_empty((x.shape[0], w.shape[0])) for w in weights]
+    errors = list(errors)
+    if _compiled():
+        torch.ops.localgrad.predictive_coding_infer(
+            x, weights, biases, states, errors, target, kinds, slopes, variant, loss, float(output_precision),
+            int(steps), float(gamma), float(lr),
+        )
+        return errors
+    fall_back("predictive_coding_infer", x)
+    new_states, eps, w, b = ref.predictive_coding_infer(
+        x, weights, biases, states, target, kinds, slopes, variant, loss, output_precision, steps, gamma, lr
+    )
+    for out, value in zip(states + errors, new_states + eps):
+        out.copy_(value)
+    if variant == ref.IPC:
+        for out, value in zip(weights + biases, w + b):
+            out.copy_(value)
+    return errors
+
+
+def predictive_coding_update(
+    x: torch.Tensor,
+    states: Sequence[torch.Tensor],
+    errors: Sequence[torch.Tensor],
+    kinds: Sequence[int],
+    slopes: Sequence[float] | None = None,
+    scale: float = 1.0,
+    weight_grads: Sequence[torch.Tensor] | None = None,
+    bias_grads: Sequence[torch.Tensor] | None = None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """weight_grads[l] = scale * errors[l]^T f_l(a_l), bias_grads[l] = scale *
+    sum over the batch of errors[l], a_0 = x, a_l = states[l-1], for every
+    layer in one call; allocated when not given. Returns both lists."""
+    states, errors = list(states), list(errors)
+    kinds = [int(k) for k in kinds]
+    slopes = [0.0] * len(kinds) if slopes is None else [float(s) for s in slopes]
+    widths = [x.shape[1]] + [e.shape[1] for e in errors]
+    if weight_grads is None:
+        weight_grads = [x.new_empty((widths[l + 1], widths[l])) for l in range(len(errors))]
+    if bias_grads is None:
+        bias_grads = [x.new_empty((widths[l + 1],)) for l in range(len(errors))]
+    weight_grads, bias_grads = list(weight_grads), list(bias_grads)
+    if _compiled():
+        torch.ops.localgrad.predictive_coding_update(
+            x, states, errors, kinds, slopes, float(scale), weight_grads, bias_grads
+        )
+        return weight_grads, bias_grads
+    fall_back("predictive_coding_update", x)
+    gw, gb = ref.predictive_coding_update(x, states, errors, kinds, slopes, scale)
+    for out, value in zip(weight_grads + bias_grads, gw + gb):
+        out.copy_(value)
+    return weight_grads, bias_grads
+
+
+def _fake_checks(op, x, weights, states, errors, kinds, slopes):
+    # What the glue refuses before touching memory, so a traced call fails
+    # the same way as an eager one.
+    L = len(weights) if weights is not None else len(errors)
+    torch._check(x.dim() == 2, lambda: f"{op}: x must be 2-D (batch, n_in), got shape {tuple(x.shape)}")
+    torch._check(len(kinds) == L and len(slopes) == L,
+                 lambda: f"{op}: kinds and slopes must have one entry per layer ({L})")
+    torch._check(len(states) == L - 1, lambda: f"{op}: states must have one tensor per hidden layer ({L - 1})")
+    torch._check(len(errors) == L, lambda: f"{op}: errors must have one tensor per layer ({L})")
+    for k in kinds:
+        torch._check(int(k) in (activations.Activation.IDENTITY, activations.Activation.RELU,
+                                activations.Activation.LEAKY_RELU, activations.Activation.TANH,
+                                activations.Activation.SIGMOID),
+                     lambda: f"{op}: kinds holds {k}, not an activation of a value node")
+    for i, e in enumerate(errors):
+        torch._check(e.dim() == 2 and e.shape[0] == x.shape[0],
+                     lambda: f"{op}: errors[{i}] must have shape (batch, width)")
+
+
+if _compiled():
+
+    @torch.library.register_fake("localgrad::predictive_coding_infer")
+    def _infer_fake(x, weights, biases, states, errors, target, kinds, slopes, variant, loss, output_precision,
+                    steps, gamma, lr):
+        _fake_checks("predictive_coding_infer", x, weights, states, errors, kinds, slopes)
+        torch._check(0 <= variant < len(VARIANTS), lambda: "predictive_coding_infer: bad variant code")
+        torch._check(0 <= loss < len(LOSSES), lambda: "predictive_coding_infer: bad loss code")
+        torch._check(steps >= 0, lambda: "predictive_coding_infer: steps must be >= 0")
+        return None
+
+    @torch.library.register_fake("localgrad::predictive_coding_update")
+    def _update_fake(x, states, errors, kinds, slopes, scale, weight_grads, bias_grads):
+        _fake_checks("predictive_coding_update", x, None, states, errors, kinds, slopes)
+        return None
+
+    register_missing_cuda("predictive_coding_infer", "predictive_coding_update")

@@ -1,0 +1,117 @@
+"""Predictive coding for nn.Sequential models with Conv2d layers (and
+pooling, or any parameter-free module between the layers): the same maths as
+localgrad.reference.predictive_coding, with each block's Jacobian applied by
+autograd (a vector-Jacobian product per block and step) instead of the fused
+MLP op.
+
+A block is a parametric layer (Linear or Conv2d) with the parameter-free
+modules in front of it: mu_l = block_l(a_{l-1}) (ReLU, pooling, Flatten of
+a_{l-1}, then the layer). The state step is a_k += gamma * (-eps_k +
+J_{k+1}(a_k)^T eps_{k+1}), where J_{k+1}^T eps is the block's vjp (for an
+MLP block, f'(a_k) * W^T eps), and the update of block l is minus the vjp of
+its parameters with cotangent eps_l / N. IL, FPA (Jacobians and predictions at
+the feed-forward values) and Z-IL (the wave schedule) run here; iPC only on
+MLPs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+PARAMETRIC = (nn.Linear, nn.Conv2d)
+
+
+class Block(nn.Module):
+    def __init__(self, pre: list[nn.Module], layer: nn.Module):
+        super().__init__()
+        self.pre = nn.Sequential(*pre)
+        self.layer = layer
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return self.layer(self.pre(a))
+
+
+def parse_blocks(model: nn.Sequential) -> list[Block] | None:
+    """The model's blocks, or None when it has no Conv2d (MLPs take the
+    fused path and its checks)."""
+    if not any(isinstance(m, nn.Conv2d) for m in model):
+        return None
+    blocks, pending = [], []
+    for i, m in enumerate(model):
+        if isinstance(m, PARAMETRIC):
+            blocks.append(Block(pending, m))
+            pending = []
+            continue
+        if any(True for _ in m.parameters()):
+            raise ValueError(f"PredictiveCoding: model[{i}] ({type(m).__name__}) has parameters; predictive "
+                             "coding takes Linear and Conv2d layers")
+        if isinstance(m, nn.Dropout) and m.p > 0:
+            raise ValueError(f"PredictiveCoding: model[{i}] is Dropout(p={m.p}); inference needs a deterministic model")
+        pending.append(m)
+    if pending or not isinstance(blocks[-1].layer, nn.Linear):
+        raise ValueError("PredictiveCoding: the model must end with a Linear layer (its output is the prediction "
+                         "mu_L, (batch, classes))")
+    return blocks
+
+
+def _vjp_input(block: Block, a: torch.Tensor, cotangent: torch.Tensor) -> torch.Tensor:
+    with torch.enable_grad():
+        a = a.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(block(a), a, cotangent)
+    return grad
+
+
+def _vjp_params(block: Block, a: torch.Tensor, cotangent: torch.Tensor) -> list[torch.Tensor]:
+    params = list(block.layer.parameters())
+    with torch.enable_grad():
+        return list(torch.autograd.grad(block(a.detach()), params, cotangent))
+
+
+@torch.no_grad()
+def infer_and_update(blocks: list[Block], x: torch.Tensor, output_error, variant: str, steps: int,
+                     gamma: float) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
+    """Runs inference from the feed-forward values; returns (mu_L, the
+    update -dF/dtheta of every block's parameters, batch-summed)."""
+    L = len(blocks)
+    a = [x]
+    for b in blocks:
+        a.append(b(a[-1]))
+    mu_out = a[-1]
+    ff = list(a)
+    eps: list[torch.Tensor | None] = [None] * L
+    if variant == "zil":
+        eps[L - 1] = output_error(mu_out)
+        n = min(steps, L - 1)
+        for t in range(n):
+            k = L - 1 - t
+            mu = blocks[k - 1](a[k - 1])
+            e = a[k] - mu
+            a[k] = a[k] + gamma * (-e + _vjp_input(blocks[k], a[k], eps[k]))
+            eps[k - 1] = a[k] - mu
+        for k in range(1, L - n):
+            eps[k - 1] = a[k] - blocks[k - 1](a[k - 1])
+        pre = ff
+    elif variant == "fpa":
+        mu = ff[1:]
+        eps = [a[k] - mu[k - 1] for k in range(1, L)] + [output_error(mu_out)]
+        for _ in range(steps):
+            backs = [_vjp_input(blocks[k], ff[k], eps[k]) for k in range(1, L)]
+            for k in range(1, L):
+                a[k] = a[k] + gamma * (-eps[k - 1] + backs[k - 1])
+            eps = [a[k] - mu[k - 1] for k in range(1, L)] + [eps[L - 1]]
+        pre = ff
+    else:
+        def errors():
+            mus = [blocks[l](a[l]) for l in range(L)]
+            return [a[k] - mus[k - 1] for k in range(1, L)] + [output_error(mus[-1])]
+
+        for _ in range(steps):
+            eps = errors()
+            backs = [_vjp_input(blocks[k], a[k], eps[k]) for k in range(1, L)]
+            for k in range(1, L):
+                a[k] = a[k] + gamma * (-eps[k - 1] + backs[k - 1])
+        eps = errors()
+        pre = a
+    updates = [_vjp_params(blocks[l], pre[l], eps[l]) for l in range(L)]
+    return mu_out, updates
