@@ -1,11 +1,10 @@
 // CUDA hebbian_update: the checks and the GEMMs (cuBLAS through ATen) are
 // shared with the CPU backend (hebbian_glue.cpp); this file hands the
 // elementwise and reduction work to the kernels on the current stream.
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../hebbian_glue.h"
+#include "device.h"
 #include "hebbian_kernel.cuh"
 
 namespace localgrad::hebbian {
@@ -16,7 +15,7 @@ void check_launch(cudaError_t status, const char* kernel) {
               "): ", cudaGetErrorString(status));
 }
 
-cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream(); }
+cudaStream_t stream() { return device::current_stream(); }
 
 void power_cuda(const PowerParams& pp, bool is_double) {
   check_launch(launch_power(pp, is_double, stream()), "power");
@@ -38,7 +37,7 @@ void hebbian_update_cuda(const at::Tensor& x, const at::Tensor& weight,
                          double temperature, double p, int64_t rank, double anti, double lr,
                          double lr_power, bool normalize, const at::Tensor& u,
                          const at::Tensor& grad) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  const device::Guard guard(x.device());
   hebbian_update(x, weight, theta, rule, temperature, p, rank, anti, lr, lr_power, normalize,
                  u, grad, kCudaKernels);
 }
@@ -46,6 +45,6 @@ void hebbian_update_cuda(const at::Tensor& x, const at::Tensor& weight,
 }  // namespace
 }  // namespace localgrad::hebbian
 
-TORCH_LIBRARY_IMPL(localgrad, CUDA, m) {
+LOCALGRAD_CUDA_IMPL(m) {
   m.impl("hebbian_update", &localgrad::hebbian::hebbian_update_cuda);
 }

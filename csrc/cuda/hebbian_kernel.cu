@@ -13,16 +13,7 @@
 
 #include "element.cuh"
 
-// The launch macro of the host emulation (csrc/cuda/launch.h, on its way
-// from the emulation branch); a plain launch until it lands.
-#if __has_include("launch.h")
 #include "launch.h"
-#else
-#define LOCALGRAD_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
-namespace localgrad {
-inline int64_t grid_cap(int64_t n) { return n; }
-}  // namespace localgrad
-#endif
 
 namespace localgrad::hebbian {
 namespace {
@@ -105,8 +96,8 @@ __global__ void __launch_bounds__(kThreads) power_kernel(const PowerParams pp) {
 
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads) activate_kernel(const ActivateParams ap) {
-  __shared__ acc_t vals[kWarps];
-  __shared__ int64_t idxs[kWarps];
+  LOCALGRAD_SHARED(acc_t, vals, [kWarps]);
+  LOCALGRAD_SHARED(int64_t, idxs, [kWarps]);
   const int64_t n = ap.n_out;
   for (int64_t b = blockIdx.x; b < ap.batch; b += gridDim.x) {
     const acc_t* u = static_cast<const acc_t*>(ap.u) + b * ap.u_row_stride;
@@ -161,7 +152,7 @@ __global__ void __launch_bounds__(kThreads) activate_kernel(const ActivateParams
 
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads) combine_kernel(const CombineParams cp) {
-  __shared__ acc_t scratch[kWarps];
+  LOCALGRAD_SHARED(acc_t, scratch, [kWarps]);
   const acc_t inv_batch = static_cast<acc_t>(cp.inv_batch);
   const acc_t p = static_cast<acc_t>(cp.p);
   const bool euclid = cp.p == 2.0;
@@ -205,7 +196,7 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const CombineParams c
 
 template <typename acc_t, typename out_t>
 __global__ void __launch_bounds__(kThreads) finalize_kernel(const FinalizeParams fp) {
-  __shared__ acc_t scratch[kWarps];
+  LOCALGRAD_SHARED(acc_t, scratch, [kWarps]);
   const auto* row_peak = static_cast<const acc_t*>(fp.row_peak);
   acc_t scale = 1;
   if (fp.normalize) {

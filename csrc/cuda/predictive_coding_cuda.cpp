@@ -9,17 +9,7 @@
 #include "../predictive_coding_glue.h"
 #include "predictive_coding_kernel.cuh"
 
-#if __has_include("device.h")
 #include "device.h"
-#else
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-namespace localgrad::device {
-using Guard = c10::cuda::CUDAGuard;
-inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream(); }
-}  // namespace localgrad::device
-#define LOCALGRAD_CUDA_IMPL(m) TORCH_LIBRARY_IMPL(localgrad, CUDA, m)
-#endif
 
 namespace localgrad::predictive_coding {
 namespace {

@@ -7,14 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#if __has_include("launch.h")
 #include "launch.h"
-#else
-#define LOCALGRAD_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
-namespace localgrad {
-inline int64_t grid_cap(int64_t n) { return n; }
-}  // namespace localgrad
-#endif
 
 namespace localgrad::predictive_coding {
 namespace {
