@@ -19,3 +19,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """Exactness tests compare float32 CUDA results with tight tolerances:
+    run them without TF32 whatever the environment enables
+    (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE); tests of TF32 itself turn it on."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old

@@ -7,7 +7,7 @@ import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import fall_back, register_missing_cuda
+from localgrad.ops._common import _check_alpha, _check_step, as_float, fall_back, register_checked_fake, register_missing_cuda
 
 
 def rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float) -> torch.Tensor:
@@ -16,16 +16,20 @@ def rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float) -> t
     influence: (batch, H, H·C), C = I + H + 1; weight_hh: (H, H), already
     masked; h_prev, dphi: (batch, H); x: (batch, I); hh_mask: (H, H) or None.
     Returns the new influence (W_hh M by BLAS, the rest in one fused pass)."""
+    alpha = as_float(alpha, "rtrl_step", "alpha")
     if has_extension():
-        return torch.ops.localgrad.rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, float(alpha))
+        return torch.ops.localgrad.rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha)
     fall_back("rtrl_step", influence)
     return reference.online_rnn.rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha)
 
 
+def _check(spec, influence, weight_hh, h_prev, x, dphi, hh_mask, alpha):
+    _check_step(spec, h_prev, x, dphi, hh_mask, weight_hh)
+    B, H, I = (spec.size[k] for k in "BHI")
+    spec.tensor(influence, "influence", (B, H, H * (I + H + 1)), like=(h_prev, "h_prev"))
+    _check_alpha(spec, alpha)
+
+
 if has_extension():
-
-    @torch.library.register_fake("localgrad::rtrl_step")
-    def _rtrl_step_fake(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha):
-        return influence.new_empty(influence.shape)
-
+    register_checked_fake("rtrl_step", _check, lambda influence, *args: influence.new_empty(influence.shape))
     register_missing_cuda("rtrl_step")
