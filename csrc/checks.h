@@ -2,8 +2,10 @@
 // and names the argument, so a user can tell which of their tensors is wrong.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/MemoryOverlap.h>
@@ -72,9 +74,28 @@ inline void check_rows_dense(const at::Tensor& t, const char* op,
 // An output written in place must not have elements that share memory (an
 // expanded or overlapping view): PyTorch refuses such outputs too, because
 // the threads writing one row race with those writing another.
+// ATen only detects stride-0 overlap (has_internal_overlap says "too hard" for
+// rows that overlap by a few elements), so a layout counts as free of overlap
+// when, dimensions sorted by stride, each stride exceeds the span of the
+// smaller ones: true of every dense, transposed or sliced view.
+inline bool may_overlap_internally(const at::Tensor& t) {
+  if (t.numel() <= 1) return false;
+  if (at::has_internal_overlap(t) == at::MemOverlap::Yes) return true;
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size) of dims with size > 1
+  for (int64_t d = 0; d < t.dim(); ++d)
+    if (t.size(d) > 1) dims.emplace_back(t.stride(d), t.size(d));
+  std::sort(dims.begin(), dims.end());
+  int64_t span = 0;  // largest offset reachable with the smaller strides
+  for (const auto& [stride, size] : dims) {
+    if (stride <= span) return true;
+    span += stride * (size - 1);
+  }
+  return false;
+}
+
 inline void check_no_internal_overlap(const at::Tensor& t, const char* op,
                                       const char* name) {
-  TORCH_CHECK_VALUE(at::has_internal_overlap(t) != at::MemOverlap::Yes, op, ": ",
+  TORCH_CHECK_VALUE(!may_overlap_internally(t), op, ": ",
                     name, " is written in place but some of its elements share "
                     "memory (an expanded or overlapping view, strides ",
                     t.strides(), "); pass a tensor of its own (e.g. .clone())");

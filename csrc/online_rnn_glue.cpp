@@ -18,9 +18,10 @@ void check_shape(const at::Tensor& t, at::IntArrayRef want, const char* op, cons
                     t.sizes());
 }
 
-void check_like(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* name) {
-  check_same_dtype(t, ref, op, name, "h_prev");
-  check_same_device(t, ref, op, name, "h_prev");
+void check_like(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* name,
+                const char* ref_name = "h_prev") {
+  check_same_dtype(t, ref, op, name, ref_name);
+  check_same_device(t, ref, op, name, ref_name);
 }
 
 void check_index(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* name) {
@@ -167,18 +168,18 @@ PreparedRflo prepare_rflo(const at::Tensor& trace, const at::Tensor& xs, const a
   check_dim(xs, 3, kOp, "xs", "(steps, batch, input)");
   const int64_t steps = h_prevs.size(0), batch = h_prevs.size(1), hidden = h_prevs.size(2);
   const int64_t input = xs.size(2);
-  check_like(xs, h_prevs, kOp, "xs");
+  check_like(xs, h_prevs, kOp, "xs", "h_prevs");
   check_shape(xs, {steps, batch, input}, kOp, "xs", "(steps, batch, input)");
-  check_like(dphis, h_prevs, kOp, "dphis");
+  check_like(dphis, h_prevs, kOp, "dphis", "h_prevs");
   check_shape(dphis, h_prevs.sizes(), kOp, "dphis", "(the shape of h_prevs)");
-  check_like(signals, h_prevs, kOp, "signals");
+  check_like(signals, h_prevs, kOp, "signals", "h_prevs");
   check_shape(signals, h_prevs.sizes(), kOp, "signals", "(the shape of h_prevs)");
-  check_like(trace, h_prevs, kOp, "trace");
+  check_like(trace, h_prevs, kOp, "trace", "h_prevs");
   check_shape(trace, {batch, hidden, input + hidden + 1}, kOp, "trace", "(batch, hidden, input + hidden + 1)");
   for (const at::Tensor* t : {&trace, &xs, &h_prevs, &dphis, &signals}) p.keep.push_back(t->detach().contiguous());
   const void* mask = nullptr;
   if (hh_mask.has_value() && hh_mask->defined()) {
-    check_like(*hh_mask, h_prevs, kOp, "hh_mask");
+    check_like(*hh_mask, h_prevs, kOp, "hh_mask", "h_prevs");
     check_shape(*hh_mask, {hidden, hidden}, kOp, "hh_mask", "(hidden, hidden)");
     p.keep.push_back(hh_mask->detach().contiguous());
     mask = p.keep.back().const_data_ptr();

@@ -88,6 +88,10 @@ def eqprop_update(
     layer in one call; allocated when not given. Returns both lists."""
     scale = as_float(scale, "eqprop_update", "scale")
     states_a, states_b = list(states_a), list(states_b)
+    for name, t in [("x", x)] + [(f"states_a[{i}]", s) for i, s in enumerate(states_a)]:
+        if not isinstance(t, torch.Tensor) or t.dim() != 2:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"eqprop_update: {name} must be 2-D (batch, width), got {shape}")
     widths = [x.shape[1]] + [s.shape[1] for s in states_a]
     if weight_grads is None:
         weight_grads = [x.new_empty((widths[i + 1], widths[i])) for i in range(len(states_a))]

@@ -42,7 +42,9 @@ def sign_feedback(
 def _check(spec, weight, seed, counter, scale, random_magnitude, out):
     """The checks of csrc/sign_feedback_glue.cpp that read no data."""
     spec.tensor(weight, "weight", floating=FLOATS)
-    spec.tensor(out, "out", tuple(weight.shape), like=(weight, "weight"))
+    spec.tensor(out, "out", like=(weight, "weight"))
+    if out.shape != weight.shape:
+        spec.fail(f"out must have the shape of weight {tuple(weight.shape)}, got {tuple(out.shape)}")
     if not out.is_contiguous():
         spec.fail(f"out must be contiguous (an output cannot be copied), got strides {out.stride()}")
     if not math.isfinite(scale):

@@ -325,7 +325,7 @@ def test_f11_meta_tensor_among_cpu_tensors_raises():
         (lambda m: L.dfa_project(m(2, 3), m(4, 5), [m(2, 5)], [4], [0.0], [m(2, 5)]), "feedback must have shape"),
         (lambda m: L.eqprop_relax(m(2, 3), [m(4, 3)], [m(5)], [m(2, 4)], None, 0.0, 0, 0, 1, False, 0.0),
          r"biases\[0\] must have shape"),
-        (lambda m: L.sign_feedback(m(2, 3), 0, 0, 1.0, False, m(3, 2)), "out must have shape"),
+        (lambda m: L.sign_feedback(m(2, 3), 0, 0, 1.0, False, m(3, 2)), "out must have the shape of weight"),
         (lambda m: L.uoro_step(m(2, 3), m(2, 3, 6), m(3, 3), m(2, 3), m(2, 3), m(2, 2), m(2, 3), None, 0.5, 0.0),
          "eps must be positive"),
         (lambda m: L.rflo_chunk(m(2, 3, 6), m(4, 3, 2), m(4, 2, 3), m(4, 2, 3), m(4, 2, 3), None, 0.5),
