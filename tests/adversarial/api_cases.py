@@ -62,6 +62,18 @@ def _lif(cls="LIF", **kw):
     getattr(lif, cls)(**{"input_size": 2, "hidden_size": 3, "output_size": 2, **kw})
 
 
+def _rnn(**kw):
+    from localgrad.online import LeakyRNN
+
+    return LeakyRNN(**{"input_size": 2, "hidden_size": 3, "output_size": 1, **kw})
+
+
+def _snap(n):
+    from localgrad.online import SnAp
+
+    SnAp(_rnn(), n)
+
+
 def _batches(batch_size):
     from localgrad import data
 
@@ -109,6 +121,11 @@ def cases() -> list[Case]:
             add(f"{cls}({key}={value})", lambda c=cls, k=key, v=value: _lif(c, **{k: v}), (key,))
         add(f"{cls}(valid)", lambda c=cls: _lif(c), (), False)
     add("ALIF(tau_a=-5)", lambda: _lif("ALIF", tau_a=-5.0), ("tau_a",))
+    for key, value in (("alpha", NAN), ("alpha", 0.0), ("hidden_size", 2.5), ("input_size", "2")):
+        add(f"LeakyRNN({key}={value!r})", lambda k=key, v=value: _rnn(**{k: v}), (key,))
+    add("LeakyRNN(valid)", lambda: _rnn(), (), False)
+    add("SnAp(n=1.5)", lambda: _snap(1.5), ("n",))
+    add("SnAp(n=0)", lambda: _snap(0), ("n",))
     for bs in (-1, 0, 2.5):
         add(f"batches(batch_size={bs})", lambda b=bs: _batches(b), ("batch_size",))
     for argv, name in ((("--batch-size", "-5"), "--batch-size"), (("--epochs", "0"), "--epochs"),
