@@ -534,3 +534,39 @@ def test_s6_eqprop_with_tf32_stays_within_the_documented_tolerance(device, monke
 
 
 _ = math, os
+
+
+def _to(value, device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, list):
+        return [_to(v, device) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("op", ["dfa_project", "sign_feedback", "eqprop_relax", "eqprop_update", "rtrl_step",
+                                "snap_step", "rflo_chunk", "uoro_step", "eprop_lif_chunk"])  # fmt: skip
+@pytest.mark.parametrize("device", DEVICES)
+def test_s1_every_op_names_the_argument_on_the_wrong_device(op, device):
+    """Every tensor argument in turn left on the CPU while the others are on
+    `device`: an error naming it (or the argument it is checked against)."""
+    _non_cpu(device)
+    from op_specs import SPECS
+
+    spec = SPECS[op]
+    args = {k: _to(v, device) for k, v in spec.make().items()}
+    for name, value in args.items():
+        items = value if isinstance(value, list) else [value]
+        for i, t in enumerate(items):
+            if not isinstance(t, torch.Tensor):
+                continue
+            bad = dict(args)
+            if isinstance(value, list):
+                bad[name] = list(value)
+                bad[name][i] = t.cpu()
+            else:
+                bad[name] = t.cpu()
+            with pytest.raises(RuntimeError) as info:
+                spec.call_ops(bad)
+            message = str(info.value)
+            assert "must be on the device of" in message and "CUDAGuardImpl" not in message, (name, message)
