@@ -2,6 +2,13 @@
 // and names the argument, so a user can tell which of their tensors is wrong.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/MemoryOverlap.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
@@ -63,5 +70,98 @@ inline void check_rows_dense(const at::Tensor& t, const char* op,
                     " must have unit stride along its last dimension (an "
                     "output cannot be copied), got strides ", t.strides());
 }
+
+// An output written in place must not have elements that share memory (an
+// expanded or overlapping view): PyTorch refuses such outputs too, because
+// the threads writing one row race with those writing another.
+// ATen only detects stride-0 overlap (has_internal_overlap says "too hard" for
+// rows that overlap by a few elements), so a layout counts as free of overlap
+// when, dimensions sorted by stride, each stride exceeds the span of the
+// smaller ones: true of every dense, transposed or sliced view.
+inline bool may_overlap_internally(const at::Tensor& t) {
+  if (t.numel() <= 1) return false;
+  if (at::has_internal_overlap(t) == at::MemOverlap::Yes) return true;
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size) of dims with size > 1
+  for (int64_t d = 0; d < t.dim(); ++d)
+    if (t.size(d) > 1) dims.emplace_back(t.stride(d), t.size(d));
+  std::sort(dims.begin(), dims.end());
+  int64_t span = 0;  // largest offset reachable with the smaller strides
+  for (const auto& [stride, size] : dims) {
+    if (stride <= span) return true;
+    span += stride * (size - 1);
+  }
+  return false;
+}
+
+inline void check_no_internal_overlap(const at::Tensor& t, const char* op,
+                                      const char* name) {
+  TORCH_CHECK_VALUE(!may_overlap_internally(t), op, ": ",
+                    name, " is written in place but some of its elements share "
+                    "memory (an expanded or overlapping view, strides ",
+                    t.strides(), "); pass a tensor of its own (e.g. .clone())");
+}
+
+// `out` (written) and `other` (read or written) must not share memory: the
+// kernels read inputs after writing outputs, in an order no caller can rely on.
+inline void check_no_overlap(const at::Tensor& out, const char* out_name,
+                             const at::Tensor& other, const char* other_name,
+                             const char* op) {
+  if (!out.defined() || !other.defined()) return;
+  const auto status = at::get_overlap_status(out, other);
+  TORCH_CHECK_VALUE(status != at::MemOverlapStatus::Full &&
+                        status != at::MemOverlapStatus::Partial,
+                    op, ": ", out_name, " (written) shares memory with ", other_name,
+                    "; in-place use is not supported, pass a separate buffer for ",
+                    out_name);
+}
+
+// localgrad's ops are outside autograd: they read tensors that require grad
+// (their data is what it is; nothing is recorded), but writing in place into
+// one would silently bypass autograd, so outputs that require grad are refused.
+inline void check_output_no_grad(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK_VALUE(!t.requires_grad(), op, ": ", name,
+                    " requires grad, but localgrad's ops write it in place outside "
+                    "autograd; pass ", name, ".detach() (or a buffer that does not "
+                    "require grad)");
+}
+
+inline void check_finite(double value, const char* op, const char* name) {
+  TORCH_CHECK_VALUE(std::isfinite(value), op, ": ", name, " must be finite, got ", value);
+}
+
+// Every written tensor: no internal overlap, no grad, and no memory shared
+// with any other argument. `tensors` holds all of the call's tensors, `names`
+// their names, `written[i]` whether tensor i is an output.
+inline void check_outputs(const std::vector<at::Tensor>& tensors,
+                          const std::vector<std::string>& names,
+                          const std::vector<bool>& written, const char* op) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (!written[i] || !tensors[i].defined()) continue;
+    check_no_internal_overlap(tensors[i], op, names[i].c_str());
+    check_output_no_grad(tensors[i], op, names[i].c_str());
+    for (size_t j = 0; j < tensors.size(); ++j) {
+      if (j == i) continue;
+      check_no_overlap(tensors[i], names[i].c_str(), tensors[j], names[j].c_str(), op);
+    }
+  }
+}
+
+// Collects a call's tensors with their names and roles for check_outputs.
+struct TensorRoles {
+  std::vector<at::Tensor> tensors;
+  std::vector<std::string> names;
+  std::vector<bool> written;
+  void input(const at::Tensor& t, std::string name) { add(t, std::move(name), false); }
+  void output(const at::Tensor& t, std::string name) { add(t, std::move(name), true); }
+  void check(const char* op) const { check_outputs(tensors, names, written, op); }
+
+ private:
+  void add(const at::Tensor& t, std::string name, bool w) {
+    if (!t.defined() || t.numel() == 0) return;  // nothing to write or to alias
+    tensors.push_back(t);
+    names.push_back(std::move(name));
+    written.push_back(w);
+  }
+};
 
 }  // namespace localgrad

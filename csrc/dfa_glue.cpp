@@ -35,8 +35,9 @@ PreparedProject prepare_project(const at::Tensor& error,
 
   const int64_t batch = error.size(0);
   PreparedProject p;
-  p.error = rows_dense(error);
-  p.feedback = rows_dense(feedback);
+  // Inputs may require grad: the op reads their data and records nothing.
+  p.error = rows_dense(error.detach());
+  p.feedback = rows_dense(feedback.detach());
   p.acts.reserve(n_layers);
 
   int64_t offset = 0;
@@ -66,7 +67,7 @@ PreparedProject prepare_project(const at::Tensor& error,
       TORCH_CHECK_VALUE(act.sizes() == o.sizes(), kOp, ": ", act_name,
                         " must have the shape of ", out_name, " ", o.sizes(),
                         ", got ", act.sizes());
-      act = rows_dense(act);
+      act = rows_dense(act.detach());
     } else {
       TORCH_CHECK_VALUE(kind == Activation::Identity, kOp, ": ", act_name,
                         " is None, which only an identity layer (kinds[", l,
@@ -94,6 +95,17 @@ PreparedProject prepare_project(const at::Tensor& error,
                     ": the widths of out sum to ", offset,
                     " but feedback has ", feedback.size(1),
                     " columns (one per hidden unit of all layers)");
+  // The kernels write every out[l] before (CPU: a GEMM into the shared
+  // buffer) or while reading the inputs: any shared memory gives garbage.
+  TensorRoles roles;
+  roles.input(error, "error");
+  roles.input(feedback, "feedback");
+  for (int64_t l = 0; l < n_layers; ++l) {
+    const std::optional<at::Tensor> a = activations.get(l);
+    if (a.has_value()) roles.input(*a, "activations[" + std::to_string(l) + "]");
+    roles.output(out[l], "out[" + std::to_string(l) + "]");
+  }
+  roles.check(kOp);
   return p;
 }
 

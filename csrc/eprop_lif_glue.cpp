@@ -51,7 +51,12 @@ PreparedChunk prepare_chunk(const at::Tensor& x, const at::Tensor& weight_in,
                     "(cross-entropy) or 2 (given signal), got ", mode);
   TORCH_CHECK_VALUE(neuron.size() == 6, kOp, ": neuron must hold (alpha, rho, beta, v_th, "
                     "gamma, kappa), got ", neuron.size(), " values");
+  static const char* const kNeuronNames[6] = {"alpha (neuron[0])", "rho (neuron[1])",
+                                               "beta (neuron[2])", "v_th (neuron[3])",
+                                               "gamma (neuron[4])", "kappa (neuron[5])"};
+  for (int i = 0; i < 6; ++i) check_finite(neuron[i], kOp, kNeuronNames[i]);
   TORCH_CHECK_VALUE(neuron[3] > 0, kOp, ": v_th (neuron[3]) must be positive, got ", neuron[3]);
+  check_finite(loss_scale, kOp, "loss_scale");
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2);
   check_dim(weight_rec, 2, kOp, "weight_rec", "(hidden, hidden)");
   const int64_t H = weight_rec.size(0);
@@ -71,7 +76,7 @@ PreparedChunk prepare_chunk(const at::Tensor& x, const at::Tensor& weight_in,
     TORCH_CHECK_VALUE(signal.has_value() && signal->defined(), kOp,
                       ": signal_mode 2 (given signal) needs signal (T, batch, hidden)");
     check_like_x(*signal, x, {T, B, H}, "signal", "(T, batch, hidden)");
-    p.signal = signal->contiguous();
+    p.signal = signal->detach().contiguous();
   } else {
     TORCH_CHECK_VALUE(target.has_value() && target->defined(), kOp, ": signal_mode ", mode,
                       " needs target");
@@ -84,8 +89,15 @@ PreparedChunk prepare_chunk(const at::Tensor& x, const at::Tensor& weight_in,
                        target->scalar_type());
       check_same_device(*target, x, kOp, "target", "x");
       check_shape(*target, {T, B}, "target", "(T, batch) for cross-entropy");
+      // The kernels would read a label >= n_out as "no class" (the reference
+      // raises): refuse it here, for both backends (one sync on CUDA).
+      if (target->numel() > 0) {
+        const int64_t top = target->max().item<int64_t>();
+        TORCH_CHECK_VALUE(top < K, kOp, ": target holds class ", top, " but weight_out has ", K,
+                          " outputs (labels must lie in [0, ", K, "), or < 0 for no loss)");
+      }
     }
-    p.target = target->contiguous();
+    p.target = target->detach().contiguous();
   }
 
   check_state(v, x, {B, H}, "v", "(batch, hidden)");
@@ -105,12 +117,40 @@ PreparedChunk prepare_chunk(const at::Tensor& x, const at::Tensor& weight_in,
     check_state(grad_out, x, {K, H + 1}, "grad_out", "(n_out, hidden + 1)");
   }
 
-  p.x = x.contiguous();
-  p.weight_rec = weight_rec.contiguous();
-  p.weight_out = weight_out.contiguous();
-  p.bias_out = bias_out.contiguous();
-  p.feedback = feedback.contiguous();
-  p.in_current = at::matmul(p.x, weight_in.t()).contiguous();
+  TensorRoles roles;
+  roles.input(x, "x");
+  roles.input(weight_in, "weight_in");
+  roles.input(weight_rec, "weight_rec");
+  roles.input(weight_out, "weight_out");
+  roles.input(bias_out, "bias_out");
+  roles.input(feedback, "feedback");
+  if (p.target.defined()) roles.input(*target, "target");
+  if (p.signal.defined()) roles.input(*signal, "signal");
+  roles.output(v, "v");
+  roles.output(z, "z");
+  roles.output(y, "y");
+  roles.output(pre_trace, "pre_trace");
+  roles.output(out_trace, "out_trace");
+  roles.output(grad_w, "grad_w");
+  roles.output(outputs, "outputs");
+  if (adaptive) {
+    roles.output(a, "a");
+    roles.output(psi, "psi");
+    roles.output(adapt_trace, "adapt_trace");
+  }
+  if (p.mode != SignalMode::Given) {
+    roles.output(filt_trace, "filt_trace");
+    roles.output(grad_out, "grad_out");
+  }
+  roles.check(kOp);
+
+  // Inputs may require grad: the op reads their data and records nothing.
+  p.x = x.detach().contiguous();
+  p.weight_rec = weight_rec.detach().contiguous();
+  p.weight_out = weight_out.detach().contiguous();
+  p.bias_out = bias_out.detach().contiguous();
+  p.feedback = feedback.detach().contiguous();
+  p.in_current = at::matmul(p.x, weight_in.detach().t()).contiguous();
 
   ChunkParams& c = p.params;
   c.in_current = p.in_current.const_data_ptr();

@@ -105,13 +105,24 @@ PreparedRelax prepare_relax(const at::Tensor& x, at::TensorList weights,
     TORCH_CHECK_VALUE(t.size(0) == x.size(0) && t.size(1) == p.widths.back(), kRelax,
                       ": target must have shape (", x.size(0), ", ", p.widths.back(),
                       ") (batch of x, output width), got ", t.sizes());
-    p.target = rows_dense(t);
+    p.target = rows_dense(t.detach());
   }
-  p.x = rows_dense(x);
+  TensorRoles roles;
+  roles.input(x, "x");
   for (size_t i = 0; i < weights.size(); ++i) {
-    p.weights.push_back(weights[i].contiguous());
+    roles.input(weights[i], item("weights", i));
+    roles.input(biases[i], item("biases", i));
+  }
+  if (p.nudge != Nudge::Free) roles.input(*target, "target");
+  for (size_t i = 0; i < states.size(); ++i) roles.output(states[i], item("states", i));
+  roles.check(kRelax);
+  // Inputs may require grad: the op reads their data and records nothing
+  // (the ATen products below must not try to).
+  p.x = rows_dense(x.detach());
+  for (size_t i = 0; i < weights.size(); ++i) {
+    p.weights.push_back(weights[i].detach().contiguous());
     p.weights_t.push_back(p.weights.back().t());
-    p.biases.push_back(biases[i].contiguous());
+    p.biases.push_back(biases[i].detach().contiguous());
   }
   return p;
 }
@@ -156,9 +167,8 @@ void compute_pre(const PreparedRelax& p, const at::Tensor& drive, at::TensorList
   }
 }
 
-void eqprop_update_impl(const at::Tensor& x, at::TensorList states_a,
-                        at::TensorList states_b, double scale,
-                        at::TensorList weight_grads, at::TensorList bias_grads) {
+void check_update(const at::Tensor& x, at::TensorList states_a, at::TensorList states_b,
+                  double scale, at::TensorList weight_grads, at::TensorList bias_grads) {
   check_dim(x, 2, kUpdate, "x", "(batch, n_in)");
   check_relax_dtype(x, kUpdate);
   TORCH_CHECK_VALUE(std::isfinite(scale), kUpdate, ": scale must be finite, got ", scale);
@@ -185,18 +195,43 @@ void eqprop_update_impl(const at::Tensor& x, at::TensorList states_a,
     TORCH_CHECK_VALUE(gb.dim() == 1 && gb.size(0) == widths[i + 1], kUpdate, ": ", bname,
                       " must have shape (", widths[i + 1], ",), got ", gb.sizes());
   }
+  TensorRoles roles;
+  roles.input(x, "x");
+  for (size_t i = 0; i < n_layers; ++i) {
+    roles.input(states_a[i], item("states_a", i));
+    roles.input(states_b[i], item("states_b", i));
+  }
+  for (size_t i = 0; i < n_layers; ++i) {
+    roles.output(weight_grads[i], item("weight_grads", i));
+    roles.output(bias_grads[i], item("bias_grads", i));
+  }
+  roles.check(kUpdate);
+}
+
+void eqprop_update_impl(const at::Tensor& x_in, at::TensorList states_a,
+                        at::TensorList states_b, double scale,
+                        at::TensorList weight_grads, at::TensorList bias_grads) {
+  check_update(x_in, states_a, states_b, scale, weight_grads, bias_grads);
+  const size_t n_layers = states_a.size();
+  // Inputs may require grad; the products read their data only.
+  const at::Tensor x = x_in.detach();
+  std::vector<at::Tensor> a, b;
+  for (size_t i = 0; i < n_layers; ++i) {
+    a.push_back(states_a[i].detach());
+    b.push_back(states_b[i].detach());
+  }
   // a_{i+1}^T a_i - b_{i+1}^T b_i = (a_{i+1} - b_{i+1})^T a_i + b_{i+1}^T (a_i - b_i):
   // the phases differ by O(beta), and products of the differences keep the
   // digits that subtracting two full products would cancel (and give exactly
   // zero for equal phases).
   std::vector<at::Tensor> diffs;
-  for (size_t i = 0; i < n_layers; ++i) diffs.push_back(states_a[i] - states_b[i]);
+  for (size_t i = 0; i < n_layers; ++i) diffs.push_back(a[i] - b[i]);
   for (size_t i = 0; i < n_layers; ++i) {
     at::Tensor gw = weight_grads[i];  // handles to the caller's buffers
     at::Tensor gb = bias_grads[i];
     // beta = 0: what the buffers held (NaN included) is ignored.
-    at::addmm_out(gw, gw, diffs[i].t(), i == 0 ? x : states_a[i - 1], /*beta=*/0, /*alpha=*/scale);
-    if (i > 0) gw.addmm_(states_b[i].t(), diffs[i - 1], /*beta=*/1, /*alpha=*/scale);
+    at::addmm_out(gw, gw, diffs[i].t(), i == 0 ? x : a[i - 1], /*beta=*/0, /*alpha=*/scale);
+    if (i > 0) gw.addmm_(b[i].t(), diffs[i - 1], /*beta=*/1, /*alpha=*/scale);
     at::sum_out(gb, diffs[i], {0});
     gb.mul_(scale);
   }

@@ -39,6 +39,11 @@ std::vector<std::vector<int>> update_groups(int n_layers, Nudge nudge, bool asyn
 void compute_pre(const PreparedRelax& p, const at::Tensor& drive, at::TensorList states,
                  const std::vector<int>& group, std::vector<at::Tensor>& pre);
 
+// eqprop_update's argument checks (run by eqprop_update_impl; the CUDA glue
+// runs them before its device guard so a wrong device gets this message).
+void check_update(const at::Tensor& x, at::TensorList states_a, at::TensorList states_b,
+                  double scale, at::TensorList weight_grads, at::TensorList bias_grads);
+
 // eqprop_update for any device: only ATen products and reductions.
 void eqprop_update_impl(const at::Tensor& x, at::TensorList states_a,
                         at::TensorList states_b, double scale,

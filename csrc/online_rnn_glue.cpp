@@ -18,9 +18,10 @@ void check_shape(const at::Tensor& t, at::IntArrayRef want, const char* op, cons
                     t.sizes());
 }
 
-void check_like(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* name) {
-  check_same_dtype(t, ref, op, name, "h_prev");
-  check_same_device(t, ref, op, name, "h_prev");
+void check_like(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* name,
+                const char* ref_name = "h_prev") {
+  check_same_dtype(t, ref, op, name, ref_name);
+  check_same_device(t, ref, op, name, ref_name);
 }
 
 void check_index(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* name) {
@@ -41,14 +42,15 @@ const void* check_step(Prepared& p, const char* op, const at::Tensor& h_prev, co
                     " rows (the batch of h_prev), got ", x.size(0));
   check_like(dphi, h_prev, op, "dphi");
   check_shape(dphi, h_prev.sizes(), op, "dphi", "(the shape of h_prev)");
-  p.keep.push_back(h_prev.contiguous());
-  p.keep.push_back(x.contiguous());
-  p.keep.push_back(dphi.contiguous());
+  // Inputs may require grad: the ops read their data and record nothing.
+  p.keep.push_back(h_prev.detach().contiguous());
+  p.keep.push_back(x.detach().contiguous());
+  p.keep.push_back(dphi.detach().contiguous());
   if (!hh_mask.has_value() || !hh_mask->defined()) return nullptr;
   const int64_t hidden = h_prev.size(1);
   check_like(*hh_mask, h_prev, op, "hh_mask");
   check_shape(*hh_mask, {hidden, hidden}, op, "hh_mask", "(hidden, hidden)");
-  p.keep.push_back(hh_mask->contiguous());
+  p.keep.push_back(hh_mask->detach().contiguous());
   return p.keep.back().const_data_ptr();
 }
 
@@ -63,6 +65,7 @@ PreparedRtrl prepare_rtrl(const at::Tensor& influence, const at::Tensor& weight_
                           const at::Tensor& x, const at::Tensor& dphi, const std::optional<at::Tensor>& hh_mask,
                           double alpha) {
   constexpr const char* kOp = "rtrl_step";
+  check_finite(alpha, kOp, "alpha");
   PreparedRtrl p;
   const void* mask = check_step(p, kOp, h_prev, x, dphi, hh_mask);
   check_weight(weight_hh, h_prev, kOp);
@@ -70,8 +73,8 @@ PreparedRtrl prepare_rtrl(const at::Tensor& influence, const at::Tensor& weight_
   check_like(influence, h_prev, kOp, "influence");
   check_shape(influence, {batch, hidden, hidden * (input + hidden + 1)}, kOp, "influence",
               "(batch, hidden, hidden * (input + hidden + 1))");
-  p.influence = influence.contiguous();
-  p.weight_hh = weight_hh;
+  p.influence = influence.detach().contiguous();
+  p.weight_hh = weight_hh.detach();
   auto& q = p.params;
   q.influence = p.influence.const_data_ptr();
   q.h_prev = p.keep[0].const_data_ptr();
@@ -90,6 +93,7 @@ PreparedSnap prepare_snap(const at::Tensor& influence, const at::Tensor& weight_
                           double alpha, const at::Tensor& entry_unit, const at::Tensor& entry_row,
                           const at::Tensor& nbr_ptr, const at::Tensor& nbr_entry, const at::Tensor& nbr_weight) {
   constexpr const char* kOp = "snap_step";
+  check_finite(alpha, kOp, "alpha");
   PreparedSnap p;
   const void* mask = check_step(p, kOp, h_prev, x, dphi, hh_mask);
   check_weight(weight_hh, h_prev, kOp);
@@ -121,7 +125,9 @@ PreparedSnap prepare_snap(const at::Tensor& influence, const at::Tensor& weight_
   in_range(nbr_entry, entries, "nbr_entry");
   in_range(nbr_weight, hidden * hidden, "nbr_weight");
   if (entries > 0) {
-    const at::Tensor ptr = nbr_ptr.cpu();
+    // Read through its strides, as the kernels read the contiguous copy
+    // below (raw memory of a strided view holds other values).
+    const at::Tensor ptr = nbr_ptr.cpu().contiguous();
     const int64_t* v = ptr.const_data_ptr<int64_t>();
     TORCH_CHECK_VALUE(v[0] == 0 && v[entries] == nbr_entry.size(0), kOp,
                       ": nbr_ptr must start at 0 and end at len(nbr_entry)");
@@ -129,7 +135,7 @@ PreparedSnap prepare_snap(const at::Tensor& influence, const at::Tensor& weight_
       TORCH_CHECK_VALUE(v[e] <= v[e + 1], kOp, ": nbr_ptr must be non-decreasing");
   }
   for (const at::Tensor* t : {&influence, &weight_hh, &entry_unit, &entry_row, &nbr_ptr, &nbr_entry, &nbr_weight})
-    p.keep.push_back(t->contiguous());
+    p.keep.push_back(t->detach().contiguous());
   auto& q = p.params;
   q.h_prev = p.keep[0].const_data_ptr();
   q.x = p.keep[1].const_data_ptr();
@@ -155,26 +161,27 @@ PreparedRflo prepare_rflo(const at::Tensor& trace, const at::Tensor& xs, const a
                           const at::Tensor& dphis, const at::Tensor& signals,
                           const std::optional<at::Tensor>& hh_mask, double alpha) {
   constexpr const char* kOp = "rflo_chunk";
+  check_finite(alpha, kOp, "alpha");
   PreparedRflo p;
   check_dim(h_prevs, 3, kOp, "h_prevs", "(steps, batch, hidden)");
   check_real(h_prevs, kOp, "h_prevs");
   check_dim(xs, 3, kOp, "xs", "(steps, batch, input)");
   const int64_t steps = h_prevs.size(0), batch = h_prevs.size(1), hidden = h_prevs.size(2);
   const int64_t input = xs.size(2);
-  check_like(xs, h_prevs, kOp, "xs");
+  check_like(xs, h_prevs, kOp, "xs", "h_prevs");
   check_shape(xs, {steps, batch, input}, kOp, "xs", "(steps, batch, input)");
-  check_like(dphis, h_prevs, kOp, "dphis");
+  check_like(dphis, h_prevs, kOp, "dphis", "h_prevs");
   check_shape(dphis, h_prevs.sizes(), kOp, "dphis", "(the shape of h_prevs)");
-  check_like(signals, h_prevs, kOp, "signals");
+  check_like(signals, h_prevs, kOp, "signals", "h_prevs");
   check_shape(signals, h_prevs.sizes(), kOp, "signals", "(the shape of h_prevs)");
-  check_like(trace, h_prevs, kOp, "trace");
+  check_like(trace, h_prevs, kOp, "trace", "h_prevs");
   check_shape(trace, {batch, hidden, input + hidden + 1}, kOp, "trace", "(batch, hidden, input + hidden + 1)");
-  for (const at::Tensor* t : {&trace, &xs, &h_prevs, &dphis, &signals}) p.keep.push_back(t->contiguous());
+  for (const at::Tensor* t : {&trace, &xs, &h_prevs, &dphis, &signals}) p.keep.push_back(t->detach().contiguous());
   const void* mask = nullptr;
   if (hh_mask.has_value() && hh_mask->defined()) {
-    check_like(*hh_mask, h_prevs, kOp, "hh_mask");
+    check_like(*hh_mask, h_prevs, kOp, "hh_mask", "h_prevs");
     check_shape(*hh_mask, {hidden, hidden}, kOp, "hh_mask", "(hidden, hidden)");
-    p.keep.push_back(hh_mask->contiguous());
+    p.keep.push_back(hh_mask->detach().contiguous());
     mask = p.keep.back().const_data_ptr();
   }
   auto& q = p.params;
@@ -197,6 +204,7 @@ PreparedUoro prepare_uoro(const at::Tensor& s_tilde, const at::Tensor& theta_til
                           const at::Tensor& dphi, const std::optional<at::Tensor>& hh_mask, double alpha,
                           double eps) {
   constexpr const char* kOp = "uoro_step";
+  check_finite(alpha, kOp, "alpha");
   PreparedUoro p;
   const void* mask = check_step(p, kOp, h_prev, x, dphi, hh_mask);
   check_weight(weight_hh, h_prev, kOp);
@@ -208,11 +216,11 @@ PreparedUoro prepare_uoro(const at::Tensor& s_tilde, const at::Tensor& theta_til
   check_like(theta_tilde, h_prev, kOp, "theta_tilde");
   check_shape(theta_tilde, {batch, hidden, input + hidden + 1}, kOp, "theta_tilde",
               "(batch, hidden, input + hidden + 1)");
-  TORCH_CHECK_VALUE(eps > 0, kOp, ": eps must be positive, got ", eps);
-  p.s_tilde = s_tilde.contiguous();
-  p.weight_hh = weight_hh;
-  p.keep.push_back(theta_tilde.contiguous());
-  p.keep.push_back(nu.contiguous());
+  TORCH_CHECK_VALUE(eps > 0 && std::isfinite(eps), kOp, ": eps must be positive and finite, got ", eps);
+  p.s_tilde = s_tilde.detach().contiguous();
+  p.weight_hh = weight_hh.detach();
+  p.keep.push_back(theta_tilde.detach().contiguous());
+  p.keep.push_back(nu.detach().contiguous());
   const size_t base = p.keep.size() - 2;
   auto& q = p.params;
   q.h_prev = p.keep[0].const_data_ptr();

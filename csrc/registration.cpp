@@ -105,6 +105,7 @@ void define_ops(torch::Library& m) {
       "Tensor(h!) filt_trace, Tensor(i!) out_trace, Tensor(j!) grad_w, Tensor(k!) grad_out, "
       "Tensor(l!) outputs) -> ()");
 
+  m.set_python_module("localgrad.ops.hebbian");
   // Hebbian learning without feedback (localgrad/reference/hebbian.py,
   // csrc/hebbian.h), one whole step of one layer in one call. rule: 0 Oja,
   // 1 Sanger (GHA), 2 BCM (needs theta (n_out,)), 3 SoftHebb, 4 Krotov-Hopfield.
@@ -116,6 +117,7 @@ void define_ops(torch::Library& m) {
       "hebbian_update(Tensor x, Tensor weight, Tensor? theta, int rule, float temperature, "
       "float p, int rank, float anti, float lr, float lr_power, bool normalize, "
       "Tensor(a!) u, Tensor(b!) grad) -> ()");
+  m.set_python_module("localgrad.ops.predictive_coding");
   // Predictive coding (Whittington & Bogacz 2017; localgrad/reference/
   // predictive_coding.py): all inference steps of an MLP in one call, in
   // place in `states` (a_1..a_{L-1}, the hidden value nodes) and `errors`

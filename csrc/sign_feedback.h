@@ -23,12 +23,12 @@ struct Params {
   double scale = 1.0;
 };
 
-// sign(w) in {-1, 0, 1}, NaN for NaN (as torch.sign); branch-free so that
-// loops over it vectorise.
+// sign(w) in {-1, 0, 1}, and 0 for NaN, as torch.sign gives on every device
+// (and so the reference): a NaN weight gets no feedback in every mode, on
+// every backend. Branch-free so that loops over it vectorise.
 template <typename acc_t>
 LOCALGRAD_RNG_HD acc_t sign_of(acc_t w) {
-  const acc_t s = static_cast<acc_t>((w > acc_t(0)) - (w < acc_t(0)));
-  return w != w ? w : s;
+  return static_cast<acc_t>((w > acc_t(0)) - (w < acc_t(0)));
 }
 
 // uSF element: sign(w) * scale. `scale` is already rounded to acc_t; with a

@@ -20,9 +20,13 @@ Prepared prepare(const at::Tensor& weight, int64_t seed, int64_t counter, double
   TORCH_CHECK_VALUE(out.is_contiguous(), kOp,
                     ": out must be contiguous (an output cannot be copied), got strides ",
                     out.strides());
-  TORCH_CHECK_VALUE(std::isfinite(scale), kOp, ": scale must be finite, got ", scale);
+  check_finite(scale, kOp, "scale");
+  TensorRoles roles;
+  roles.input(weight, "weight");
+  roles.output(out, "out");
+  roles.check(kOp);
   Prepared p;
-  p.weight = weight.contiguous();
+  p.weight = weight.detach().contiguous();  // may require grad: only its data is read
   p.params.weight = p.weight.const_data_ptr();
   p.params.out = out.data_ptr();
   p.params.numel = weight.numel();

@@ -4,12 +4,62 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 
 from localgrad.demo import DEFAULT_RULES, EQPROP_RULES, HEBBIAN_ROWS, MLP_ONLY_RULES, PC_RULES
 
 
+# argparse `type=` validators: a bad value ends in an argparse error (usage
+# and the option's name), never in a traceback or a silently empty run.
+
+
+def _int(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return _int(text, 1)
+
+
+def _nonnegative_int(text: str) -> int:
+    return _int(text, 0)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {text!r}")
+    return value
+
+
 def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v]
+    values = [_positive_int(v) for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"needs at least one positive width, got {text!r}")
+    return values
+
+
+def _device(text: str) -> str:
+    if text in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", text):
+        return text
+    raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda or cuda:N, got {text!r}")
 
 
 def main(argv=None) -> int:
@@ -25,14 +75,14 @@ def main(argv=None) -> int:
     demo.add_argument("--model", default="mlp", choices=["mlp", "cnn"], help="MLP or LeNet-like CNN")
     demo.add_argument("--dataset", default="mnist", choices=["mnist", "digits"])
     demo.add_argument("--hidden", type=_ints, default=[256, 256], help="hidden widths, e.g. 256,256")
-    demo.add_argument("--epochs", type=int, default=15)
-    demo.add_argument("--batch-size", type=int, default=64)
-    demo.add_argument("--lr", type=float, default=1e-3)
-    demo.add_argument("--hebbian-width", type=int, default=2000,
+    demo.add_argument("--epochs", type=_positive_int, default=15)
+    demo.add_argument("--batch-size", type=_positive_int, default=64)
+    demo.add_argument("--lr", type=_positive_float, default=1e-3)
+    demo.add_argument("--hebbian-width", type=_positive_int, default=2000,
                       help="units of the Hebbian rows' layer (and of probe-random's random features)")
-    demo.add_argument("--beta", type=float, default=0.5, help="nudging strength of the EqProp rows")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    demo.add_argument("--beta", type=_positive_float, default=0.5, help="nudging strength of the EqProp rows")
+    demo.add_argument("--seed", type=_nonnegative_int, default=0)
+    demo.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda")
     demo.add_argument("--plot", default="demo_accuracy.png", help="accuracy plot file ('' for none)")
     demo.add_argument("--no-progress", action="store_true")
     demo.add_argument("--mode", default="static", choices=["static", "online"],
@@ -40,10 +90,10 @@ def main(argv=None) -> int:
     demo.add_argument("--task", default="delayed", choices=["delayed", "mnist1d", "spiking"],
                       help="online mode's task: delayed recall or MNIST-1D with the leaky RNN, or spiking: "
                       "MNIST-1D with an ALIF network, e-prop vs surrogate BPTT")
-    demo.add_argument("--alpha", type=float, default=None,
+    demo.add_argument("--alpha", type=_unit_float, default=None,
                       help="online mode: the leaky RNN's alpha (default 0.5 delayed, 0.1 mnist1d)")
     demo.add_argument("--neuron", default="alif", choices=["alif", "lif"], help="spiking task's neurons")
-    demo.add_argument("--iterations", type=int, default=150, help="online mode: minibatches per rule")
+    demo.add_argument("--iterations", type=_positive_int, default=150, help="online mode: minibatches per rule")
 
     sub.add_parser("info", help="print how localgrad was built")
 
@@ -78,6 +128,17 @@ def main(argv=None) -> int:
     from localgrad import demo as demo_module
 
     given = [r for r in args.rules.split(",") if r]
+    if args.mode == "online":
+        from localgrad.online import spiking_task
+
+        known = spiking_task.RULES if args.task == "spiking" else demo_module.ONLINE_RULES
+    else:
+        from localgrad.feedback_alignment.conversion import RULES as converted_rules
+
+        known = (*converted_rules, *EQPROP_RULES)
+    unknown = [r for r in given if r not in known]
+    if not given or unknown:
+        parser.error(f"argument --rules: unknown rule(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}")
     default_rules = args.rules == ",".join(DEFAULT_RULES)
     if args.mode == "online" and args.task == "spiking":
         from localgrad.online import spiking_task

@@ -116,6 +116,10 @@ def batches(
     x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = True, generator: torch.Generator | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Minibatches of (x, y); a shuffled order comes from `generator`."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batches: batch_size must be a positive int, got {batch_size!r}")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"batches: x and y must have as many rows, got {x.shape[0]} and {y.shape[0]}")
     n = x.shape[0]
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     order = order.to(x.device)

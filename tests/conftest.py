@@ -61,6 +61,22 @@ def _emulated_backend(request):
         emulation.reset_device_model()
 
 
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """Exactness tests compare float32 CUDA results with tight tolerances:
+    run them without TF32 whatever the environment enables
+    (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE); tests of TF32 itself turn it on."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
 def pytest_sessionfinish(session, exitstatus):
     """With LOCALGRAD_EMULATION_COVERAGE=path, writes the emulation's launch
     counts (per launch site and kernel) there for

@@ -70,7 +70,9 @@ void run_samples(const ChunkParams& c, int64_t b_begin, int64_t b_end, scalar_t*
       for (int64_t j = 0; j < H; ++j) {
         scalar_t s = in_t[j];
         const scalar_t* row = w_rec + j * H;
-        for (int64_t n = 0; n < n_fired; ++n) s += row[fired[n]];
+        // z_{t-1} weighs the column: it is 0 or 1 after a step, but a caller's
+        // initial state may hold any value (the reference computes W z).
+        for (int64_t n = 0; n < n_fired; ++n) s += row[fired[n]] * z[fired[n]];
         current[j] = s - v_th * z[j];
       }
       n_fired = 0;
@@ -84,7 +86,9 @@ void run_samples(const ChunkParams& c, int64_t b_begin, int64_t b_end, scalar_t*
         const scalar_t u = v[j] - threshold;
         z[j] = u > scalar_t(0) ? scalar_t(1) : scalar_t(0);
         if (u > scalar_t(0)) fired[n_fired++] = j;
-        psi_now[j] = gamma * std::max(scalar_t(0), scalar_t(1) - std::abs(u) / v_th);
+        // Not std::max: a NaN membrane gives a NaN pseudo-derivative (as the reference).
+        const scalar_t q = scalar_t(1) - std::abs(u) / v_th;
+        psi_now[j] = gamma * (q < scalar_t(0) ? scalar_t(0) : q);
       }
 
       scalar_t* out_t = static_cast<scalar_t*>(c.outputs) + (t * B + b) * K;

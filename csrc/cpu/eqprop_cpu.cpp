@@ -6,6 +6,7 @@
 // The update is device-independent ATen (eqprop_glue.cpp).
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -30,13 +31,21 @@ void set_row(scalar_t* __restrict s, const scalar_t* __restrict u, int64_t width
   for (int64_t c = 0; c < width; ++c) s[c] = apply_sigma<kSigma>(u[c]);
 }
 
+// A change that is NaN counts as infinite: the row never converges, as in the
+// reference (NaN < tol is false), and a max keeps it (a NaN would be dropped).
+template <typename scalar_t>
+inline scalar_t change(scalar_t v, scalar_t old) {
+  const scalar_t d = std::abs(v - old);
+  return d != d ? std::numeric_limits<scalar_t>::infinity() : d;
+}
+
 template <Sigma kSigma, typename scalar_t>
 scalar_t update_row(scalar_t* __restrict s, const scalar_t* __restrict u, int64_t width,
                     scalar_t moved) {
 #pragma omp simd reduction(max : moved)
   for (int64_t c = 0; c < width; ++c) {
     const scalar_t v = apply_sigma<kSigma>(u[c]);
-    const scalar_t d = std::abs(v - s[c]);
+    const scalar_t d = change(v, s[c]);
     moved = d > moved ? d : moved;
     s[c] = v;
   }
@@ -79,7 +88,7 @@ void apply_rows(const std::vector<int>& group, int n_layers, const std::vector<a
             grad = s[c] - y[c];
           }
           const scalar_t v = apply_sigma<kSigma>(u[c] - b * grad);
-          moved = std::max(moved, std::abs(v - s[c]));
+          moved = std::max(moved, change(v, s[c]));
           s[c] = v;
         }
       } else if (track) {
@@ -127,7 +136,8 @@ void relax_block(const PreparedRelax& p, Block& b, const std::vector<std::vector
     for (int64_t r = 0; r < b.rows; ++r) {
       if (!active[r]) continue;
       ++b.ran[r];
-      if (delta[r] < tol) active[r] = 0;
+      // In the state's dtype, as the CUDA kernels and the reference compare.
+      if (delta[r] < static_cast<scalar_t>(tol)) active[r] = 0;
     }
   }
 }

@@ -1,6 +1,7 @@
 // CUDA eprop_lif_chunk: checks and the input projection (cuBLAS through ATen)
 // are shared with the CPU backend (eprop_lif_glue.cpp); this file copies the
 // initial neuron state for the kernel's many readers and launches it.
+#include <ATen/Context.h>
 #include <cuda_runtime_api.h>
 #include <torch/library.h>
 
@@ -23,11 +24,18 @@ void eprop_lif_chunk_cuda(const at::Tensor& x, const at::Tensor& weight_in,
                           const at::Tensor& adapt_trace, const at::Tensor& filt_trace,
                           const at::Tensor& out_trace, const at::Tensor& grad_w,
                           const at::Tensor& grad_out, const at::Tensor& outputs) {
-  const device::Guard guard(x.device());
+  // Checks first: a tensor on the wrong device must get the named-argument
+  // message, not the device guard's.
   PreparedChunk p = prepare_chunk(x, weight_in, weight_rec, weight_out, bias_out, feedback,
                                   target, signal, neuron, adaptive, mode, loss_scale, v, a, z,
                                   psi, y, pre_trace, adapt_trace, filt_trace, out_trace, grad_w,
                                   grad_out, outputs);
+  const device::Guard guard(x.device());
+  // The kernel sums the weight gradients with float atomics, in an order that
+  // changes from run to run (the CPU kernel's is fixed).
+  at::globalContext().alertNotDeterministic(
+      "eprop_lif_chunk (CUDA): grad_w and grad_out are accumulated with atomicAdd; run it on "
+      "the CPU for bitwise reproducible gradients");
   ChunkParams& c = p.params;
   if (c.batch == 0 || c.steps == 0) return;
 

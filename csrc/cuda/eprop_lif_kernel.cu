@@ -37,7 +37,7 @@ __host__ __device__ inline int64_t shared_elements(int64_t H, int64_t P, int64_t
 }
 
 template <typename T>
-__device__ __forceinline__ T relu(T x) { return x > T(0) ? x : T(0); }
+__device__ __forceinline__ T relu(T x) { return x < T(0) ? T(0) : x; }  // NaN stays NaN
 
 template <typename scalar_t, bool kAdaptive, SignalMode kMode>
 __global__ void __launch_bounds__(kThreads) chunk_kernel(const ChunkParams c) {
@@ -103,12 +103,13 @@ __global__ void __launch_bounds__(kThreads) chunk_kernel(const ChunkParams c) {
       __syncthreads();
 
       // Neuron dynamics; the recurrent sum reads the columns of the neurons
-      // that spiked (z is 0 or 1), in ascending order like the CPU kernel.
+      // with z_{t-1} != 0 (spikes, or a caller's initial state), weighted by
+      // it, in ascending order like the CPU kernel.
       for (int64_t j = tid; j < H; j += kThreads) {
         scalar_t s = in_current[row * H + j];
         const scalar_t* w_row = w_rec + j * H;
         for (int64_t i = 0; i < H; ++i)
-          if (z_prev[i] != scalar_t(0)) s += w_row[i];
+          if (z_prev[i] != scalar_t(0)) s += w_row[i] * z_prev[i];  // initial z may be non-binary
         scalar_t threshold = v_th;
         if constexpr (kAdaptive) {
           a[j] = rho * a[j] + z_prev[j];

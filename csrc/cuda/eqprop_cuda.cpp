@@ -139,6 +139,7 @@ at::Tensor eqprop_relax_cuda(const at::Tensor& x, at::TensorList weights, at::Te
 
 void eqprop_update_cuda(const at::Tensor& x, at::TensorList states_a, at::TensorList states_b,
                         double scale, at::TensorList weight_grads, at::TensorList bias_grads) {
+  check_update(x, states_a, states_b, scale, weight_grads, bias_grads);
   const device::Guard guard(x.device());
   eqprop_update_impl(x, states_a, states_b, scale, weight_grads, bias_grads);
 }

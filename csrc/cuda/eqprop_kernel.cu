@@ -332,7 +332,8 @@ __global__ void __launch_bounds__(kThreads) relax_step_kernel(const StepParams p
           v -= static_cast<T>(p.beta) * grad;
         }
         v = apply_sigma<kSigma, T>(v);
-        moved = max(moved, fabs(v - s[c]));
+        const T d = fabs(v - s[c]);
+        moved = max(moved, d != d ? T(INFINITY) : d);  // NaN: never converged (as the reference)
         s[c] = v;
       }
     }

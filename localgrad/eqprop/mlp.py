@@ -20,6 +20,7 @@ from torch import nn
 
 from localgrad import ops
 from localgrad.distributed import average_gradients, check_replicated
+from localgrad.ops._common import as_float, as_int
 from localgrad.reference.eqprop import ACTIVATIONS
 
 NUDGINGS = ("centered", "positive", "negative")
@@ -58,7 +59,7 @@ class EqPropMLP(nn.Module):
         tol: float = 0.0,
     ):
         super().__init__()
-        sizes = [int(n) for n in sizes]
+        sizes = [as_int(n, "EqPropMLP", f"sizes[{i}]") for i, n in enumerate(sizes)]
         if len(sizes) < 2 or any(n < 1 for n in sizes):
             raise ValueError(f"EqPropMLP: sizes needs at least input and output widths, all >= 1, got {sizes}")
         for name, value, allowed in (
@@ -74,6 +75,9 @@ class EqPropMLP(nn.Module):
             raise ValueError(
                 f"EqPropMLP: beta must be > 0 ({nudging} nudging takes its sign from `nudging`), got {beta}"
             )
+        beta = as_float(beta, "EqPropMLP", "beta")
+        t_free, t_nudge = as_int(t_free, "EqPropMLP", "t_free"), as_int(t_nudge, "EqPropMLP", "t_nudge")
+        tol = as_float(tol, "EqPropMLP", "tol", finite=False)
         if t_free < 0 or t_nudge < 0:
             raise ValueError(f"EqPropMLP: t_free and t_nudge must be >= 0, got {t_free} and {t_nudge}")
         self.sizes = sizes

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from localgrad import activations as act
+from localgrad.ops._common import as_bool, as_float, as_int
 from localgrad.feedback_alignment.dfa_conv2d import DFAConv2d
 from localgrad.feedback_alignment.dfa_linear import DFALinear
 from localgrad.feedback_alignment.fa_conv2d import FAConv2d, unsupported_reason
@@ -22,6 +23,15 @@ _CONVERTED = (DFALinear, DFAConv2d, FALinear, FAConv2d)
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def _names_of(model: nn.Module) -> dict[int, list[str]]:
+    """Every name under which each module is reachable (a module shared by
+    several parents, e.g. weight tying by module reuse, has several)."""
+    names: dict[int, list[str]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(module), []).append(name)
+    return names
 
 
 def layer_seed(seed: int, index: int) -> int:
@@ -89,6 +99,15 @@ def convert(
     """
     if rule not in RULES:
         raise ValueError(f"convert: unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+    seed = as_int(seed, "convert", "seed")
+    if feedback_scale is not None:
+        # B = 0 (or a NaN/inf B) sends no usable error; a negative bound is a sign flip of U(-s, s).
+        feedback_scale = as_float(feedback_scale, "convert", "feedback_scale", positive=True)
+    if inject not in ("activation", "output"):
+        raise ValueError(f"convert: inject must be 'activation' or 'output', got {inject!r}")
+    derivative = as_bool(derivative, "convert", "derivative")
+    if example_input is not None and not isinstance(example_input, torch.Tensor):
+        raise TypeError(f"convert: example_input must be a tensor, got {type(example_input).__name__}")
     if any(isinstance(m, _CONVERTED) for m in model.modules()):
         raise ValueError("convert: model is already converted; call localgrad.unconvert(model) first")
     if rule == "backprop":
@@ -105,6 +124,7 @@ def convert(
 def _convert_feedback(model: nn.Module, rule: str, seed: int, scale: float | None) -> nn.Module:
     left_alone = []
     index = 0
+    all_names = _names_of(model)
     for name, module in list(model.named_modules()):
         new = None
         if type(module) is nn.Linear:
@@ -118,7 +138,9 @@ def _convert_feedback(model: nn.Module, rule: str, seed: int, scale: float | Non
         elif any(True for _ in module.parameters(recurse=False)):
             left_alone.append(f"{name or type(module).__name__} ({type(module).__name__})")
         if new is not None:
-            _replace(model, name, new)
+            # A shared module stays shared: the same converted layer at every name.
+            for other in all_names[id(module)]:
+                _replace(model, other, new)
             index += 1
     if index == 0:
         raise ValueError(f"convert(rule={rule!r}): the model has no nn.Linear or nn.Conv2d layer to convert")
@@ -154,6 +176,17 @@ def _conv_output_maps(model: nn.Module, convs: list[nn.Conv2d], example_input, r
 
 def _convert_dfa(model: nn.Module, rule: str, seed: int, scale: float | None, example_input, inject: str) -> nn.Module:
     layers, left_alone = [], []
+    all_names = _names_of(model)
+    for module_names in all_names.values():
+        module = model.get_submodule(module_names[0])
+        if len(module_names) > 1 and type(module) in (nn.Linear, nn.Conv2d):
+            # DFA needs each layer to run once per forward, at one position.
+            raise ValueError(
+                f"convert(rule={rule!r}): one {type(module).__name__} is used at several positions "
+                f"({', '.join(repr(n) for n in module_names)}); DFA gives each layer its own feedback "
+                "matrix and needs it to run once per forward. Use separate layers (or rule='fa' and "
+                "its relatives, which convert a shared layer once for all its positions)"
+            )
     for name, module in model.named_modules():
         if type(module) is nn.Linear:
             layers.append((name, module))
@@ -197,6 +230,9 @@ def _convert_dfa(model: nn.Module, rule: str, seed: int, scale: float | None, ex
     for module in model.modules():
         if act.from_module(module) is not None:
             rule_obj._hooks.append(module.register_forward_hook(rule_obj.observe_activation))
+    # The model's own forward brackets one tape, so a layer that runs twice in it is caught.
+    rule_obj._hooks.append(model.register_forward_pre_hook(rule_obj.begin_model_forward))
+    rule_obj._hooks.append(model.register_forward_hook(rule_obj.end_model_forward, always_call=True))
     if left_alone:
         warnings.warn(
             f"convert(rule={rule!r}): the broadcast delivers the error to Linear and Conv2d layers only; these "

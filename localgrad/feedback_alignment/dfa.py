@@ -84,6 +84,7 @@ class DirectFeedbackAlignment:
         self._bank: torch.Tensor | None = None
         self._hooks = []
         self._warned_no_activation = False
+        self._in_model_forward = False  # set by convert's hooks on the model
         for index, layer in enumerate([*hidden, output]):
             layer.dfa_rule = self
             layer.dfa_index = index
@@ -157,9 +158,23 @@ class DirectFeedbackAlignment:
         tape.outputs[-1] = output.detach()
         tape.last_output = None
 
+    def begin_model_forward(self, module: nn.Module, args) -> None:
+        """Forward pre-hook on the converted model: a new forward, a new tape."""
+        self._tape = None
+        self._in_model_forward = True
+
+    def end_model_forward(self, module: nn.Module, args, output) -> None:
+        self._in_model_forward = False
+
     def forward_layer(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         index = layer.dfa_index
         if index == 0:
+            if self._in_model_forward and self._tape is not None:
+                # Starting a new tape would drop the first call's credit.
+                raise RuntimeError(
+                    f"DFA: layer {self.names[0]!r} ran twice in one forward; convert(rule='dfa') expects "
+                    "the model's Linear/Conv2d layers to run once each, in the order they were registered"
+                )
             self._tape = _Tape()
         tape = self._tape
         if index > 0 and (tape is None or len(tape.inputs) != index):

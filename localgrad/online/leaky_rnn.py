@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from localgrad.activations import Activation
+from localgrad.ops._common import as_float, as_int
 
 _ACTIVATIONS = {"tanh": (torch.tanh, Activation.TANH), "sigmoid": (torch.sigmoid, Activation.SIGMOID),
                 "relu": (torch.relu, Activation.RELU), "identity": (lambda a: a, Activation.IDENTITY)}
@@ -29,6 +30,11 @@ class LeakyRNN(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, output_size: int, alpha: float = 1.0,
                  activation: str = "tanh", recurrent_mask: torch.Tensor | None = None):
         super().__init__()
+        input_size, hidden_size, output_size = (
+            as_int(v, "LeakyRNN", k, minimum=1)
+            for v, k in ((input_size, "input_size"), (hidden_size, "hidden_size"), (output_size, "output_size"))
+        )
+        alpha = as_float(alpha, "LeakyRNN", "alpha")
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"LeakyRNN: alpha must be in (0, 1], got {alpha}")
         if activation not in _ACTIVATIONS:

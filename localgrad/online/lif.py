@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from localgrad.ops._common import as_float, as_int
+
 
 class SpikeFunction(torch.autograd.Function):
     """z = H(u), u = v - A, with dz/du := gamma max(0, 1 - |u| / v_th)."""
@@ -75,6 +77,19 @@ class LIF(nn.Module):
         device: torch.device | str | None = None,
     ):
         super().__init__()
+        name = type(self).__name__
+        input_size, hidden_size, output_size = (
+            as_int(value, name, key) for value, key in
+            ((input_size, "input_size"), (hidden_size, "hidden_size"), (output_size, "output_size"))
+        )  # fmt: skip
+        # Time constants and the step set the decays exp(-dt / tau): a
+        # negative or zero tau, or a NaN anywhere, gives no leaky neuron.
+        tau_m = as_float(tau_m, name, "tau_m", positive=True)
+        tau_out = as_float(tau_out, name, "tau_out", positive=True)
+        dt = as_float(dt, name, "dt", positive=True)
+        v_th = as_float(v_th, name, "v_th")
+        gamma = as_float(gamma, name, "gamma")
+        weight_scale = as_float(weight_scale, name, "weight_scale")
         if min(input_size, hidden_size, output_size) < 1:
             raise ValueError(
                 f"{type(self).__name__}: sizes must be positive, got input_size={input_size}, "
@@ -153,5 +168,6 @@ class ALIF(LIF):
     def __init__(self, input_size: int, hidden_size: int, output_size: int, tau_a: float = 200.0,
                  beta: float = 0.5, **kwargs):  # fmt: skip
         super().__init__(input_size, hidden_size, output_size, **kwargs)
-        self.rho = math.exp(-kwargs.get("dt", 1.0) / tau_a)
-        self.beta = float(beta)
+        tau_a = as_float(tau_a, type(self).__name__, "tau_a", positive=True)
+        self.rho = math.exp(-float(kwargs.get("dt", 1.0)) / tau_a)
+        self.beta = as_float(beta, type(self).__name__, "beta")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from localgrad import ops
+from localgrad.ops._common import as_int
 from localgrad.online.learner import OnlineLearner
 from localgrad.online.rtrl import rtrl_chunk
 
@@ -39,6 +40,7 @@ class SnAp(OnlineLearner):
 
     def __init__(self, model, n: int = 1, loss: str = "mse", dense: bool | None = None):
         super().__init__(model, loss)
+        n = as_int(n, "SnAp", "n")
         if n < 1:
             raise ValueError(f"SnAp: n must be >= 1, got {n}")
         self.n = n

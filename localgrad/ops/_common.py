@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
+import numbers
+import operator
 import warnings
 
+import numpy as np
 import torch
 
 from localgrad import _extension
@@ -96,3 +100,178 @@ def register_missing_cuda(*ops: str) -> None:
             raise cuda_build_missing_error(_op)
 
         torch.library.impl(f"localgrad::{op}", "CUDA", refuse)
+
+
+# Scalars -------------------------------------------------------------------
+# The wrappers (and the public classes, through the same helpers) take Python
+# numbers and refuse what would be coerced silently: 2.7 for an int (int()
+# would give 2), '3' for a seed, NaN or inf where the maths has no meaning.
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def as_int(value, op: str, name: str, *, minimum: int | None = None) -> int:
+    """An integer argument: int, NumPy integer or integral 0-d tensor; never a
+    bool, a float (even 2.0) or a string."""
+    if isinstance(value, bool) or isinstance(value, (str, bytes, float)):
+        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__} {value!r}")
+    if isinstance(value, torch.Tensor) and (value.numel() != 1 or value.is_floating_point() or value.dtype == torch.bool):
+        raise TypeError(f"{op}: {name} must be an int, got a tensor of shape {tuple(value.shape)} and dtype {value.dtype}")
+    try:
+        result = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__} {value!r}") from None
+    if not _INT64[0] <= result <= _INT64[1]:
+        raise ValueError(f"{op}: {name} = {result} does not fit in int64")
+    if minimum is not None and result < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {result}")
+    return result
+
+
+def as_float(
+    value, op: str, name: str, *, finite: bool = True, positive: bool = False, nonnegative: bool = False
+) -> float:
+    """A real argument: int, float, NumPy real or 0-d real tensor; never a bool
+    or a string. finite: NaN and +-inf refused; positive / nonnegative: > 0 / >= 0."""
+    if isinstance(value, (bool, str, bytes)) or (
+        isinstance(value, torch.Tensor) and (value.numel() != 1 or value.dtype == torch.bool or value.is_complex())
+    ):
+        raise TypeError(f"{op}: {name} must be a real number, got {type(value).__name__} {value!r}")
+    if not isinstance(value, (numbers.Real, torch.Tensor)):
+        raise TypeError(f"{op}: {name} must be a real number, got {type(value).__name__} {value!r}")
+    result = float(value)
+    if math.isnan(result):
+        raise ValueError(f"{op}: {name} must not be NaN")
+    if finite and math.isinf(result):
+        raise ValueError(f"{op}: {name} must be finite, got {result}")
+    if positive and not result > 0:
+        raise ValueError(f"{op}: {name} must be positive, got {result}")
+    if nonnegative and not result >= 0:
+        raise ValueError(f"{op}: {name} must be >= 0, got {result}")
+    return result
+
+
+def as_bool(value, op: str, name: str) -> bool:
+    """A flag: bool or NumPy bool (an int other than 0/1, or a string, is refused)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{op}: {name} must be a bool, got {type(value).__name__} {value!r}")
+
+
+# Fake kernels ----------------------------------------------------------------
+# Every op's fake (meta) kernel runs the checks of the real glue that do not
+# read tensor data, through one mechanism: `register_checked_fake(op, check,
+# outputs)` registers a fake that first refuses tensors on different devices
+# (a meta tensor among real ones would otherwise run the fake kernel and leave
+# the real outputs untouched), then calls the op's `check(spec, *args)` with a
+# Spec that checks ranks, shapes, dtypes and devices with messages naming the
+# argument, then returns `outputs(*args)`.
+
+
+class Spec:
+    """Shape/dtype/device checks of one call, for fake kernels. Sizes are
+    named symbols bound by their first use: spec.tensor(x, "x", ("B", "I"))
+    then spec.tensor(h, "h", ("B", "H")) checks that h has x's batch."""
+
+    def __init__(self, op: str):
+        self.op = op
+        self.size: dict[str, int] = {}
+
+    def fail(self, message: str, kind=ValueError):
+        raise kind(f"{self.op}: {message}")
+
+    def tensor(self, t, name: str, shape=None, *, dtype=None, floating=None, like=None, dense_rows=False):
+        """t: a tensor named `name`. shape: a tuple of ints and symbols (or
+        None: any); dtype: a dtype or a tuple of dtypes; floating: the
+        floating dtypes allowed; like: (tensor, name) whose dtype t must have."""
+        if not isinstance(t, torch.Tensor):
+            self.fail(f"{name} must be a tensor, got {type(t).__name__}", TypeError)
+        if floating is not None and t.dtype not in floating:
+            names = ", ".join(str(d).replace("torch.", "") for d in floating)
+            self.fail(f"{name} must be {names}, got {t.dtype}", TypeError)
+        if dtype is not None and t.dtype not in (dtype if isinstance(dtype, tuple) else (dtype,)):
+            self.fail(f"{name} must be {dtype}, got {t.dtype}", TypeError)
+        if like is not None and t.dtype != like[0].dtype:
+            self.fail(f"{name} must have the dtype of {like[1]} ({like[0].dtype}), got {t.dtype}", TypeError)
+        if shape is not None:
+            if t.dim() != len(shape):
+                self.fail(f"{name} must be {len(shape)}-D, got shape {tuple(t.shape)}")
+            want = []
+            for size, symbol in zip(t.shape, shape):
+                if symbol is None:
+                    want.append(int(size))
+                elif isinstance(symbol, str):
+                    self.size.setdefault(symbol, int(size))
+                    want.append(self.size[symbol])
+                else:
+                    want.append(int(symbol))
+            if tuple(int(s) for s in t.shape) != tuple(want):
+                self.fail(f"{name} must have shape {tuple(want)}, got {tuple(t.shape)}")
+        if dense_rows and t.dim() == 2 and t.shape[1] > 1 and t.stride(1) != 1:
+            self.fail(f"{name} must have unit stride along its last dimension, got strides {t.stride()}")
+        return t
+
+    def contiguous(self, t, name: str):
+        if not t.is_contiguous():
+            self.fail(f"{name} must be contiguous (it is written in place), got strides {t.stride()}")
+
+
+def _named_tensors(schema, args, kwargs):
+    """(name, tensor) of every tensor argument, list items as name[i]."""
+    values = list(args) + [kwargs[a.name] for a in schema.arguments[len(args):] if a.name in kwargs]
+    for argument, value in zip(schema.arguments, values):
+        if isinstance(value, torch.Tensor):
+            yield argument.name, value
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                if isinstance(item, torch.Tensor):
+                    yield f"{argument.name}[{i}]", item
+
+
+def check_devices(op: str, named) -> None:
+    """All tensors of a call on one device (the real glue checks the same)."""
+    first = None
+    for name, t in named:
+        if first is None:
+            first = (name, t.device)
+        elif t.device != first[1]:
+            hint = ""
+            if "meta" in (t.device.type, first[1].type):
+                hint = " (a meta tensor among real ones would run no kernel: use meta tensors for all arguments or none)"
+            raise RuntimeError(f"{op}: {name} is on {t.device} but {first[0]} is on {first[1]}{hint}")
+
+
+def register_checked_fake(op: str, check, outputs):
+    """Registers the fake kernel of localgrad::op: devices, then
+    check(Spec(op), *args), then outputs(*args)."""
+    schema = getattr(torch.ops.localgrad, op).default._schema
+
+    def fake(*args, **kwargs):
+        check_devices(op, _named_tensors(schema, args, kwargs))
+        check(Spec(op), *args, **kwargs)
+        return outputs(*args, **kwargs)
+
+    fake.__name__ = f"_{op}_fake"
+    return register_fake(op)(fake)
+
+
+FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+REALS = (torch.float32, torch.float64)
+
+
+def _check_step(spec, h_prev, x, dphi, hh_mask, weight_hh=None):
+    """The per-step checks every online op shares (csrc/online_rnn_glue.cpp)."""
+    spec.tensor(h_prev, "h_prev", ("B", "H"), floating=REALS)
+    spec.tensor(x, "x", ("B", "I"), like=(h_prev, "h_prev"))
+    spec.tensor(dphi, "dphi", ("B", "H"), like=(h_prev, "h_prev"))
+    if hh_mask is not None:
+        spec.tensor(hh_mask, "hh_mask", ("H", "H"), like=(h_prev, "h_prev"))
+    if weight_hh is not None:
+        spec.tensor(weight_hh, "weight_hh", ("H", "H"), like=(h_prev, "h_prev"))
+
+
+def _check_alpha(spec, alpha):
+    if not math.isfinite(alpha):
+        spec.fail(f"alpha must be finite, got {alpha}")

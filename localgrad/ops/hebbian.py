@@ -9,7 +9,7 @@ import math
 import torch
 
 from localgrad._extension import has_extension
-from localgrad.ops._common import fall_back, register_missing_cuda
+from localgrad.ops._common import compiled_ops, fall_back, register_fake, register_missing_cuda
 from localgrad.reference import hebbian as _ref
 
 _OP = "hebbian_update"
@@ -90,8 +90,8 @@ def hebbian_update(
     if grad is None:
         grad = torch.empty_like(weight)
     args = (float(temperature), float(p), int(rank), float(anti), float(lr), float(lr_power), bool(normalize))
-    if has_extension():
-        torch.ops.localgrad.hebbian_update(x, weight, theta, code, *args, u, grad)
+    if (lib := compiled_ops()) is not None:
+        lib.hebbian_update(x, weight, theta, code, *args, u, grad)
         return u, grad
     fall_back(_OP, x)
     _check(x, weight, theta, code, *args[:6], u, grad)
@@ -103,7 +103,7 @@ def hebbian_update(
 
 if has_extension():
 
-    @torch.library.register_fake("localgrad::hebbian_update")
+    @register_fake("hebbian_update")
     def _hebbian_update_fake(x, weight, theta, rule, temperature, p, rank, anti, lr, lr_power, normalize, u, grad):
         # Writes into u and grad only; checks what the kernel checks, so a
         # traced call fails where the real one would.

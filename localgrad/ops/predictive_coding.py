@@ -12,7 +12,7 @@ import torch
 
 from localgrad import activations
 from localgrad._extension import has_extension
-from localgrad.ops._common import fall_back, register_missing_cuda
+from localgrad.ops._common import compiled_ops, fall_back, register_fake, register_missing_cuda
 from localgrad.reference import predictive_coding as ref
 from localgrad.reference.predictive_coding import LOSSES, VARIANTS
 
@@ -28,6 +28,10 @@ def _code(value, table: dict, what: str) -> int:
 def _compiled() -> bool:
     # A build from before this family has the extension but not these ops.
     return has_extension() and hasattr(torch.ops.localgrad, "predictive_coding_infer")
+
+
+def _compiled_ops():
+    return compiled_ops() if _compiled() else None
 
 
 def predictive_coding_infer(
@@ -62,8 +66,8 @@ def predictive_coding_infer(
     if errors is None:
         errors = [x.new_empty((x.shape[0], w.shape[0])) for w in weights]
     errors = list(errors)
-    if _compiled():
-        torch.ops.localgrad.predictive_coding_infer(
+    if (lib := _compiled_ops()) is not None:
+        lib.predictive_coding_infer(
             x, weights, biases, states, errors, target, kinds, slopes, variant, loss, float(output_precision),
             int(steps), float(gamma), float(lr),
         )
@@ -102,8 +106,8 @@ def predictive_coding_update(
     if bias_grads is None:
         bias_grads = [x.new_empty((widths[l + 1],)) for l in range(len(errors))]
     weight_grads, bias_grads = list(weight_grads), list(bias_grads)
-    if _compiled():
-        torch.ops.localgrad.predictive_coding_update(
+    if (lib := _compiled_ops()) is not None:
+        lib.predictive_coding_update(
             x, states, errors, kinds, slopes, float(scale), weight_grads, bias_grads
         )
         return weight_grads, bias_grads
@@ -135,7 +139,7 @@ def _fake_checks(op, x, weights, states, errors, kinds, slopes):
 
 if _compiled():
 
-    @torch.library.register_fake("localgrad::predictive_coding_infer")
+    @register_fake("predictive_coding_infer")
     def _infer_fake(x, weights, biases, states, errors, target, kinds, slopes, variant, loss, output_precision,
                     steps, gamma, lr):
         _fake_checks("predictive_coding_infer", x, weights, states, errors, kinds, slopes)
@@ -144,7 +148,7 @@ if _compiled():
         torch._check(steps >= 0, lambda: "predictive_coding_infer: steps must be >= 0")
         return None
 
-    @torch.library.register_fake("localgrad::predictive_coding_update")
+    @register_fake("predictive_coding_update")
     def _update_fake(x, states, errors, kinds, slopes, scale, weight_grads, bias_grads):
         _fake_checks("predictive_coding_update", x, None, states, errors, kinds, slopes)
         return None

@@ -8,7 +8,15 @@ import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import compiled_ops, fall_back, register_fake, register_missing_cuda
+from localgrad.ops._common import (
+    as_float,
+    _check_alpha,
+    compiled_ops,
+    fall_back,
+    REALS,
+    register_checked_fake,
+    register_missing_cuda,
+)
 
 
 def rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -16,16 +24,27 @@ def rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, alpha: float) -> tup
 
     trace: (batch, H, C); xs: (T, batch, I); h_prevs, dphis, signals: (T, batch, H);
     hh_mask: (H, H) or None. Returns (trace after the chunk, grad (H, C))."""
+    alpha = as_float(alpha, "rflo_chunk", "alpha")
     if (lib := compiled_ops()) is not None:
-        return lib.rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, float(alpha))
+        return lib.rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, alpha)
     fall_back("rflo_chunk", trace)
     return reference.online_rnn.rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, alpha)
 
 
+def _check(spec, trace, xs, h_prevs, dphis, signals, hh_mask, alpha):
+    spec.tensor(h_prevs, "h_prevs", ("T", "B", "H"), floating=REALS)
+    spec.tensor(xs, "xs", ("T", "B", "I"), like=(h_prevs, "h_prevs"))
+    spec.tensor(dphis, "dphis", ("T", "B", "H"), like=(h_prevs, "h_prevs"))
+    spec.tensor(signals, "signals", ("T", "B", "H"), like=(h_prevs, "h_prevs"))
+    B, H, I = (spec.size[k] for k in "BHI")
+    spec.tensor(trace, "trace", (B, H, I + H + 1), like=(h_prevs, "h_prevs"))
+    if hh_mask is not None:
+        spec.tensor(hh_mask, "hh_mask", (H, H), like=(h_prevs, "h_prevs"))
+    _check_alpha(spec, alpha)
+
+
 if has_extension():
-
-    @register_fake("rflo_chunk")
-    def _rflo_chunk_fake(trace, xs, h_prevs, dphis, signals, hh_mask, alpha):
-        return trace.new_empty(trace.shape), trace.new_empty(trace.shape[1:])
-
+    register_checked_fake(
+        "rflo_chunk", _check, lambda trace, *args: (trace.new_empty(trace.shape), trace.new_empty(trace.shape[1:]))
+    )
     register_missing_cuda("rflo_chunk")

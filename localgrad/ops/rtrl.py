@@ -7,7 +7,15 @@ import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import compiled_ops, fall_back, register_fake, register_missing_cuda
+from localgrad.ops._common import (
+    as_float,
+    _check_alpha,
+    _check_step,
+    compiled_ops,
+    fall_back,
+    register_checked_fake,
+    register_missing_cuda,
+)
 
 
 def rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float) -> torch.Tensor:
@@ -16,16 +24,20 @@ def rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float) -> t
     influence: (batch, H, H·C), C = I + H + 1; weight_hh: (H, H), already
     masked; h_prev, dphi: (batch, H); x: (batch, I); hh_mask: (H, H) or None.
     Returns the new influence (W_hh M by BLAS, the rest in one fused pass)."""
+    alpha = as_float(alpha, "rtrl_step", "alpha")
     if (lib := compiled_ops()) is not None:
-        return lib.rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, float(alpha))
+        return lib.rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha)
     fall_back("rtrl_step", influence)
     return reference.online_rnn.rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha)
 
 
+def _check(spec, influence, weight_hh, h_prev, x, dphi, hh_mask, alpha):
+    _check_step(spec, h_prev, x, dphi, hh_mask, weight_hh)
+    B, H, I = (spec.size[k] for k in "BHI")
+    spec.tensor(influence, "influence", (B, H, H * (I + H + 1)), like=(h_prev, "h_prev"))
+    _check_alpha(spec, alpha)
+
+
 if has_extension():
-
-    @register_fake("rtrl_step")
-    def _rtrl_step_fake(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha):
-        return influence.new_empty(influence.shape)
-
+    register_checked_fake("rtrl_step", _check, lambda influence, *args: influence.new_empty(influence.shape))
     register_missing_cuda("rtrl_step")

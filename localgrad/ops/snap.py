@@ -7,7 +7,15 @@ import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import compiled_ops, fall_back, register_fake, register_missing_cuda
+from localgrad.ops._common import (
+    as_float,
+    _check_alpha,
+    _check_step,
+    compiled_ops,
+    fall_back,
+    register_checked_fake,
+    register_missing_cuda,
+)
 
 
 def snap_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float,
@@ -18,7 +26,7 @@ def snap_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float,
 
     influence: (batch, E, C); entry_unit, entry_row: (E,) int64;
     nbr_ptr: (E + 1,) int64 CSR offsets into nbr_entry / nbr_weight."""
-    args = (influence, weight_hh, h_prev, x, dphi, hh_mask, float(alpha), entry_unit, entry_row, nbr_ptr,
+    args = (influence, weight_hh, h_prev, x, dphi, hh_mask, as_float(alpha, "snap_step", "alpha"), entry_unit, entry_row, nbr_ptr,
             nbr_entry, nbr_weight)
     if (lib := compiled_ops()) is not None:
         return lib.snap_step(*args)
@@ -26,11 +34,23 @@ def snap_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float,
     return reference.online_rnn.snap_step(*args)
 
 
+def _check(spec, influence, weight_hh, h_prev, x, dphi, hh_mask, alpha, entry_unit, entry_row, nbr_ptr,
+           nbr_entry, nbr_weight):
+    """The checks of csrc/online_rnn_glue.cpp that read no data (the index
+    ranges are checked by the real kernels only)."""
+    _check_step(spec, h_prev, x, dphi, hh_mask, weight_hh)
+    for name, t in (("entry_unit", entry_unit), ("entry_row", entry_row), ("nbr_ptr", nbr_ptr),
+                    ("nbr_entry", nbr_entry), ("nbr_weight", nbr_weight)):
+        spec.tensor(t, name, (None,), dtype=torch.int64)
+    E = entry_unit.shape[0]
+    spec.tensor(entry_row, "entry_row", (E,))
+    spec.tensor(nbr_ptr, "nbr_ptr", (E + 1,))
+    spec.tensor(nbr_weight, "nbr_weight", (nbr_entry.shape[0],))
+    B, H, I = (spec.size[k] for k in "BHI")
+    spec.tensor(influence, "influence", (B, E, I + H + 1), like=(h_prev, "h_prev"))
+    _check_alpha(spec, alpha)
+
+
 if has_extension():
-
-    @register_fake("snap_step")
-    def _snap_step_fake(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha, entry_unit, entry_row, nbr_ptr,
-                        nbr_entry, nbr_weight):
-        return influence.new_empty(influence.shape)
-
+    register_checked_fake("snap_step", _check, lambda influence, *args: influence.new_empty(influence.shape))
     register_missing_cuda("snap_step")
