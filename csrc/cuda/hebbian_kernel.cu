@@ -26,14 +26,14 @@ constexpr int64_t kMaxGrid = 65535;
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {
 #pragma unroll
-  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_down_sync(0xffffffffu, v, o);
+  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
 
 template <typename T>
 __device__ __forceinline__ T warp_max(T v) {
 #pragma unroll
-  for (int o = kWarp / 2; o > 0; o /= 2) v = max(v, __shfl_down_sync(0xffffffffu, v, o));
+  for (int o = kWarp / 2; o > 0; o /= 2) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
 
@@ -51,15 +51,16 @@ __device__ T block_reduce(T v, T* scratch) {
   return r;
 }
 
-// Block-wide argmax over (value, index) pairs: the largest value, the lowest
+// Block-wide argmax over (value, index) pairs (a butterfly: the pair order is
+// commutative, so every lane of a warp ends with its result): the largest value, the lowest
 // index among equal ones; index -1 for none.
 template <typename T>
 __device__ void block_argmax(T& v, int64_t& idx, T* vals, int64_t* idxs) {
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
 #pragma unroll
   for (int o = kWarp / 2; o > 0; o /= 2) {
-    const T ov = __shfl_down_sync(0xffffffffu, v, o);
-    const int64_t oi = __shfl_down_sync(0xffffffffu, idx, o);
+    const T ov = __shfl_xor_sync(0xffffffffu, v, o);
+    const int64_t oi = __shfl_xor_sync(0xffffffffu, idx, o);
     if (oi >= 0 && (idx < 0 || ov > v || (ov == v && oi < idx))) { v = ov; idx = oi; }
   }
   if (lane == 0) { vals[warp] = v; idxs[warp] = idx; }
