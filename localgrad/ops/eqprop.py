@@ -5,14 +5,22 @@ whole layered network in one call, and its contrastive update of every layer
 from __future__ import annotations
 
 import math
-
 from collections.abc import Sequence
 
 import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import compiled_ops, fall_back, register_fake, register_missing_cuda
+from localgrad.ops._common import (
+    REALS,
+    as_bool,
+    as_float,
+    as_int,
+    compiled_ops,
+    fall_back,
+    register_checked_fake,
+    register_missing_cuda,
+)
 from localgrad.reference.eqprop import ACTIVATIONS, CLAMP, FREE, NUDGE_CE, NUDGE_MSE
 
 NUDGES = {"free": FREE, "mse": NUDGE_MSE, "ce": NUDGE_CE, "clamp": CLAMP}
