@@ -10,8 +10,20 @@
 
 namespace {
 
+// The fake kernels are registered from each family's module for the localgrad
+// namespace; the emulated namespace's are registered by localgrad.ops when
+// it loads, so its schemas name no module.
+void set_module(torch::Library& m, const char* module) {
+#if defined(LOCALGRAD_CUDA_EMULATION)
+  (void)m;
+  (void)module;
+#else
+  m.set_python_module(module);
+#endif
+}
+
 void define_ops(torch::Library& m) {
-  m.set_python_module("localgrad.ops.dfa");
+  set_module(m, "localgrad.ops.dfa");
   // Direct Feedback Alignment (Nøkland 2016), all hidden layers in one call:
   //   out[l] = (error @ feedback[:, cols of layer l]) * f'(a_l)
   // error: (batch, n_out); feedback: (n_out, sum of widths), the layers' B_l
@@ -23,7 +35,7 @@ void define_ops(torch::Library& m) {
       "dfa_project(Tensor error, Tensor feedback, Tensor?[] activations, "
       "int[] kinds, float[] slopes, Tensor(a!)[] out) -> ()");
 
-  m.set_python_module("localgrad.ops.sign_feedback");
+  set_module(m, "localgrad.ops.sign_feedback");
   // Sign-concordant feedback (Liao, Leibo & Poggio 2016), written into `out`
   // (weight's shape): scale * sign(weight) (uSF), or, with random_magnitude,
   // |R| * sign(weight) with R ~ U(-scale, scale) drawn by the counter-based
@@ -32,7 +44,7 @@ void define_ops(torch::Library& m) {
       "sign_feedback(Tensor weight, int seed, int counter, float scale, "
       "bool random_magnitude, Tensor(a!) out) -> ()");
 
-  m.set_python_module("localgrad.ops.eqprop");
+  set_module(m, "localgrad.ops.eqprop");
   // Equilibrium Propagation (Scellier & Bengio 2017), prototypical setting
   // (Ernoult et al. 2019): `steps` relaxation steps of the whole layered
   // network in one call, in place in `states` (states[i]: (batch, n_{i+1}),
@@ -55,7 +67,7 @@ void define_ops(torch::Library& m) {
       "eqprop_update(Tensor x, Tensor[] states_a, Tensor[] states_b, float scale, "
       "Tensor(a!)[] weight_grads, Tensor(b!)[] bias_grads) -> ()");
 
-  m.set_python_module("localgrad.ops.rtrl");
+  set_module(m, "localgrad.ops.rtrl");
   // Online RNN learning of the leaky rate RNN (localgrad/online), θ laid out
   // per unit as rows [W_ih | W_hh | b] of C = I + H + 1 columns
   // (csrc/online_rnn.h); weight_hh is the masked W_hh, hh_mask its pattern.
@@ -64,20 +76,20 @@ void define_ops(torch::Library& m) {
   m.def(
       "rtrl_step(Tensor influence, Tensor weight_hh, Tensor h_prev, Tensor x, "
       "Tensor dphi, Tensor? hh_mask, float alpha) -> Tensor");
-  m.set_python_module("localgrad.ops.snap");
+  set_module(m, "localgrad.ops.snap");
   // SnAp-n (Menick et al. 2021): the same update on kept entries (unit k,
   // row i), influence (batch, E, C), neighbour lists in CSR form.
   m.def(
       "snap_step(Tensor influence, Tensor weight_hh, Tensor h_prev, Tensor x, "
       "Tensor dphi, Tensor? hh_mask, float alpha, Tensor entry_unit, "
       "Tensor entry_row, Tensor nbr_ptr, Tensor nbr_entry, Tensor nbr_weight) -> Tensor");
-  m.set_python_module("localgrad.ops.rflo");
+  set_module(m, "localgrad.ops.rflo");
   // RFLO (Murray 2019) / rate e-prop: eligibility traces (batch, H, C) over a
   // chunk of T steps and Σ_t Σ_b signal ⊙ trace -> (trace_T, grad (H, C)).
   m.def(
       "rflo_chunk(Tensor trace, Tensor xs, Tensor h_prevs, Tensor dphis, "
       "Tensor signals, Tensor? hh_mask, float alpha) -> (Tensor, Tensor)");
-  m.set_python_module("localgrad.ops.uoro");
+  set_module(m, "localgrad.ops.uoro");
   // UORO (Tallec & Ollivier 2017): one rank-one update of (s̃ (batch, H),
   // θ̃ (batch, H, C)) with random signs nu.
   m.def(
@@ -85,7 +97,7 @@ void define_ops(torch::Library& m) {
       "Tensor h_prev, Tensor x, Tensor dphi, Tensor? hh_mask, float alpha, "
       "float eps) -> (Tensor, Tensor)");
 
-  m.set_python_module("localgrad.ops.eprop_lif");
+  set_module(m, "localgrad.ops.eprop_lif");
   // Spiking e-prop (Bellec et al. 2020), LIF or ALIF (adaptive), a chunk of
   // T steps in one call: neuron dynamics, eligibility traces and the weight
   // update, per localgrad/reference/eprop_lif.py. x: (T, batch, n_in);
@@ -105,7 +117,7 @@ void define_ops(torch::Library& m) {
       "Tensor(h!) filt_trace, Tensor(i!) out_trace, Tensor(j!) grad_w, Tensor(k!) grad_out, "
       "Tensor(l!) outputs) -> ()");
 
-  m.set_python_module("localgrad.ops.hebbian");
+  set_module(m, "localgrad.ops.hebbian");
   // Hebbian learning without feedback (localgrad/reference/hebbian.py,
   // csrc/hebbian.h), one whole step of one layer in one call. rule: 0 Oja,
   // 1 Sanger (GHA), 2 BCM (needs theta (n_out,)), 3 SoftHebb, 4 Krotov-Hopfield.
@@ -117,7 +129,7 @@ void define_ops(torch::Library& m) {
       "hebbian_update(Tensor x, Tensor weight, Tensor? theta, int rule, float temperature, "
       "float p, int rank, float anti, float lr, float lr_power, bool normalize, "
       "Tensor(a!) u, Tensor(b!) grad) -> ()");
-  m.set_python_module("localgrad.ops.predictive_coding");
+  set_module(m, "localgrad.ops.predictive_coding");
   // Predictive coding (Whittington & Bogacz 2017; localgrad/reference/
   // predictive_coding.py): all inference steps of an MLP in one call, in
   // place in `states` (a_1..a_{L-1}, the hidden value nodes) and `errors`

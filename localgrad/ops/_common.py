@@ -10,6 +10,7 @@ import contextvars
 import math
 import numbers
 import operator
+import sys
 import warnings
 
 import numpy as np
@@ -56,13 +57,26 @@ def _register_emulated_fake(op, fn):
         _emulated_fakes_done.add(op)
 
 
+def _family_stacklevel() -> int:
+    """torch.library.register_fake's _stacklevel, called from wrap() below,
+    that points at the first frame outside this module: the family's ops
+    module that asked for the registration."""
+    level, frame = 2, sys._getframe(2)  # 0: here, 1: wrap, 2: wrap's caller
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        level += 1
+        frame = frame.f_back
+    return level
+
+
 def register_fake(op: str):
     """register_fake for localgrad::op, and for localgrad_emulated::op once the
     emulated ops are loaded."""
 
     def wrap(fn):
         _fakes[op] = fn
-        torch.library.register_fake(f"localgrad::{op}")(fn)
+        # The schema names the family's module (set_python_module): torch
+        # checks the registering frame, which is the first one outside here.
+        torch.library.register_fake(f"localgrad::{op}", fn, _stacklevel=_family_stacklevel())
         if _extension.emulation_loaded():
             _register_emulated_fake(op, fn)
         return fn
