@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     else:
         from localgrad.feedback_alignment.conversion import RULES as converted_rules
 
-        known = (*converted_rules, *EQPROP_RULES)
+        known = (*converted_rules, *MLP_ONLY_RULES)
     unknown = [r for r in given if r not in known]
     if not given or unknown:
         parser.error(f"argument --rules: unknown rule(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}")

@@ -6,7 +6,6 @@ stub that turns a CUDA call without the CUDA build into instructions."""
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import math
 import numbers
 import operator
@@ -19,16 +18,17 @@ import torch
 from localgrad import _extension
 from localgrad._extension import cuda_build_missing_error, has_cuda_kernels, has_extension
 
-_emulating = contextvars.ContextVar("localgrad_emulating", default=False)
+# A plain flag (torch.compile traces a global read, not a ContextVar).
+_emulating = [False]
 _fakes: dict[str, object] = {}
 
 
-def compiled_ops():
+def compiled_ops(available: bool = True):
     """The op namespace a wrapper calls: torch.ops.localgrad_emulated inside
     `emulated()`, else torch.ops.localgrad; None without the extension."""
-    if _emulating.get():
+    if _emulating[0]:
         return torch.ops.localgrad_emulated
-    return torch.ops.localgrad if has_extension() else None
+    return torch.ops.localgrad if available and has_extension() else None
 
 
 @contextlib.contextmanager
@@ -41,11 +41,11 @@ def emulated(enabled: bool = True):
         _extension.load_emulation()
         for op, fn in _fakes.items():
             _register_emulated_fake(op, fn)
-    token = _emulating.set(enabled)
+    previous, _emulating[0] = _emulating[0], enabled
     try:
         yield
     finally:
-        _emulating.reset(token)
+        _emulating[0] = previous
 
 
 _emulated_fakes_done: set[str] = set()

@@ -59,7 +59,7 @@ def dfa_project(
         buffer = error.new_empty((error.shape[0], sum(widths)))
         out = list(buffer.split(list(widths), dim=1))
     out = list(out)
-    if (lib := compiled_ops()) is not None:
+    if (lib := compiled_ops(has_extension())) is not None:
         lib.dfa_project(error, feedback, activations, kinds, slopes, out)
         return out
     fall_back("dfa_project", error)

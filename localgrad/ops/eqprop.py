@@ -62,7 +62,7 @@ def eqprop_relax(
     async_update = as_bool(async_update, op, "async_update")
     tol = as_float(tol, op, "tol", finite=False)
     weights, biases, states = list(weights), list(biases), list(states)
-    if (lib := compiled_ops()) is not None:
+    if (lib := compiled_ops(has_extension())) is not None:
         return lib.eqprop_relax(
             x, weights, biases, states, target, beta, nudge, activation, steps, async_update, tol
         )
@@ -98,7 +98,7 @@ def eqprop_update(
     if bias_grads is None:
         bias_grads = [x.new_empty((widths[i + 1],)) for i in range(len(states_a))]
     weight_grads, bias_grads = list(weight_grads), list(bias_grads)
-    if (lib := compiled_ops()) is not None:
+    if (lib := compiled_ops(has_extension())) is not None:
         lib.eqprop_update(x, states_a, states_b, scale, weight_grads, bias_grads)
         return weight_grads, bias_grads
     fall_back("eqprop_update", x)

@@ -90,7 +90,7 @@ def hebbian_update(
     if grad is None:
         grad = torch.empty_like(weight)
     args = (float(temperature), float(p), int(rank), float(anti), float(lr), float(lr_power), bool(normalize))
-    if (lib := compiled_ops()) is not None:
+    if (lib := compiled_ops(has_extension())) is not None:
         lib.hebbian_update(x, weight, theta, code, *args, u, grad)
         return u, grad
     fall_back(_OP, x)

@@ -25,7 +25,7 @@ def rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, alpha: float) -> tup
     trace: (batch, H, C); xs: (T, batch, I); h_prevs, dphis, signals: (T, batch, H);
     hh_mask: (H, H) or None. Returns (trace after the chunk, grad (H, C))."""
     alpha = as_float(alpha, "rflo_chunk", "alpha")
-    if (lib := compiled_ops()) is not None:
+    if (lib := compiled_ops(has_extension())) is not None:
         return lib.rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, alpha)
     fall_back("rflo_chunk", trace)
     return reference.online_rnn.rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, alpha)

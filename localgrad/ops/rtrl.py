@@ -25,7 +25,7 @@ def rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float) -> t
     masked; h_prev, dphi: (batch, H); x: (batch, I); hh_mask: (H, H) or None.
     Returns the new influence (W_hh M by BLAS, the rest in one fused pass)."""
     alpha = as_float(alpha, "rtrl_step", "alpha")
-    if (lib := compiled_ops()) is not None:
+    if (lib := compiled_ops(has_extension())) is not None:
         return lib.rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha)
     fall_back("rtrl_step", influence)
     return reference.online_rnn.rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha)

@@ -40,7 +40,7 @@ def sign_feedback(
     scale, random_magnitude = as_float(scale, op, "scale"), as_bool(random_magnitude, op, "random_magnitude")
     if out is None:
         out = torch.empty_like(weight, memory_format=torch.contiguous_format)
-    if (lib := compiled_ops()) is not None:
+    if (lib := compiled_ops(has_extension())) is not None:
         lib.sign_feedback(weight, seed, counter, scale, random_magnitude, out)
         return out
     fall_back("sign_feedback", weight)

@@ -28,7 +28,7 @@ def snap_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float,
     nbr_ptr: (E + 1,) int64 CSR offsets into nbr_entry / nbr_weight."""
     args = (influence, weight_hh, h_prev, x, dphi, hh_mask, as_float(alpha, "snap_step", "alpha"), entry_unit, entry_row, nbr_ptr,
             nbr_entry, nbr_weight)
-    if (lib := compiled_ops()) is not None:
+    if (lib := compiled_ops(has_extension())) is not None:
         return lib.snap_step(*args)
     fall_back("snap_step", influence)
     return reference.online_rnn.snap_step(*args)

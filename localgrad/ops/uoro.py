@@ -27,7 +27,7 @@ def uoro_step(s_tilde, theta_tilde, weight_hh, nu, h_prev, x, dphi, hh_mask, alp
     (batch, H); theta_tilde: (batch, H, C); weight_hh: (H, H), masked."""
     args = (s_tilde, theta_tilde, weight_hh, nu, h_prev, x, dphi, hh_mask, as_float(alpha, "uoro_step", "alpha"),
             as_float(eps, "uoro_step", "eps", positive=True))
-    if (lib := compiled_ops()) is not None:
+    if (lib := compiled_ops(has_extension())) is not None:
         return lib.uoro_step(*args)
     fall_back("uoro_step", s_tilde)
     return reference.online_rnn.uoro_step(*args)
