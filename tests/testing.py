@@ -26,7 +26,7 @@ def is_emulated(device) -> bool:
     """True inside an emulated test (its device is "cpu", its ops emulated)."""
     from localgrad.ops._common import _emulating
 
-    return device == "cpu" and _emulating.get()
+    return device == "cpu" and _emulating[0]
 
 
 def grid_cap(device, cap: int = 3) -> int:
