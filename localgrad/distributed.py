@@ -89,12 +89,29 @@ def check_replicated(parameters: Iterable[torch.Tensor], rule: str) -> None:
     `fully_shard` makes them DTensors): a rule that reads the full weights
     outside the model's forward cannot run on shards."""
     if any(_is_sharded(p) for p in parameters):
-        raise RuntimeError(
-            f"{rule} does not support FSDP2 (fully_shard): it reads the full parameters outside the model's "
-            "forward, where FSDP2 leaves each rank only its shard. Keep the model unsharded and replicated on "
-            "every rank: the rule averages its gradients itself under torch.distributed "
-            "(localgrad.distributed; no DDP or FSDP wrapper needed)"
-        )
+        _refuse_fsdp(rule)
+
+
+def _refuse_fsdp(rule: str) -> None:
+    raise RuntimeError(
+        f"{rule} does not support FSDP2 (fully_shard): it computes its updates from the full parameters and "
+        "writes .grad itself, outside the autograd pass whose gradients FSDP2 reduce-scatters into the "
+        "shards. Keep the model unsharded and replicated on every rank: the rule averages its gradients "
+        "itself under torch.distributed (localgrad.distributed; no DDP or FSDP wrapper needed)"
+    )
+
+
+def check_not_fully_sharded(module: torch.nn.Module, rule: str) -> None:
+    """check_replicated for a layer whose rule runs inside its own forward,
+    where FSDP2 has just gathered the full weights (so they look replicated)
+    and would drop any `.grad` the rule writes: raises, naming `rule`, when
+    `fully_shard` has been applied to the module."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch without FSDP2
+        return
+    if isinstance(module, FSDPModule):
+        _refuse_fsdp(rule)
 
 
 def _buckets(tensors: list[torch.Tensor]) -> dict[tuple, list[torch.Tensor]]:
@@ -131,15 +148,28 @@ def average_gradients(parameters: Iterable[torch.Tensor], group=None) -> None:
             f"{[counts[i] for i in partial]} of {n} ranks; every rank must give .grad to the same parameters "
             "(zero_grad(set_to_none=True) on all ranks, the same steps with a loss everywhere)"
         )
-    grads = [p.grad for p, c in zip(params, counts) if c == n]
-    for bucket in _buckets(grads).values():
-        flat = torch.cat([g.reshape(-1) for g in bucket])
+    average_tensors([p.grad for p, c in zip(params, counts) if c == n], group)
+
+
+@torch.no_grad()
+def average_tensors(tensors: Iterable[torch.Tensor], group=None) -> None:
+    """Replaces each tensor by its mean over the ranks of `group`, in place:
+    one all-reduce per dtype and device (flattened into one buffer). Every
+    rank must pass tensors of the same shapes in the same order. For what a
+    rule needs averaged besides `.grad` (BCM's batch statistics, an update
+    before its normalisation)."""
+    n = world_size(group)
+    if n == 1:
+        _warn_if_launched_without_group()
+        return
+    for bucket in _buckets(list(tensors)).values():
+        flat = torch.cat([t.reshape(-1) for t in bucket])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
         flat.div_(n)
         offset = 0
-        for g in bucket:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
-            offset += g.numel()
+        for t in bucket:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
 
 
 def _broadcast_tensors(tensors: list[torch.Tensor], src: int, group) -> None:

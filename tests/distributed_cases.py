@@ -19,6 +19,8 @@ from torch import nn
 
 import localgrad
 from localgrad.eqprop import EqPropMLP
+from localgrad.hebbian import HebbianLinear
+from localgrad.predictive_coding import PredictiveCoding
 from localgrad.online import ALIF, BPTT, LIF, RFLO, RTRL, UORO, EProp, LeakyRNN, SnAp, SpikingBPTT, SpikingEProp
 
 UNION = 8  # samples (or sequences) per union batch: 4 per rank on 2 ranks
@@ -170,6 +172,48 @@ def _spiking_case(rule, cls, make_learner, dtype=torch.float64):
     return Case("self", _spiking_builder(cls, make_learner), _spikes, _columns, _online_step, dtype, rule)
 
 
+# --- Hebbian layers (unsupervised: the forward pass writes .grad) ----------------
+
+
+def _hebbian_builder(rule, **knobs):
+    def build(seed, dtype):
+        torch.manual_seed(seed)
+        model = nn.Sequential(HebbianLinear(12, 9, rule, activation="relu", **knobs),
+                              HebbianLinear(9, 5, rule, **knobs)).to(dtype)
+        return Trainer(model)
+
+    return build
+
+
+def _hebbian_step(trainer, batch):
+    trainer.net(batch[0])
+
+
+def _hebbian_case(rule, dtype=torch.float64, **knobs):
+    return Case("self", _hebbian_builder(rule, **knobs), _classes((12,)), _rows, _hebbian_step, dtype, rule)
+
+
+# --- predictive coding --------------------------------------------------------
+
+
+def _pc_builder(variant, conv=False, **options):
+    def build(seed, dtype):
+        model = (_cnn if conv else _mlp)(seed, dtype)
+        return Trainer(model, PredictiveCoding(model, variant=variant, **options))
+
+    return build
+
+
+def _pc_step(trainer, batch):
+    trainer.learner.step(*batch)
+
+
+def _pc_case(variant, dtype=torch.float64, conv=False, **options):
+    shape = (1, 5, 5) if conv else (12,)
+    return Case("self", _pc_builder(variant, conv, **options), _classes(shape), _rows, _pc_step, dtype,
+                f"pc-{variant}")
+
+
 CASES: dict[str, Case] = {
     "backprop": _convert_case("backprop"),
     "fa": _convert_case("fa"),
@@ -200,6 +244,17 @@ CASES: dict[str, Case] = {
         "eprop", ALIF, lambda m, s: SpikingEProp(m, feedback="random", loss="ce", seed=s)
     ),
     "bptt-lif": _spiking_case("bptt", LIF, lambda m, s: SpikingBPTT(m, loss="ce")),
+    "hebbian-oja": _hebbian_case("oja"),
+    "hebbian-sanger": _hebbian_case("sanger"),
+    "hebbian-bcm": _hebbian_case("bcm"),
+    "hebbian-softhebb": _hebbian_case("softhebb"),  # published knobs: max-abs normalised, adaptive rate
+    "hebbian-oja-float32": _hebbian_case("oja", torch.float32),
+    "hebbian-krotov": _hebbian_case("krotov"),
+    "pc-il": _pc_case("il", loss="ce", steps=6),
+    "pc-il-float32": _pc_case("il", torch.float32, steps=6),
+    "pc-zil": _pc_case("zil"),
+    "pc-fpa": _pc_case("fpa", loss="ce"),
+    "pc-il-conv": _pc_case("il", conv=True, steps=4),
 }
 
 

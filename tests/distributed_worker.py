@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
 import localgrad.distributed as ld  # noqa: E402
 from localgrad.online import RTRL, LeakyRNN  # noqa: E402
+from localgrad.predictive_coding import PredictiveCoding  # noqa: E402
 
 WRAPPERS = {"convert": ("ddp", "fsdp"), "self": ("none", "fsdp")}
 DFA_EXTRA = ("ddp-no-sync", "ddp-find-unused", "ddp-static-graph")
@@ -110,6 +111,13 @@ def misuse_checks(rank):
         results["ddp-learner"] = None
     except TypeError as e:
         results["ddp-learner"] = str(e)
+    # iPC moves the weights inside inference by each rank's own samples.
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    try:
+        PredictiveCoding(model, variant="ipc", steps=2).step(torch.randn(2, 3), torch.tensor([0, 1]))
+        results["ipc"] = None
+    except RuntimeError as e:
+        results["ipc"] = str(e)
     # torch's global generator: rank 0's state on every rank.
     torch.manual_seed(100 + rank)
     ld.broadcast_rng_state()

@@ -166,12 +166,25 @@ def test_layer_compiles_fullgraph():
     assert out.shape == (4, 3) and layer.weight.grad is not None
 
 
-def test_average_gradients_is_called(monkeypatch):
+@pytest.mark.parametrize("rule", ["softhebb", "krotov", "bcm"])
+def test_data_parallel_path_computes_the_same_step(monkeypatch, rule):
+    """Under a process group the layer averages the raw update (and BCM's
+    y^2) before normalising: with one rank's worth of averaging (the
+    identity), that path must give the fused op's own step."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 6, dtype=torch.float64)
+    single = hebbian.HebbianLinear(6, 5, rule, dtype=torch.float64)
+    parallel = hebbian.HebbianLinear(6, 5, rule, dtype=torch.float64)
+    parallel.load_state_dict(single.state_dict())
+    single(x)
     seen = []
-    monkeypatch.setattr(localgrad.distributed, "average_gradients", lambda params: seen.append(list(params)))
-    layer = hebbian.HebbianLinear(6, 3, "oja")
-    layer(torch.randn(4, 6))
-    assert len(seen) == 1 and seen[0][0] is layer.weight
+    monkeypatch.setattr(localgrad.distributed, "world_size", lambda group=None: 2)
+    monkeypatch.setattr(localgrad.distributed, "average_tensors", lambda ts, group=None: seen.append(len(ts)))
+    parallel(x)
+    assert seen == ([1, 1] if rule == "bcm" else [1])
+    assert (single.weight.grad - parallel.weight.grad).abs().max() <= 1e-14 * single.weight.grad.abs().max()
+    if rule == "bcm":
+        assert torch.equal(single.theta, parallel.theta)
 
 
 @pytest.mark.parametrize("row", ["softhebb", "krotov", "oja", "probe-raw", "probe-random"])

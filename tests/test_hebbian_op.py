@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from testing import DEVICES, FLOAT_DTYPES, TOLERANCE, low_precision_bound, poisoned, rel_err
+from testing import DEVICES, FLOAT_DTYPES, TOLERANCE, grid_cap, low_precision_bound, poisoned, rel_err
 
 import localgrad
 from localgrad import ops
@@ -71,14 +71,21 @@ def test_matches_reference_float64(device, batch, n_in, n_out, rule, kw):
     assert rel_err(grad.cpu(), eg) <= TOLERANCE[torch.float64]
 
 
-def test_ties_go_to_the_lower_index():
+@pytest.mark.parametrize("device", DEVICES)
+def test_ties_go_to_the_lower_index(device):
     """Equal pre-activations: the winner (SoftHebb, Krotov) and Krotov's
-    ranked unit are the lower indices, as in the reference's stable sort."""
+    ranked unit are the lower indices, as in the reference's stable sort.
+    Four units, and 300 with ties spread over every warp of a block."""
     x = torch.ones(2, 3, dtype=torch.float64)
     w = torch.tensor([[0.1, 0.2, 0.3], [0.3, 0.2, 0.1], [0.2, 0.2, 0.2], [0.0, 0.1, 0.5]], dtype=torch.float64)
-    for rule, kw in CASES[3:]:
-        _, grad = call(x, w, None, rule, kw)
-        assert rel_err(grad, expected(x, w, torch.zeros(4, dtype=torch.float64), rule, kw)[1]) <= 1e-12
+    wide = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64).repeat(300, 1)
+    wide[::7] = torch.tensor([0.3, 0.2, 0.1], dtype=torch.float64)  # also u = 0.6, other rows of w
+    wide[::11] = 0.0
+    for weights in (w, wide):
+        for rule, kw in CASES[3:]:
+            _, grad = call(x.to(device), weights.to(device), None, rule, kw)
+            want = expected(x, weights, torch.zeros(weights.shape[0], dtype=torch.float64), rule, kw)[1]
+            assert rel_err(grad.cpu(), want) <= 1e-12
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -104,19 +111,34 @@ def test_low_precision(device, dtype, rule, kw):
     assert rel_err(grad.cpu(), rg) <= low_precision_bound(tg.to(dtype), rg) + 2e-3
 
 
-def test_non_contiguous_inputs_and_strided_outputs():
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_contiguous_inputs_and_strided_outputs(device):
     x, w, theta = make_case(20, 30, 12, torch.float64, "cpu")
     xs = torch.randn(30, 40, dtype=torch.float64).T[:20]  # column-major, sliced
     ws = w.T.contiguous().T
     ts = torch.rand(24, dtype=torch.float64)[::2]
-    ubuf = poisoned((20, 24), torch.float64, "cpu")
-    gbuf = poisoned((12, 50), torch.float64, "cpu")
+    ubuf = poisoned((20, 24), torch.float64, device)
+    gbuf = poisoned((12, 50), torch.float64, device)
     u, grad = ubuf[:, 5:17], gbuf[:, 10:40]
     for rule, kw in CASES:
-        ops.hebbian_update(xs, ws, rule, theta=ts, u=u, grad=grad, **kw)
+        ops.hebbian_update(xs.to(device), ws.to(device), rule, theta=ts.to(device), u=u, grad=grad, **kw)
         eu, eg = ref.hebbian_update(xs, ws, rule, ts, **kw)
-        assert rel_err(u, eu) <= 1e-12 and rel_err(grad, eg) <= 1e-12
+        assert rel_err(u.cpu(), eu) <= 1e-12 and rel_err(grad.cpu(), eg) <= 1e-12
     assert ubuf[:, :5].isnan().all() and gbuf[:, 40:].isnan().all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_grid_stride_past_the_grid_cap(device):
+    """More samples, units and weights than blocks in the grid: every kernel's
+    grid-stride loop runs (on the emulation the cap is lowered to 3 blocks;
+    the power kernel's elements need more than 3 x 256)."""
+    cap = grid_cap(device)
+    batch, n_out = min(4 * cap, 301), min(4 * cap, 300)
+    x, w, theta = make_case(batch, 250, n_out, torch.float64, device)
+    for rule, kw in CASES:
+        u, grad = call(x, w, theta, rule, kw)
+        eu, eg = expected(x, w, theta, rule, kw)
+        assert rel_err(u.cpu(), eu) <= 1e-12 and rel_err(grad.cpu(), eg) <= 1e-12
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -3,7 +3,7 @@ reference (localgrad.reference.predictive_coding) and their contract."""
 
 import pytest
 import torch
-from testing import DEVICES, poisoned, rel_err
+from testing import DEVICES, KERNEL_DEVICES, cpu_kernels, grid_cap, kernels, poisoned, rel_err
 
 import localgrad
 from localgrad import ops
@@ -65,7 +65,7 @@ def make_net(batch, widths, dtype=torch.float64, device="cpu", seed=0, feed_forw
 
 def call(x, weights, biases, states, target, kinds, slopes, variant, loss, precision, steps, gamma, lr):
     errors = [poisoned((x.shape[0], w.shape[0]), x.dtype, x.device) for w in weights]
-    torch.ops.localgrad.predictive_coding_infer(x, weights, biases, states, errors, target, kinds, slopes,
+    kernels().predictive_coding_infer(x, weights, biases, states, errors, target, kinds, slopes,
                                                 variant, loss, precision, steps, gamma, lr)
     return errors
 
@@ -137,8 +137,7 @@ def test_infer_strided_states_and_errors(device):
         dst.copy_(src)
     err_wide = [poisoned((5, w.shape[0] + 2), x.dtype, device) for w in weights]
     errors = [e[:, :w.shape[0]] for e, w in zip(err_wide, weights)]
-    torch.ops.localgrad.predictive_coding_infer(x, weights, biases, strided, errors, target, kinds, slopes,
-                                                *args[2:])
+    kernels().predictive_coding_infer(x, weights, biases, strided, errors, target, kinds, slopes, *args[2:])
     for got, want in zip(strided + errors, exp_states + exp_errors):
         assert err(got, want) <= 1e-12
     assert all(bool(torch.isnan(e[:, -2:]).all()) for e in err_wide)  # the columns beyond are untouched
@@ -154,7 +153,7 @@ def test_update_matches_reference(device, batch, widths):
                                                 kinds, slopes, -0.3)
     gw = [poisoned(w.shape, x.dtype, device) for w in weights]
     gb = [poisoned(b.shape, x.dtype, device) for b in biases]
-    torch.ops.localgrad.predictive_coding_update(x, states, errors, kinds, slopes, -0.3, gw, gb)
+    kernels().predictive_coding_update(x, states, errors, kinds, slopes, -0.3, gw, gb)
     for got, want in zip(gw + gb, exp_w + exp_b):
         if batch == 0:
             assert bool((got == 0).all())
@@ -162,20 +161,42 @@ def test_update_matches_reference(device, batch, widths):
             assert err(got, want) <= 1e-12
 
 
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_cuda_matches_cpu(variant):
-    pytest.importorskip("torch.cuda")
-    if not torch.cuda.is_available() or not localgrad.has_cuda_kernels():
-        pytest.skip("no GPU with localgrad's CUDA kernels")
+@pytest.mark.parametrize("loss", [0, 1])
+def test_cuda_matches_cpu(device, variant, loss):
+    """The CUDA kernels (on a GPU or emulated) against the CPU kernels, in
+    float64 and float32, at a batch over one block and widths over a warp."""
     code = ref.VARIANTS[variant]
-    results = {}
-    for device in ("cpu", "cuda"):
-        x, weights, biases, states, target, kinds, slopes = make_net(65, [30, 300, 200, 10], device=device,
-                                                                     feed_forward=True)
-        errors = call(x, weights, biases, states, target, kinds, slopes, code, 1, 1.0, 5, 0.5, 0.01)
-        results[device] = [t.cpu() for t in states + errors + weights + biases]
-    for a, b in zip(results["cuda"], results["cpu"]):
-        assert rel_err(a, b) <= 1e-12
+    args = (code, loss, 1.0, 5 if code != ref.ZIL else 2, 0.5 if code in (ref.IL, ref.IPC) else 1.0, 0.01)
+
+    def run(dtype, where):
+        x, weights, biases, states, target, kinds, slopes = make_net(65, [30, 300, 200, 10], dtype, where,
+                                                                     feed_forward=code in (ref.FPA, ref.ZIL))
+        errors = call(x, weights, biases, states, target, kinds, slopes, *args)
+        return [t.cpu() for t in states + errors + weights + biases]
+
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        with cpu_kernels():
+            want = run(dtype, "cpu")
+        got = run(dtype, device)
+        for a, b in zip(got, want):
+            assert rel_err(a, b) <= tol
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("loss", [0, 1])
+def test_grid_stride_past_the_grid_cap(device, loss):
+    """More batch rows than warps in the grid (8 per block): the kernels'
+    row loops stride (on the emulation the grid is capped at 3 blocks)."""
+    cap = grid_cap(device)
+    batch = min(8 * cap * 3 + 5, 1000)
+    x, weights, biases, states, target, kinds, slopes = make_net(batch, [7, 33, 12, 5], device=device)
+    args = (kinds, slopes, ref.IPC, loss, 1.0, 3, 0.1, 0.01)
+    exp_states, exp_errors, exp_w, exp_b = expected_of(x, weights, biases, states, target, *args)
+    errors = call(x, weights, biases, states, target, *args)
+    for got, want in zip(states + errors + weights + biases, exp_states + exp_errors + exp_w + exp_b):
+        assert err(got, want) <= 1e-12
 
 
 def test_opcheck():

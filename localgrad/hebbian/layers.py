@@ -81,18 +81,33 @@ class _HebbianBase(nn.Module):
             if self.rule == "krotov" and self.p != 2.0:
                 return ref.krotov_currents(x2d, w2d, self.p)
             return x2d @ w2d.T
+        distributed.check_not_fully_sharded(self, "Hebbian")
+        # Under a process group, what depends on the whole batch is computed
+        # from the union batch: the max-abs normalisation divides the ranks'
+        # averaged dW by its peak (the op returns the raw -dW for that), and
+        # BCM's threshold moves by the mean of y^2 over every rank's samples.
+        split = self.normalize and distributed.world_size() > 1
         u, grad = ops.hebbian_update(
             x2d, w2d, self.rule, theta=self.theta, temperature=self.temperature, p=self.p, rank=self.rank,
-            anti=self.anti, lr=self.lr, lr_power=self.lr_power, normalize=self.normalize)
+            anti=self.anti, lr=1.0 if split else self.lr, lr_power=0.0 if split else self.lr_power,
+            normalize=False if split else self.normalize)
+        distributed.average_tensors([grad])
+        if split:
+            peak = grad.abs().max() if grad.numel() else grad.new_zeros(())
+            norm_p = self.p if self.rule == "krotov" else 2.0
+            rate = ref.adaptive_rate(w2d.double(), self.lr, self.lr_power, norm_p).to(grad.dtype)
+            grad = torch.where(peak > 0, grad * (rate[:, None] / peak), torch.zeros_like(grad))
         grad = grad.view_as(self.weight)
         if self.weight.grad is None:
             self.weight.grad = grad
         else:
             self.weight.grad.add_(grad)
-        if self.rule == "bcm" and x2d.shape[0] > 0:
+        if self.rule == "bcm":
             with torch.no_grad():
-                self.theta.lerp_((u * u).mean(0), self.theta_rate)
-        distributed.average_gradients([self.weight])
+                y2 = (u * u).mean(0) if x2d.shape[0] > 0 else torch.zeros_like(self.theta)
+                distributed.average_tensors([y2])
+                if x2d.shape[0] > 0 or distributed.world_size() > 1:
+                    self.theta.lerp_(y2, self.theta_rate)
         return u
 
     def _prepare_input(self, x2d: torch.Tensor) -> torch.Tensor:

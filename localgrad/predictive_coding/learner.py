@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from localgrad import activations, ops
-from localgrad.distributed import average_gradients
+from localgrad.distributed import average_gradients, check_replicated, world_size
 from localgrad.predictive_coding import generic
 from localgrad.reference import predictive_coding as ref
 
@@ -171,6 +171,14 @@ class PredictiveCoding:
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        check_replicated(self.model.parameters(), "PredictiveCoding")
+        if self.variant == "ipc" and world_size() > 1:
+            # Its weights move at every inference step by each rank's own
+            # batch: the replicas would follow different inner loops.
+            raise RuntimeError(
+                "PredictiveCoding: variant 'ipc' cannot train data-parallel (it updates the weights inside "
+                "inference, from each rank's own samples); use variant 'il' (the same energy, one update per "
+                "batch, averaged over the ranks) or train iPC in one process")
         x0 = self._input(x)
         batch = x0.shape[0]
         target = self._target(y, batch)

@@ -29,6 +29,13 @@ EXPECTED = {
     "fill_kernel<scalar_t, true>": 4,
     "fill_kernel<scalar_t, false>": 4,
 }
+# One instantiation per site: hebbian and predictive_coding launch each
+# dtype from its own line.
+for _name in ("power_kernel", "activate_kernel", "combine_kernel", "errors_kernel", "states_kernel"):
+    for _t in ("double", "float"):
+        EXPECTED[f"{_name}<{_t}>"] = 1
+for _out in ("double, double", "float, __half", "float, __nv_bfloat16", "float, float"):
+    EXPECTED[f"finalize_kernel<{_out}>"] = 1
 BY_FILE = {"eprop_lif_kernel.cu": 2 * 2 * 3, "eqprop_kernel.cu": 2 * 3 * 4 * 2}
 
 

@@ -44,6 +44,8 @@ DFA = ["tests/test_dfa_op.py"]
 EPROP = ["tests/test_eprop_lif_op.py"]
 EQPROP = ["tests/test_eqprop_op.py"]
 SIGN = ["tests/test_sign_feedback_op.py"]
+HEBBIAN = ["tests/test_hebbian_op.py"]
+PC = ["tests/test_predictive_coding_op.py"]
 
 
 def online(op):
@@ -133,6 +135,44 @@ MUTANTS = [
     Mutant("sign-shifted-index", "sign_feedback_kernel.cu",
            "random_sign(to_acc(w[i]), p, i)", "random_sign(to_acc(w[i]), p, i + 1)", SIGN,
            "wrong index into the counter-based RNG"),
+    Mutant("hebbian-no-sync-in-block-reduce", "hebbian_kernel.cu",
+           "  if (lane == 0) scratch[warp] = v;\n  __syncthreads();\n",
+           "  if (lane == 0) scratch[warp] = v;\n", HEBBIAN,
+           "drop a __syncthreads: warp partials read before every warp has written its own"),
+    Mutant("hebbian-argmax-ignores-ties", "hebbian_kernel.cu",
+           "if (oi >= 0 && (idx < 0 || ov > v || (ov == v && oi < idx))) { v = ov; idx = oi; }\n  }\n  if (lane",
+           "if (oi >= 0 && (idx < 0 || ov > v)) { v = ov; idx = oi; }\n  }\n  if (lane", HEBBIAN,
+           "a warp's argmax no longer prefers the lower index among equal values"),
+    Mutant("hebbian-krotov-rank-short", "hebbian_kernel.cu",
+           "for (int64_t r = 2; r <= ap.rank && prev_idx >= 0; ++r) {",
+           "for (int64_t r = 2; r < ap.rank && prev_idx >= 0; ++r) {", HEBBIAN,
+           "<= to <: Krotov's anti-Hebbian unit is one rank too high"),
+    Mutant("hebbian-signed-peak", "hebbian_kernel.cu",
+           "peak = max(peak, fabs(d));", "peak = max(peak, d);", HEBBIAN,
+           "the normalisation's peak forgets the absolute value"),
+    Mutant("hebbian-power-stride-short", "hebbian_kernel.cu",
+           "       i += int64_t(gridDim.x) * kThreads) {",
+           "       i += int64_t(gridDim.x) * kThreads * 2) {", HEBBIAN,
+           "the power kernel's grid-stride loop skips every other stride"),
+    Mutant("pc-error-skips-last-column", "predictive_coding_kernel.cu",
+           "for (int64_t c = lane; c < n; c += kWarp) e[c] = a[c] - mu[c];",
+           "for (int64_t c = lane; c < n - 1; c += kWarp) e[c] = a[c] - mu[c];", PC,
+           "a hidden layer's last error column keeps the prediction"),
+    Mutant("pc-short-softmax-sum", "predictive_coding_kernel.cu",
+           "  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);",
+           "  for (int o = kWarp / 2; o > 1; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);", PC,
+           "> 0 to > 1: the softmax denominator misses half the lanes"),
+    Mutant("pc-no-error-refresh", "predictive_coding_kernel.cu",
+           "    if (p.refresh_error) e[c] += now - old;\n", "", PC,
+           "errors not refreshed after a state step (stale until the next error pass)"),
+    Mutant("pc-state-row-stride-ignored", "predictive_coding_kernel.cu",
+           "  T* a = static_cast<T*>(p.state[k]) + r * p.state_row_stride[k];",
+           "  T* a = static_cast<T*>(p.state[k]) + r * n;", PC,
+           "strided state rows read and written as if contiguous"),
+    Mutant("pc-row-stride-short", "predictive_coding_kernel.cu",
+           "       r < p.batch; r += warps) {\n    for (int k = 0; k < p.n_hidden; ++k) {",
+           "       r < p.batch; r += 2 * warps) {\n    for (int k = 0; k < p.n_hidden; ++k) {", PC,
+           "the state pass's row loop skips every other stride of the grid"),
 ]
 
 
