@@ -176,15 +176,17 @@ def test_cnn_zil_and_fpa_equal_backprop(loss, variant):
         assert rel_err(g, e) <= 1e-10
 
 
-@pytest.mark.parametrize("variant", ["il", "fpa", "zil"])
+@pytest.mark.parametrize("variant", ["il", "fpa", "zil", "ipc"])
 @pytest.mark.parametrize("loss", ["mse", "ce"])
 def test_autograd_block_path_equals_fused_mlp_path(variant, loss):
     """The path Conv2d models take, run on an MLP, gives the fused op's update."""
     from localgrad.predictive_coding import generic
 
     model, x, y = make_mlp(4, seed=21, act=nn.Tanh)
-    expected, _ = pc_grads(model, x, y, variant=variant, loss=loss, steps=5 if variant == "il" else None)
-    learner = PredictiveCoding(model, variant=variant, loss=loss, steps=5 if variant == "il" else None)
+    steps = 5 if variant in ("il", "ipc") else None
+    expected, _ = pc_grads(model, x, y, variant=variant, loss=loss, steps=steps)
+    start = [p.detach().clone() for p in model.parameters()]
+    learner = PredictiveCoding(model, variant=variant, loss=loss, steps=steps)
     mods = list(model)
     blocks, pending = [], []
     for m in mods:
@@ -197,6 +199,8 @@ def test_autograd_block_path_equals_fused_mlp_path(variant, loss):
     got, _ = pc_grads_with(learner, model, x, y)
     for g, e in zip(got, expected):
         assert rel_err(g, e) <= 1e-10
+    # iPC moves the parameters inside inference and puts them back for the optimizer.
+    assert all(torch.equal(p, p0) for p, p0 in zip(model.parameters(), start))
 
 
 def pc_grads_with(learner, model, x, y):

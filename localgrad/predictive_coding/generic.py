@@ -10,8 +10,11 @@ a_{l-1}, then the layer). The state step is a_k += gamma * (-eps_k +
 J_{k+1}(a_k)^T eps_{k+1}), where J_{k+1}^T eps is the block's vjp (for an
 MLP block, f'(a_k) * W^T eps), and the update of block l is minus the vjp of
 its parameters with cotangent eps_l / N. IL, FPA (Jacobians and predictions at
-the feed-forward values) and Z-IL (the wave schedule) run here; iPC only on
-MLPs.
+the feed-forward values), Z-IL (the wave schedule) and iPC (the parameters
+also move at every step) run here. An IL or iPC step is one forward pass of
+every block (the errors) and one backward pass from it (every state's vjp,
+and for iPC every parameter's), as the reference's step order requires:
+errors, then states and parameters moved from the same errors.
 """
 
 from __future__ import annotations
@@ -68,11 +71,30 @@ def _vjp_params(block: Block, a: torch.Tensor, cotangent: torch.Tensor) -> list[
         return list(torch.autograd.grad(block(a.detach()), params, cotangent))
 
 
+def _graph_step(blocks: list[Block], a: list[torch.Tensor], output_error, params: list[torch.Tensor]):
+    """At the states `a`: the errors of every layer and, in one backward
+    pass, each hidden state's J^T eps from the block above plus the vjp of
+    `params` (the blocks' parameters, or none) with cotangents eps."""
+    L = len(blocks)
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_(True) for t in a[1:]]
+        inputs = [a[0], *leaves]
+        mus = [blocks[l](inputs[l]) for l in range(L)]
+        eps = [(a[k] - mus[k - 1]).detach() for k in range(1, L)] + [output_error(mus[-1].detach())]
+        # Block 0's prediction reaches no state: it joins only for its parameters.
+        first = 0 if params else 1
+        grads = torch.autograd.grad(mus[first:], leaves + params, eps[first:], allow_unused=True)
+    backs = [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads[:len(leaves)])]
+    return eps, backs, list(grads[len(leaves):])
+
+
 @torch.no_grad()
 def infer_and_update(blocks: list[Block], x: torch.Tensor, output_error, variant: str, steps: int,
-                     gamma: float) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
+                     gamma: float, ipc_lr: float = 0.0) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
     """Runs inference from the feed-forward values; returns (mu_L, the
-    update -dF/dtheta of every block's parameters, batch-summed)."""
+    update -dF/dtheta of every block's parameters, batch-summed). For iPC
+    (`ipc_lr`: the step per batch-summed update) the parameters move in place
+    at every step and the update returned is their total move / ipc_lr."""
     L = len(blocks)
     a = [x]
     for b in blocks:
@@ -102,16 +124,33 @@ def infer_and_update(blocks: list[Block], x: torch.Tensor, output_error, variant
             eps = [a[k] - mu[k - 1] for k in range(1, L)] + [eps[L - 1]]
         pre = ff
     else:
-        def errors():
-            mus = [blocks[l](a[l]) for l in range(L)]
-            return [a[k] - mus[k - 1] for k in range(1, L)] + [output_error(mus[-1])]
-
+        ipc = variant == "ipc"
+        params = [p for b in blocks for p in b.layer.parameters()] if ipc else []
+        start = [p.detach().clone() for p in params]
         for _ in range(steps):
-            eps = errors()
-            backs = [_vjp_input(blocks[k], a[k], eps[k]) for k in range(1, L)]
+            eps, backs, moves = _graph_step(blocks, a, output_error, params)
             for k in range(1, L):
                 a[k] = a[k] + gamma * (-eps[k - 1] + backs[k - 1])
-        eps = errors()
-        pre = a
+            for p, m in zip(params, moves):
+                p.add_(m, alpha=ipc_lr)
+        if ipc:
+            moved = [(p - p0).div_(ipc_lr) for p, p0 in zip(params, start)]
+            for p, p0 in zip(params, start):
+                p.copy_(p0)  # the learner writes the move into .grad; the optimizer applies it
+            updates, i = [], 0
+            for b in blocks:
+                n = len(list(b.layer.parameters()))
+                updates.append(moved[i:i + n])
+                i += n
+            return mu_out, updates
+        # The final errors and every block's update from one more pass.
+        params = [p for b in blocks for p in b.layer.parameters()]
+        _, _, grads = _graph_step(blocks, a, output_error, params)
+        updates, i = [], 0
+        for b in blocks:
+            n = len(list(b.layer.parameters()))
+            updates.append([torch.zeros_like(p) if g is None else g for p, g in zip(b.layer.parameters(), grads[i:i + n])])
+            i += n
+        return mu_out, updates
     updates = [_vjp_params(blocks[l], pre[l], eps[l]) for l in range(L)]
     return mu_out, updates

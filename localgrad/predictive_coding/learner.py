@@ -74,7 +74,9 @@ def _parse(model: nn.Sequential):
 class PredictiveCoding:
     """Predictive coding learner for `model`, an nn.Sequential of Linear
     layers with one activation module between two of them (and Flatten in
-    front).
+    front): the fused ops; or one with Conv2d layers (and parameter-free
+    modules between the layers, ending in a Linear): the same maths through
+    autograd per block (localgrad.predictive_coding.generic).
 
     variant: "il" (inference learning: `steps` steps of size `gamma`, then
     the update at the final state; defaults 20 and 0.1), "fpa" (fixed
@@ -107,8 +109,6 @@ class PredictiveCoding:
         if self.blocks is None:
             self.inputs, self.linears, self.kinds, self.slopes = _parse(model)
         else:
-            if variant == "ipc":
-                raise ValueError("PredictiveCoding: variant 'ipc' runs on MLPs (Linear layers) only")
             self.inputs, self.linears, self.kinds, self.slopes = [], [b.layer for b in self.blocks], None, None
         n_layers = len(self.linears)
         default_steps = {"il": 20, "ipc": 20, "fpa": n_layers, "zil": n_layers - 1}[variant]
@@ -222,7 +222,8 @@ class PredictiveCoding:
         def output_error(mu):
             return target - (mu if self.loss == "mse" else torch.softmax(mu, dim=1))
 
-        mu_out, updates = generic.infer_and_update(self.blocks, x, output_error, self.variant, self.steps, self.gamma)
+        mu_out, updates = generic.infer_and_update(self.blocks, x, output_error, self.variant, self.steps, self.gamma,
+                                                   ipc_lr=self.ipc_lr / max(x.shape[0], 1))
         scale = -1.0 / max(x.shape[0], 1)
         written = []
         for block, update in zip(self.blocks, updates):
