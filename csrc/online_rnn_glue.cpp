@@ -91,7 +91,8 @@ PreparedRtrl prepare_rtrl(const at::Tensor& influence, const at::Tensor& weight_
 PreparedSnap prepare_snap(const at::Tensor& influence, const at::Tensor& weight_hh, const at::Tensor& h_prev,
                           const at::Tensor& x, const at::Tensor& dphi, const std::optional<at::Tensor>& hh_mask,
                           double alpha, const at::Tensor& entry_unit, const at::Tensor& entry_row,
-                          const at::Tensor& nbr_ptr, const at::Tensor& nbr_entry, const at::Tensor& nbr_weight) {
+                          const at::Tensor& nbr_ptr, const at::Tensor& nbr_entry, const at::Tensor& nbr_weight,
+                          bool check_indices) {
   constexpr const char* kOp = "snap_step";
   check_finite(alpha, kOp, "alpha");
   PreparedSnap p;
@@ -113,9 +114,11 @@ PreparedSnap prepare_snap(const at::Tensor& influence, const at::Tensor& weight_
   check_like(influence, h_prev, kOp, "influence");
   check_shape(influence, {batch, entries, input + hidden + 1}, kOp, "influence",
               "(batch, entries, input + hidden + 1)");
-  // Indices are read without bounds checks in the kernels: validate them once
-  // here (on the host for CPU tensors; a CUDA caller pays one sync).
+  // Indices are read without bounds checks in the kernels: validate them here
+  // (on CUDA: 9 device-to-host syncs), unless the caller built them and
+  // checked them once (check_indices=False, as the SnAp learner does).
   auto in_range = [&](const at::Tensor& t, int64_t hi, const char* name) {
+    if (!check_indices) return;
     if (t.numel() == 0) return;
     TORCH_CHECK_VALUE(t.min().item<int64_t>() >= 0 && t.max().item<int64_t>() < hi, kOp, ": ", name,
                       " must lie in [0, ", hi, ")");
@@ -124,7 +127,7 @@ PreparedSnap prepare_snap(const at::Tensor& influence, const at::Tensor& weight_
   in_range(entry_row, hidden, "entry_row");
   in_range(nbr_entry, entries, "nbr_entry");
   in_range(nbr_weight, hidden * hidden, "nbr_weight");
-  if (entries > 0) {
+  if (entries > 0 && check_indices) {
     // Read through its strides, as the kernels read the contiguous copy
     // below (raw memory of a strided view holds other values).
     const at::Tensor ptr = nbr_ptr.cpu().contiguous();

@@ -34,7 +34,8 @@ struct PreparedSnap : Prepared {
 PreparedSnap prepare_snap(const at::Tensor& influence, const at::Tensor& weight_hh, const at::Tensor& h_prev,
                           const at::Tensor& x, const at::Tensor& dphi, const std::optional<at::Tensor>& hh_mask,
                           double alpha, const at::Tensor& entry_unit, const at::Tensor& entry_row,
-                          const at::Tensor& nbr_ptr, const at::Tensor& nbr_entry, const at::Tensor& nbr_weight);
+                          const at::Tensor& nbr_ptr, const at::Tensor& nbr_entry, const at::Tensor& nbr_weight,
+                          bool check_indices);
 
 struct PreparedRflo : Prepared {
   rflo::ChunkParams params;  // outputs left for the backend

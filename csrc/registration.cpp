@@ -82,7 +82,8 @@ void define_ops(torch::Library& m) {
   m.def(
       "snap_step(Tensor influence, Tensor weight_hh, Tensor h_prev, Tensor x, "
       "Tensor dphi, Tensor? hh_mask, float alpha, Tensor entry_unit, "
-      "Tensor entry_row, Tensor nbr_ptr, Tensor nbr_entry, Tensor nbr_weight) -> Tensor");
+      "Tensor entry_row, Tensor nbr_ptr, Tensor nbr_entry, Tensor nbr_weight, "
+      "bool check_indices=True) -> Tensor");
   set_module(m, "localgrad.ops.rflo");
   // RFLO (Murray 2019) / rate e-prop: eligibility traces (batch, H, C) over a
   // chunk of T steps and Σ_t Σ_b signal ⊙ trace -> (trace_T, grad (H, C)).

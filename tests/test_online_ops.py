@@ -72,6 +72,30 @@ def test_snap_step_matches_reference(device, dtype, shape, mask, n):
     poison_allocator(m.numel(), dtype, device)
     got = ops.snap_step(m, *kw.values(), 0.6, *lists)
     assert rel_err(got, expected) <= tolerance(dtype)
+    # Without the range checks (lists known good): the same result.
+    assert torch.equal(ops.snap_step(m, *kw.values(), 0.6, *lists, check_indices=False), got)
+
+
+def test_snap_learner_checks_its_lists_on_the_first_step_only(monkeypatch):
+    """Issue 22 P2: the op's range checks cost 9 device syncs per call on
+    CUDA; SnAp builds its lists itself and has them checked once."""
+    from localgrad.online import snap as snap_module
+
+    seen = []
+    real = ops.snap_step
+
+    def spy(*args, check_indices=True):
+        seen.append(check_indices)
+        return real(*args, check_indices=check_indices)
+
+    monkeypatch.setattr(snap_module.ops, "snap_step", spy)
+    torch.manual_seed(0)
+    model = LeakyRNN(2, 5, 1, recurrent_mask=(torch.rand(5, 5) < 0.5).double()).double()
+    learner = SnAp(model, 1)
+    learner.reset(3)
+    learner.run(torch.randn(4, 3, 2, dtype=torch.float64), torch.randn(4, 3, 1, dtype=torch.float64))
+    learner.run(torch.randn(2, 3, 2, dtype=torch.float64), torch.randn(2, 3, 1, dtype=torch.float64))
+    assert seen == [True] + [False] * 5
 
 
 def test_snap_1_full_net_equals_rtrl_diagonal():

@@ -49,9 +49,10 @@ void step(const StepParams& q) {
 at::Tensor snap_step_cpu(const at::Tensor& influence, const at::Tensor& weight_hh, const at::Tensor& h_prev,
                          const at::Tensor& x, const at::Tensor& dphi, const std::optional<at::Tensor>& hh_mask,
                          double alpha, const at::Tensor& entry_unit, const at::Tensor& entry_row,
-                         const at::Tensor& nbr_ptr, const at::Tensor& nbr_entry, const at::Tensor& nbr_weight) {
+                         const at::Tensor& nbr_ptr, const at::Tensor& nbr_entry, const at::Tensor& nbr_weight,
+                         bool check_indices) {
   auto p = online_rnn::prepare_snap(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha, entry_unit, entry_row,
-                                    nbr_ptr, nbr_entry, nbr_weight);
+                                    nbr_ptr, nbr_entry, nbr_weight, check_indices);
   at::Tensor out = at::empty(influence.sizes(), influence.options());
   p.params.out = out.data_ptr();
   AT_DISPATCH_FLOATING_TYPES(h_prev.scalar_type(), "snap_step_cpu", [&] { step<scalar_t>(p.params); });

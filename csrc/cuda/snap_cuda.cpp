@@ -14,9 +14,10 @@ namespace {
 at::Tensor snap_step_cuda(const at::Tensor& influence, const at::Tensor& weight_hh, const at::Tensor& h_prev,
                           const at::Tensor& x, const at::Tensor& dphi, const std::optional<at::Tensor>& hh_mask,
                           double alpha, const at::Tensor& entry_unit, const at::Tensor& entry_row,
-                          const at::Tensor& nbr_ptr, const at::Tensor& nbr_entry, const at::Tensor& nbr_weight) {
+                          const at::Tensor& nbr_ptr, const at::Tensor& nbr_entry, const at::Tensor& nbr_weight,
+                          bool check_indices) {
   auto p = online_rnn::prepare_snap(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha, entry_unit, entry_row,
-                                    nbr_ptr, nbr_entry, nbr_weight);
+                                    nbr_ptr, nbr_entry, nbr_weight, check_indices);
   const device::Guard guard(h_prev.device());
   at::Tensor out = at::empty(influence.sizes(), influence.options());
   p.params.out = out.data_ptr();

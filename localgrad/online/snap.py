@@ -65,6 +65,9 @@ class SnAp(OnlineLearner):
         as_long = lambda v: torch.as_tensor(v, dtype=torch.long, device=device)  # noqa: E731
         self.entry_unit, self.entry_row = entry_unit.to(device), entry_row.to(device)
         self.nbr_ptr, self.nbr_entry, self.nbr_weight = as_long(ptr), as_long(nbr_entry), as_long(nbr_weight)
+        # The op's range checks of these lists cost 9 device syncs a call on
+        # CUDA: the first call checks them, the later ones skip the checks.
+        self._check_lists = True
 
     @property
     def n_entries(self) -> int:
@@ -91,7 +94,8 @@ class SnAp(OnlineLearner):
         for t in range(xs.shape[0]):
             self.influence = ops.snap_step(self.influence, w, h_prevs[t], xs[t], dphis[t], m.recurrent_mask,
                                            m.alpha, self.entry_unit, self.entry_row, self.nbr_ptr,
-                                           self.nbr_entry, self.nbr_weight)
+                                           self.nbr_entry, self.nbr_weight, check_indices=self._check_lists)
+            self._check_lists = False  # built above from the mask, checked once by the op
             per_entry = torch.einsum("be,bec->ec", dldh[t][:, self.entry_unit], self.influence)
             grad = per_entry if grad is None else grad + per_entry
         if grad is not None:

@@ -8,6 +8,7 @@ import torch
 from localgrad import reference
 from localgrad._extension import has_extension
 from localgrad.ops._common import (
+    as_bool,
     as_float,
     _check_alpha,
     _check_step,
@@ -19,23 +20,28 @@ from localgrad.ops._common import (
 
 
 def snap_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float,
-              entry_unit, entry_row, nbr_ptr, nbr_entry, nbr_weight) -> torch.Tensor:
+              entry_unit, entry_row, nbr_ptr, nbr_entry, nbr_weight, check_indices: bool = True) -> torch.Tensor:
     """M_t[k,i,:] = (1 − α) M[k,i,:] + α φ'_k (Σ_l W_kl M[l,i,:] + δ_ki v_i)
     over the kept entries e = (k, i) of the pattern (see
     localgrad.reference.online_rnn.snap_step for the index lists).
 
     influence: (batch, E, C); entry_unit, entry_row: (E,) int64;
-    nbr_ptr: (E + 1,) int64 CSR offsets into nbr_entry / nbr_weight."""
+    nbr_ptr: (E + 1,) int64 CSR offsets into nbr_entry / nbr_weight.
+
+    check_indices=False skips the range checks of the index lists (on CUDA,
+    9 device-to-host syncs per call): only for lists already checked and
+    not changed since, as the SnAp learner's, built once from the model's
+    mask; out-of-range entries then read and write out of bounds."""
     args = (influence, weight_hh, h_prev, x, dphi, hh_mask, as_float(alpha, "snap_step", "alpha"), entry_unit, entry_row, nbr_ptr,
             nbr_entry, nbr_weight)
     if (lib := compiled_ops(has_extension())) is not None:
-        return lib.snap_step(*args)
+        return lib.snap_step(*args, as_bool(check_indices, "snap_step", "check_indices"))
     fall_back("snap_step", influence)
     return reference.online_rnn.snap_step(*args)
 
 
 def _check(spec, influence, weight_hh, h_prev, x, dphi, hh_mask, alpha, entry_unit, entry_row, nbr_ptr,
-           nbr_entry, nbr_weight):
+           nbr_entry, nbr_weight, check_indices=True):
     """The checks of csrc/online_rnn_glue.cpp that read no data (the index
     ranges are checked by the real kernels only)."""
     _check_step(spec, h_prev, x, dphi, hh_mask, weight_hh)
