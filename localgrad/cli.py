@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     else:
         from localgrad.feedback_alignment.conversion import RULES as converted_rules
 
-        known = (*converted_rules, *MLP_ONLY_RULES)
+        known = (*converted_rules, *MLP_ONLY_RULES, *PC_RULES)
     unknown = [r for r in given if r not in known]
     if not given or unknown:
         parser.error(f"argument --rules: unknown rule(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}")
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
         return 0
     rules = given
     if args.model == "cnn" and default_rules:
-        rules = [r for r in rules if r not in MLP_ONLY_RULES]  # EqProp, PC and Hebbian rows are MLPs
+        rules = [r for r in rules if r not in MLP_ONLY_RULES]  # EqProp and Hebbian rows are MLPs
     demo_module.run(
         rules=rules,
         dataset_name=args.dataset,

@@ -20,3 +20,19 @@ def test_default_rules_include_eqprop_on_the_mlp_only(monkeypatch):
     assert cli.main(["demo"]) == 0 and cli.main(["demo", "--model", "cnn"]) == 0
     assert seen["mlp"] == list(demo.DEFAULT_RULES) and "eqprop" in seen["mlp"]
     assert seen["cnn"] == [r for r in demo.DEFAULT_RULES if r not in demo.MLP_ONLY_RULES]
+
+
+def test_the_cnn_ipc_row_takes_a_step_its_weights_survive():
+    # At iPC's default ipc_lr (0.01) the LeNet's inner SGD steps blow the
+    # weights up within the first batch (gradients ~1e27); the row's 0.001 does not.
+    import torch
+
+    from localgrad import data
+
+    dataset = data.mnist_subset(0)
+    torch.manual_seed(0)
+    model = demo.build_model("cnn", dataset, [256, 256])
+    learner = demo.pc_learner("pc-ipc", model, "cnn")
+    learner.step(dataset.x_train[:64], dataset.y_train[:64])
+    largest = max(p.grad.abs().max().item() for p in model.parameters())
+    assert largest < 100, largest

@@ -84,7 +84,9 @@ class PredictiveCoding:
     equals backprop), "zil" (Z-IL: gamma 1, feed-forward start, layer l's
     update read at step L-l; steps and gamma default to that and then equal
     backprop), "ipc" (incremental PC: the weights also move by `ipc_lr` times
-    the batch-mean update at every step; defaults 20 and 0.1).
+    the batch-mean update at every step; defaults 20 and 0.1; that inner
+    step is plain SGD, and a Conv2d weight's update sums over its output
+    positions: the demo's LeNet needs ipc_lr <= 0.002, it takes 0.001).
     loss: "mse" (the output clamped to the target, 1/2 ||mu_L - y||^2 summed
     over outputs) or "ce" (the cross-entropy of softmax(mu_L) as the output
     energy). Integer class labels become one-hot targets.
