@@ -49,7 +49,8 @@ class KFRTRL(OnlineLearner):
         self.u = state["u"].clone()
         self.A = state["A"].clone()
         if self.u.shape[1] != self.rank:
-            raise ValueError(f"KFRTRL.load_state_dict: the state has rank {self.u.shape[1]}, this learner rank {self.rank}")
+            raise ValueError(f"KFRTRL.load_state_dict: the state has rank {self.u.shape[1]}, "
+                             f"this learner rank {self.rank}")
         self.generator.set_state(state["rng_state"])
 
     @torch.no_grad()
