@@ -21,7 +21,8 @@ import localgrad
 from localgrad.eqprop import EqPropMLP
 from localgrad.hebbian import HebbianLinear
 from localgrad.predictive_coding import PredictiveCoding
-from localgrad.online import ALIF, BPTT, LIF, RFLO, RTRL, UORO, EProp, LeakyRNN, SnAp, SpikingBPTT, SpikingEProp
+from localgrad.online import (ALIF, BPTT, KFRTRL, LIF, RFLO, RTRL, UORO, EProp, LeakyRNN, SnAp, SpikingBPTT,
+                              SpikingEProp)
 
 UNION = 8  # samples (or sequences) per union batch: 4 per rank on 2 ranks
 STEPS = 20
@@ -238,6 +239,8 @@ CASES: dict[str, Case] = {
     "eprop": _online_case("eprop", lambda m, s: EProp(m)),
     "eprop-random": _online_case("eprop", lambda m, s: EProp(m, feedback="random", seed=s)),
     "uoro": _online_case("uoro", lambda m, s: UORO(m, seed=s)),
+    "kfrtrl": _online_case("kfrtrl", lambda m, s: KFRTRL(m, seed=s)),
+    "kfrtrl2": _online_case("kfrtrl", lambda m, s: KFRTRL(m, rank=2, seed=s)),
     "bptt": _online_case("bptt", lambda m, s: BPTT(m)),
     "eprop-lif": _spiking_case("eprop", LIF, lambda m, s: SpikingEProp(m, loss="ce")),
     "eprop-alif-random": _spiking_case(

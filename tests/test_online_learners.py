@@ -6,7 +6,7 @@ import io
 import pytest
 import torch
 
-from localgrad.online import BPTT, RFLO, RTRL, UORO, EProp, LeakyRNN, SnAp
+from localgrad.online import BPTT, KFRTRL, RFLO, RTRL, UORO, EProp, LeakyRNN, SnAp
 
 RULES = {
     "rtrl": RTRL,
@@ -16,6 +16,8 @@ RULES = {
     "eprop": EProp,
     "eprop_random": lambda m: EProp(m, feedback="random", seed=3),
     "uoro": lambda m: UORO(m, seed=5),
+    "kfrtrl": lambda m: KFRTRL(m, seed=5),
+    "kfrtrl2": lambda m: KFRTRL(m, rank=2, seed=5),
     "bptt": BPTT,
 }
 
@@ -60,6 +62,46 @@ def test_model_refuses_bad_mask_and_settings():
         SnAp(model(), 0)
     with pytest.raises(TypeError, match="LeakyRNN"):
         RTRL(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"rank": 0}, ValueError, "KFRTRL: rank must be >= 1, got 0"),
+    ({"rank": -2}, ValueError, "rank must be >= 1"),
+    ({"rank": 2.0}, TypeError, "KFRTRL: rank must be an int"),
+    ({"rank": 1.5}, TypeError, "rank must be an int"),
+    ({"rank": "2"}, TypeError, "rank must be an int"),
+    ({"rank": True}, TypeError, "rank must be an int"),
+    ({"eps": float("nan")}, ValueError, "KFRTRL: eps must not be NaN"),
+    ({"eps": 0.0}, ValueError, "eps must be positive"),
+    ({"eps": float("inf")}, ValueError, "eps must be finite"),
+    ({"seed": 1.5}, TypeError, "KFRTRL: seed must be an int"),
+    ({"loss": "l1"}, ValueError, "loss must be one of"),
+])
+def test_kfrtrl_refuses_bad_settings(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        KFRTRL(model(), **kwargs)
+
+
+def test_kfrtrl_state_of_another_rank_is_refused():
+    a, b = KFRTRL(model(), rank=2), KFRTRL(model(), rank=1)
+    a.reset(2)
+    with pytest.raises(ValueError, match="rank 2, this learner rank 1"):
+        b.load_state_dict(a.state_dict())
+
+
+def test_kfrtrl_draws_from_its_own_generator():
+    """Same seed, same run: equal .grad whatever the global RNG; another seed
+    gives another estimate."""
+    xs, ys = torch.randn(4, 3, 3), torch.randn(4, 3, 2)
+    out = []
+    for seed, global_seed in ((7, 0), (7, 1), (8, 0)):
+        m = model()
+        torch.manual_seed(global_seed)
+        learner = KFRTRL(m, rank=2, seed=seed)
+        learner.reset(3)
+        learner.run(xs, ys)
+        out.append(m.weight_hh.grad.clone())
+    assert torch.equal(out[0], out[1]) and not torch.equal(out[0], out[2])
 
 
 def test_mask_keeps_weights_sparse():
@@ -137,7 +179,7 @@ def test_bptt_truncation_cuts_the_graph():
     assert torch.allclose(grads[0], grads[1], rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("rule", ["rtrl", "snap1", "eprop", "rflo", "uoro", "bptt"])
+@pytest.mark.parametrize("rule", ["rtrl", "snap1", "eprop", "rflo", "uoro", "kfrtrl", "kfrtrl2", "bptt"])
 def test_learns_a_small_regression(rule):
     """Mean MSE over the last passes falls well below the first pass (seeded,
     margins of several times the spread across seeds)."""

@@ -1,10 +1,12 @@
 """Online learning of recurrent networks: the leaky rate RNN and the rules
-that train it without storing the past (RTRL, SnAp-n, RFLO, e-prop, UORO),
-spiking LIF/ALIF networks trained by e-prop, plus BPTT as the baseline."""
+that train it without storing the past (RTRL, SnAp-n, RFLO, e-prop, UORO,
+KF-RTRL), spiking LIF/ALIF networks trained by e-prop, plus BPTT as the
+baseline."""
 
 from localgrad.online.bptt import BPTT
 from localgrad.online.eprop import EProp
 from localgrad.online.eprop_spiking import SpikingBPTT, SpikingEProp
+from localgrad.online.kfrtrl import KFRTRL
 from localgrad.online.leaky_rnn import LeakyRNN
 from localgrad.online.learner import OnlineLearner
 from localgrad.online.lif import ALIF, LIF
@@ -17,6 +19,7 @@ __all__ = [
     "ALIF",
     "BPTT",
     "EProp",
+    "KFRTRL",
     "LIF",
     "LeakyRNN",
     "OnlineLearner",

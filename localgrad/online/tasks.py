@@ -18,6 +18,7 @@ import torch
 
 from localgrad.online.bptt import BPTT
 from localgrad.online.eprop import EProp
+from localgrad.online.kfrtrl import KFRTRL
 from localgrad.online.leaky_rnn import LeakyRNN
 from localgrad.online.memory import saved_bytes
 from localgrad.online.rflo import RFLO
@@ -75,6 +76,7 @@ RULES = {
     "rflo": lambda m: RFLO(m, loss="ce"),
     "eprop": lambda m: EProp(m, loss="ce"),
     "uoro": lambda m: UORO(m, loss="ce"),
+    "kfrtrl": lambda m: KFRTRL(m, loss="ce"),
 }
 
 
