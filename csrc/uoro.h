@@ -20,6 +20,8 @@ struct StepParams {
   const void* h_prev = nullptr;       // (batch, H)
   const void* dphi = nullptr;         // (batch, H)
   const void* mask = nullptr;         // (H, H) or null
+  void* partials = nullptr;           // CUDA only: (batch, tiles, 4) squared-norm shares
+  int64_t tiles = 1;                  // CUDA only: blocks per sample
   int64_t batch = 0;
   int64_t hidden = 0;
   int64_t input = 0;

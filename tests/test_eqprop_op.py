@@ -291,6 +291,44 @@ def test_cuda_large_network_takes_the_step_path(device):
         assert rel_err(s.cpu(), e) <= 1e-5
 
 
+def persistent_dynamic_bytes(sizes, rows, elem):
+    """The persistent kernel's dynamic shared memory (eqprop_kernel.cu,
+    fill_layout and smem_bytes): W_k and W_k^T and b_k of every layer above
+    the first, each state and pre-activation row, the rows' log-sum-exps,
+    padded to 16 bytes, then 20 bytes of flags per row."""
+    n = len(sizes) - 1
+    elements = sum(2 * sizes[k + 1] * sizes[k] + sizes[k + 1] for k in range(1, n))
+    elements += sum(2 * rows * sizes[j + 1] for j in range(n)) + rows
+    return (elements * elem + 15) // 16 * 16 + rows * 20
+
+
+@pytest.mark.parametrize("device", [EMULATED])
+@pytest.mark.parametrize("headroom", [0, 1, 335, 336])
+def test_persistent_path_counts_its_static_shared_memory(monkeypatch, device, headroom):
+    """Issue 22 P5 moved the persistent kernel's layout table to static shared
+    memory (336 bytes): with the opt-in limit `headroom` bytes above the
+    dynamic memory, the persistent path fits exactly when headroom >= 336;
+    below, forcing it is the glue's clear error (not a failed launch) and the
+    default takes the per-step path, with the same result."""
+    from localgrad._extension import load_emulation
+
+    sizes = [20, 31, 17, 10]
+    load_emulation().set_device_model({"shared_per_block_optin": persistent_dynamic_bytes(sizes, 1, 8) + headroom})
+    x, weights, biases, states, target = make_net(1, sizes, torch.float64, device, seed=2)
+    fits = headroom >= 336
+    if not fits:
+        monkeypatch.setenv("LOCALGRAD_EQPROP_PATH", "persistent")
+        with pytest.raises(RuntimeError, match="do not fit in shared memory"):
+            run_both(x, weights, biases, [s.clone() for s in states], target, 0.6, NUDGE_MSE, 2, 15, False, 0.0)
+        monkeypatch.delenv("LOCALGRAD_EQPROP_PATH")
+    else:
+        monkeypatch.setenv("LOCALGRAD_EQPROP_PATH", "persistent")
+    ran, expected, expected_ran = run_both(x, weights, biases, states, target, 0.6, NUDGE_MSE, 2, 15, False, 0.0)
+    assert torch.equal(ran, expected_ran)
+    for s, e in zip(states, expected):
+        assert rel_err(s, e) <= 1e-12
+
+
 @pytest.mark.parametrize("device", [EMULATED])
 @pytest.mark.parametrize("tol", [0.0, 1e-3])
 def test_step_path_grid_stride_past_the_grid_cap(monkeypatch, device, tol):

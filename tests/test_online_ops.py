@@ -150,6 +150,26 @@ def test_uoro_step_matches_reference(device, dtype, shape, mask):
     assert rel_err(got_theta, exp_theta) <= tolerance(dtype)
 
 
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(1, 20, 50), (1, 3, 2), (2, 33, 7), (40, 6, 5)])
+def test_uoro_step_tiles_match_the_cpu_kernel(device, dtype, shape):
+    """Issue 22 P4: the CUDA step splits each sample's θ̃ row over blocks
+    while the batch is small (at 8 emulated SMs: 6 tiles at (1, 20, 50), 1 at
+    batch 40); every tile count gives the CPU kernel's result."""
+    batch, hidden, inp = shape
+    kw, r = inputs(batch, hidden, inp, dtype, device, mask=True, seed=5)
+    s, theta = r(batch, hidden), r(batch, hidden, inp + hidden + 1)
+    nu = torch.randint(0, 2, (batch, hidden), generator=torch.Generator().manual_seed(4)).to(dtype=dtype, device=device) * 2 - 1
+    args = (s, theta, kw["weight_hh"], nu, kw["h_prev"], kw["x"], kw["dphi"], kw["hh_mask"])
+    with cpu_kernels():
+        exp_s, exp_theta = ops.uoro_step(*(a.cpu() for a in args), 0.7, 1e-7)
+    poison_allocator(theta.numel(), dtype, device)
+    got_s, got_theta = ops.uoro_step(*args, 0.7, 1e-7)
+    assert rel_err(got_s.cpu(), exp_s) <= tolerance(dtype)
+    assert rel_err(got_theta.cpu(), exp_theta) <= tolerance(dtype)
+
+
 def test_uoro_first_step_from_zero():
     """ρ0 = 1 when s̃ = θ̃ = 0 (both norms are ε), so the first estimate is νᵀ∂F/∂θ scaled by ρ1."""
     kw, r = inputs(2, 4, 3, torch.float64, "cpu", False)

@@ -67,8 +67,10 @@ struct SmemLayout {
   int total;              // elements of T; row flags follow
 };
 
-__host__ __device__ inline SmemLayout make_layout(const RelaxParams& p, int rows) {
-  SmemLayout l{};
+// Fills `l` in place: the kernel's copy lives in shared memory, since a
+// per-thread copy indexed at run time sits in local memory (a 328-byte stack
+// frame) and a by-value copy there spilled too.
+__host__ __device__ inline void fill_layout(SmemLayout& l, const RelaxParams& p, int rows) {
   int at = 0;
   for (int k = 1; k < p.n_layers; ++k) {
     const int n = static_cast<int>(p.width[k + 1] * p.width[k]);
@@ -88,6 +90,11 @@ __host__ __device__ inline SmemLayout make_layout(const RelaxParams& p, int rows
   l.lse = at;
   at += rows;
   l.total = at;
+}
+
+inline SmemLayout make_layout(const RelaxParams& p, int rows) {
+  SmemLayout l{};
+  fill_layout(l, p, rows);
   return l;
 }
 
@@ -161,11 +168,14 @@ __device__ __forceinline__ T pre_activation(const RelaxParams& p, const SmemLayo
 template <typename T, Sigma kSigma, Nudge kNudge, bool kAsync>
 __global__ void __launch_bounds__(kThreads)
 relax_persistent_kernel(const RelaxParams p, int rows_per_block) {
+  LOCALGRAD_SHARED(SmemLayout, layout, );
   LOCALGRAD_DYNAMIC_SHARED(smem_raw);
   using Bits = typename DeltaBits<T>::type;
   T* sm = reinterpret_cast<T*>(smem_raw);
   const int R = rows_per_block;
-  const SmemLayout l = make_layout(p, R);
+  if (threadIdx.x == 0) fill_layout(layout, p, R);
+  __syncthreads();
+  const SmemLayout& l = layout;
   unsigned char* flags = smem_raw + (static_cast<size_t>(l.total) * sizeof(T) + 15) / 16 * 16;
   Bits* row_delta = reinterpret_cast<Bits*>(flags);
   long long* ran = reinterpret_cast<long long*>(flags + 8 * static_cast<size_t>(R));
@@ -410,9 +420,17 @@ size_t max_block_smem() {
   int device = 0, bytes = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
       cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
-    return 48 * 1024;
+    (void)cudaGetLastError();
+    bytes = 48 * 1024;
   }
-  return static_cast<size_t>(bytes);
+  // The layout table is static shared memory (the same in every
+  // instantiation): the limit holds static + dynamic.
+  cudaFuncAttributes attr{};
+  if (cudaFuncGetAttributes(&attr, relax_persistent_kernel<float, Sigma::Tanh, Nudge::Free, false>) != cudaSuccess) {
+    (void)cudaGetLastError();
+    attr.sharedSizeBytes = (sizeof(SmemLayout) + 15) / 16 * 16;
+  }
+  return static_cast<size_t>(bytes) - attr.sharedSizeBytes;
 }
 
 cudaError_t launch_relax_persistent(const RelaxParams& params, ScalarKind dtype,

@@ -16,7 +16,8 @@ namespace localgrad::eqprop {
 // states and pre-activations of those rows, and W_1..W_{L-1} in both layouts.
 size_t persistent_smem_bytes(const RelaxParams& params, ScalarKind dtype, int rows_per_block);
 
-// The most shared memory a block may opt in to on the current device.
+// The most dynamic shared memory a persistent block may opt in to on the
+// current device (the opt-in limit less the kernel's static shared memory).
 size_t max_block_smem();
 
 // All steps of the relaxation in one launch; each block relaxes its rows.

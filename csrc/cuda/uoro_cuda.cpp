@@ -1,5 +1,5 @@
-// CUDA uoro_step: W_hh s̃ through cuBLAS (at::mm), the rest in one kernel
-// (uoro_kernel.cu). Checks are shared with the CPU backend.
+// CUDA uoro_step: W_hh s̃ through cuBLAS (at::mm), the rest in two kernels
+// over (sample, tile) blocks (uoro_kernel.cu). Checks are shared with the CPU backend.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -24,6 +24,9 @@ std::tuple<at::Tensor, at::Tensor> uoro_step_cuda(const at::Tensor& s_tilde, con
   p.params.ws = ws.const_data_ptr();
   p.params.s_out = s_out.data_ptr();
   p.params.theta_out = theta_out.data_ptr();
+  p.params.tiles = tiles_for(p.params.batch, p.params.hidden, p.params.input);
+  at::Tensor partials = at::empty({p.params.batch * p.params.tiles * 4}, h_prev.options());
+  p.params.partials = partials.data_ptr();
   const cudaError_t status = launch_step(p.params, scalar_kind(h_prev.scalar_type()),
                                          device::current_stream());
   TORCH_CHECK(status == cudaSuccess, "uoro_step: CUDA kernel launch failed: ", cudaGetErrorString(status));

@@ -26,6 +26,8 @@ EXPECTED = {
     "chunk_kernel<scalar_t>": 2,
     "finish_step_kernel<scalar_t>": 2,
     "step_kernel<scalar_t>": 2,
+    "norms_kernel<scalar_t>": 2,
+    "update_kernel<scalar_t>": 2,
     "fill_kernel<scalar_t, true>": 4,
     "fill_kernel<scalar_t, false>": 4,
 }
