@@ -1,0 +1,11 @@
+"""Synthetic gradients, decoupled neural interfaces (Jaderberg et al. 2017;
+Czarnecki et al. 2017) for a stock nn.Sequential:
+`DNI(model, split=, conditioned=False, lam=0.0).step(x, y)` writes .grad
+for the model (each block from its own synthetic gradient) and for the
+synthetic-gradient modules (`learner.sg_parameters()`). Python path; no
+fused op. localgrad.reference.synthetic_gradients states the maths."""
+
+from localgrad.synthetic_gradients.learner import DNI, LOSSES
+from localgrad.synthetic_gradients.modules import SyntheticGradient
+
+__all__ = ["DNI", "LOSSES", "SyntheticGradient"]
