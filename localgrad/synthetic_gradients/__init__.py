@@ -5,7 +5,7 @@ for the model (each block from its own synthetic gradient) and for the
 synthetic-gradient modules (`learner.sg_parameters()`). Python path; no
 fused op. localgrad.reference.synthetic_gradients states the maths."""
 
-from localgrad.synthetic_gradients.learner import DNI, LOSSES
+from localgrad.synthetic_gradients.learner import DNI, LOSSES, SPLITS
 from localgrad.synthetic_gradients.modules import SyntheticGradient
 
-__all__ = ["DNI", "LOSSES", "SyntheticGradient"]
+__all__ = ["DNI", "LOSSES", "SPLITS", "SyntheticGradient"]

@@ -14,6 +14,8 @@ the network itself; the SG modules live in the learner (`state_dict`).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,22 +36,32 @@ def _has_parameters(m: nn.Module) -> bool:
     return any(True for _ in m.parameters())
 
 
-def default_split(model: nn.Sequential) -> list[int]:
-    """A cut before every module with parameters except the first: each
-    block is one parametric layer and the parameter-free modules after it
-    (its activation, pooling), modules in front of the first layer joining
-    the first block."""
+SPLITS = ("post-activation", "pre-activation")
+
+
+def named_split(model: nn.Sequential, name: str) -> list[int]:
+    """The cuts of a named split. "post-activation": before every module
+    with parameters except the first, so each block is one parametric layer
+    and the parameter-free modules after it (its activation, pooling), and
+    each interface is a layer's activation. "pre-activation": right after
+    every module with parameters except the last, so each interface is a
+    layer's output before its activation (the parameter-free modules join
+    the block above)."""
     with_params = [i for i, m in enumerate(model) if _has_parameters(m)]
-    return with_params[1:]
+    if name == "post-activation":
+        return with_params[1:]
+    return [i + 1 for i in with_params[:-1]]
 
 
 class DNI:
     """Synthetic-gradient learner for `model`, an nn.Sequential.
 
-    split: the indices of `model` where a new block starts (None: before
-    every layer with parameters but the first, so every layer is decoupled);
-    the K blocks model[0:s_1], model[s_1:s_2], ... meet at K-1 interfaces,
-    each with its own SyntheticGradient module.
+    split: the indices of `model` where a new block starts, or a named
+    split that decouples every layer: "post-activation" (None, the default:
+    the interfaces are the layers' activations) or "pre-activation" (the
+    layers' outputs before their activation); the K blocks model[0:s_1],
+    model[s_1:s_2], ... meet at K-1 interfaces, each with its own
+    SyntheticGradient module.
     conditioned: cDNI, the module also sees the label (one-hot class, or the
     float target for mse). lam: λ of BP(λ), in [0, 1]: 0 (default) is DNI,
     every block below the top learning from its own synthetic gradient only
@@ -103,6 +115,7 @@ class DNI:
             raise ValueError("DNI: model has no parameters")
         self._dtype, self._device = params[0].dtype, params[0].device
         shapes, n_out = self._interface_shapes(example_input)
+        self._input_shape = None if example_input is None else tuple(example_input.shape[1:])
         self.n_outputs = n_out
         n_condition = n_out if self.conditioned else 0
         self.synthesizers = nn.ModuleList(
@@ -112,13 +125,17 @@ class DNI:
     # --- construction -------------------------------------------------------
     @staticmethod
     def _check_split(model: nn.Sequential, split) -> list[int]:
-        if split is None:
-            cuts = default_split(model)
+        if split is None or isinstance(split, str):
+            name = "post-activation" if split is None else split
+            if name not in SPLITS:
+                raise ValueError(f"DNI: split must be a sequence of module indices or one of {', '.join(SPLITS)}, "
+                                 f"got {split!r}")
+            cuts = named_split(model, name)
             if not cuts:
                 raise ValueError("DNI: model has only one layer with parameters, so there is no interface to put a "
                                  "synthetic gradient on; give it at least two layers (or pass split=)")
             return cuts
-        if isinstance(split, (str, bytes)) or not hasattr(split, "__iter__"):
+        if isinstance(split, bytes) or not hasattr(split, "__iter__"):
             raise TypeError(f"DNI: split must be a sequence of module indices, got {split!r}")
         cuts = [as_int(s, "DNI", "split", minimum=1) for s in split]
         if not cuts:
@@ -189,6 +206,17 @@ class DNI:
         if x.dtype != self._dtype or x.device != self._device:
             raise TypeError(f"DNI: x must be {self._dtype} on {self._device} like the parameters, got "
                             f"{x.dtype} on {x.device}")
+        if self._input_shape is not None and tuple(x.shape[1:]) != self._input_shape:
+            raise ValueError(f"DNI: x must have shape (batch, {', '.join(map(str, self._input_shape))}) like "
+                             f"example_input, got {tuple(x.shape)}")
+        first = self.model[0]
+        flatten = isinstance(first, nn.Flatten) and first.start_dim == 1 and first.end_dim == -1
+        layer = self.model[1] if flatten and len(self.model) > 1 else first
+        if isinstance(layer, nn.Linear):
+            width = math.prod(x.shape[1:]) if flatten else (x.shape[-1] if x.dim() > 1 else None)
+            if width != layer.in_features:
+                raise ValueError(f"DNI: x must give (batch, {layer.in_features}) features to the first Linear, "
+                                 f"got shape {tuple(x.shape)}")
         return x
 
     def _check_target(self, y, batch: int) -> torch.Tensor:
