@@ -21,7 +21,7 @@ import localgrad
 from localgrad.eqprop import EqPropMLP
 from localgrad.hebbian import HebbianLinear
 from localgrad.predictive_coding import PredictiveCoding
-from localgrad.synthetic_gradients import DNI
+from localgrad.synthetic_gradients import DNI, RecurrentDNI
 from localgrad.online import (ALIF, BPTT, KFRTRL, LIF, RFLO, RTRL, UORO, EProp, LeakyRNN, SnAp, SpikingBPTT,
                               SpikingEProp)
 
@@ -247,6 +247,17 @@ def _dni_builder(**options):
     return build
 
 
+def _recurrent_dni_builder(seed, dtype):
+    torch.manual_seed(seed)
+    model = LeakyRNN(3, 5, 2, alpha=0.6).to(dtype)
+    learner = RecurrentDNI(model, sg_hidden=(4,))
+    g = torch.Generator().manual_seed(600 + seed)
+    with torch.no_grad():
+        for p in learner.sg_parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64).to(dtype))
+    return Trainer(_WithSG(model, learner.synthesizer), learner)
+
+
 def _dni_case(dtype=torch.float64, **options):
     return Case("self", _dni_builder(**options), _classes((12,)), _rows, _pc_step, dtype, "dni")
 
@@ -296,6 +307,7 @@ CASES: dict[str, Case] = {
     "pc-il-conv": _pc_case("il", conv=True, steps=4),
     "dni": _dni_case(),
     "dni-float32": _dni_case(torch.float32),
+    "dni-rnn": Case("self", _recurrent_dni_builder, _sequences, _columns, _online_step, torch.float64, "dni"),
     "cdni-lam-mse": _dni_case(conditioned=True, lam=0.5, sg_hidden=(5,), loss="mse", split="pre-activation"),
 }
 

@@ -38,6 +38,17 @@ gradient only and M_k regresses onto M_{k+1}'s prediction backpropagated
 through block k+1 (bootstrapping, as TD(0); M_{K-1}'s target is the true
 gradient). λ = 1 makes every z_k the true gradient: plain backprop.
 
+Recurrent nets (Jaderberg 2017, sec. 2.1): truncated BPTT over windows
+of T steps, h_τ the state where a window starts. The window's gradient is
+that of
+
+    Σ_{t=τ+1}^{τ+T} L_t + ĝ_{τ+T} · h_{τ+T},   ĝ_{τ+T} = M(h_{τ+T}) ≈ ∂(Σ_{t>τ+T} L_t)/∂h_{τ+T}
+
+(ĝ held fixed), and M regresses at h_τ onto the bootstrapped target
+δ_τ = ∂(the same sum)/∂h_τ: the true gradient inside the window, M's own
+prediction beyond it. With the exact future gradient in place of ĝ, the
+windows' gradients sum to full BPTT's.
+
 Shapes: h_k (batch, ...) of any shape; ĝ_k, t_k, z_k like h_k. Blocks are
 callables with their parameters inside; `synthetic[k-1]` maps h_k (detached)
 to ĝ_k.
