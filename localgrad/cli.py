@@ -7,7 +7,7 @@ import json
 import math
 import re
 
-from localgrad.demo import DEFAULT_RULES, EQPROP_RULES, HEBBIAN_ROWS, MLP_ONLY_RULES, PC_RULES
+from localgrad.demo import DEFAULT_RULES, DNI_RULES, EQPROP_RULES, HEBBIAN_ROWS, MLP_ONLY_RULES, PC_RULES
 
 
 # argparse `type=` validators: a bad value ends in an argparse error (usage
@@ -70,6 +70,7 @@ def main(argv=None) -> int:
     demo.add_argument(
         "--rules", default=",".join(DEFAULT_RULES), help=f"comma-separated rules (default: {','.join(DEFAULT_RULES)}; "
         f"also {','.join(EQPROP_RULES)}, energy-based MLPs; {','.join(PC_RULES)}, predictive coding; "
+        f"{','.join(DNI_RULES)}, synthetic gradients (MLP); "
         f"{','.join(HEBBIAN_ROWS)}, Hebbian features + linear probe and its baselines)"
     )
     demo.add_argument("--model", default="mlp", choices=["mlp", "cnn"], help="MLP or LeNet-like CNN")

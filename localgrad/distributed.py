@@ -197,8 +197,9 @@ def _broadcast_generators(generators: list[torch.Generator], src: int, group) ->
 def replicated_state(obj) -> tuple[list[torch.Tensor], list[torch.Generator]]:
     """What must be identical on every rank: a module's parameters and
     buffers (feedback matrices, brSF counters, masks) or, for a learner (an
-    object with a `.model`), its model's plus the tensors and generators it
-    names in `replicated` (random feedback matrices, UORO's generator).
+    object with a `.model`), its model's plus the tensors, generators and
+    modules it names in `replicated` (random feedback matrices, UORO's
+    generator, DNI's synthetic-gradient modules: their parameters and buffers).
     Per-sample state (hidden states, traces) is not: each rank has its own
     samples."""
     if isinstance(obj, torch.nn.Module):
@@ -209,6 +210,9 @@ def replicated_state(obj) -> tuple[list[torch.Tensor], list[torch.Generator]]:
             raise TypeError(f"broadcast_state: expected an nn.Module or a learner with a .model, got {type(obj).__name__}")
         extras = [getattr(obj, name) for name in getattr(obj, "replicated", ())]
     tensors = [*module.parameters(), *module.buffers()]
+    for extra in extras:
+        if isinstance(extra, torch.nn.Module):
+            tensors += [*extra.parameters(), *extra.buffers()]
     tensors += [t for t in extras if isinstance(t, torch.Tensor)]
     generators = [g for g in extras if isinstance(g, torch.Generator)]
     return tensors, generators

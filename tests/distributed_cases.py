@@ -21,6 +21,7 @@ import localgrad
 from localgrad.eqprop import EqPropMLP
 from localgrad.hebbian import HebbianLinear
 from localgrad.predictive_coding import PredictiveCoding
+from localgrad.synthetic_gradients import DNI, RecurrentDNI
 from localgrad.online import (ALIF, BPTT, KFRTRL, LIF, RFLO, RTRL, UORO, EProp, LeakyRNN, SnAp, SpikingBPTT,
                               SpikingEProp)
 
@@ -215,6 +216,52 @@ def _pc_case(variant, dtype=torch.float64, conv=False, **options):
                 f"pc-{variant}")
 
 
+# --- synthetic gradients -------------------------------------------------------
+
+
+class _WithSG(nn.Module):
+    """The model and the learner's SG modules as one module, which the
+    optimizer (and the test) see; its forward is the model's."""
+
+    def __init__(self, net, sg):
+        super().__init__()
+        self.net, self.sg = net, sg
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _dni_builder(**options):
+    def build(seed, dtype):
+        model = _mlp(seed, dtype)
+        learner = DNI(model, **options)
+        # Random SG modules (their output layer starts at zero): the blocks
+        # below the top learn from them at the first step, and rank 1's
+        # differ until broadcast_state gives it rank 0's.
+        g = torch.Generator().manual_seed(500 + seed)
+        with torch.no_grad():
+            for p in learner.sg_parameters():
+                p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64).to(dtype))
+        return Trainer(_WithSG(model, learner.synthesizers), learner)
+
+    return build
+
+
+def _recurrent_dni_builder(seed, dtype):
+    torch.manual_seed(seed)
+    model = LeakyRNN(3, 5, 2, alpha=0.6).to(dtype)
+    learner = RecurrentDNI(model, sg_hidden=(4,))
+    g = torch.Generator().manual_seed(600 + seed)
+    with torch.no_grad():
+        for p in learner.sg_parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64).to(dtype))
+    return Trainer(_WithSG(model, learner.synthesizer), learner)
+
+
+def _dni_case(dtype=torch.float64, **options):
+    return Case("self", _dni_builder(**options), _classes((12,)), _rows, _pc_step, dtype, "dni")
+
+
 CASES: dict[str, Case] = {
     "backprop": _convert_case("backprop"),
     "fa": _convert_case("fa"),
@@ -258,6 +305,10 @@ CASES: dict[str, Case] = {
     "pc-zil": _pc_case("zil"),
     "pc-fpa": _pc_case("fpa", loss="ce"),
     "pc-il-conv": _pc_case("il", conv=True, steps=4),
+    "dni": _dni_case(),
+    "dni-float32": _dni_case(torch.float32),
+    "dni-rnn": Case("self", _recurrent_dni_builder, _sequences, _columns, _online_step, torch.float64, "dni"),
+    "cdni-lam-mse": _dni_case(conditioned=True, lam=0.5, sg_hidden=(5,), loss="mse", split="pre-activation"),
 }
 
 

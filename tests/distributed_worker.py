@@ -44,7 +44,10 @@ def full(t: torch.Tensor) -> torch.Tensor:
 def shard_model(model, mesh):
     from torch.distributed.fsdp import fully_shard
 
-    for module in model.modules():
+    # Children before their parents (a module's fully_shard takes over its
+    # subtree's parameters not yet sharded): DNI's RNN case nests the
+    # LeakyRNN, whose readout has parameters, under the root.
+    for module in reversed(list(model.modules())):
         if module is not model and any(True for _ in module.parameters(recurse=False)):
             fully_shard(module, mesh=mesh)
     fully_shard(model, mesh=mesh)

@@ -74,6 +74,22 @@ def _snap(n):
     SnAp(_rnn(), n)
 
 
+def _dni(x=None, y=None, **kw):
+    from localgrad.synthetic_gradients import DNI
+
+    learner = DNI(_mlp(), **kw)
+    x = torch.randn(3, 4) if x is None else x
+    learner.step(x, torch.tensor([0, 1, 2]) if y is None else y)
+
+
+def _recurrent_dni(final=False, **kw):
+    from localgrad.synthetic_gradients import RecurrentDNI
+
+    learner = RecurrentDNI(_rnn(), **kw)
+    learner.reset(2)
+    learner.run(torch.zeros(3, 2, 2), torch.zeros(3, 2, 1), final=final)
+
+
 def _batches(batch_size):
     from localgrad import data
 
@@ -124,6 +140,22 @@ def cases() -> list[Case]:
     for key, value in (("alpha", NAN), ("alpha", 0.0), ("hidden_size", 2.5), ("input_size", "2")):
         add(f"LeakyRNN({key}={value!r})", lambda k=key, v=value: _rnn(**{k: v}), (key,))
     add("LeakyRNN(valid)", lambda: _rnn(), (), False)
+    for key, value in (("lam", NAN), ("lam", INF), ("lam", 1.5), ("lam", -0.5), ("lam", "0"), ("conditioned", "yes"),
+                       ("conditioned", 2), ("split", [0]), ("split", [5]), ("split", [3, 1]), ("split", [2.5]),
+                       ("split", "middle"), ("split", []), ("sg_hidden", (0,)), ("sg_hidden", (2.5,)),
+                       ("sg_hidden", 4), ("loss", "l1")):  # fmt: skip
+        add(f"DNI({key}={value!r})", lambda k=key, v=value: _dni(**{k: v}), (key,))
+    for name, x, y in (("x", torch.randn(3, 5), None), ("x", torch.randn(3, 4, dtype=torch.float64), None),
+                       ("y", None, torch.tensor([0, 1])), ("y", None, torch.tensor([0, 1, 3])),
+                       ("y", None, torch.zeros(3)), ("y", None, torch.tensor([True, False, True]))):  # fmt: skip
+        add(f"DNI.step({name}={tuple(x.shape) if x is not None else tuple(y.shape)})",
+            lambda a=x, b=y: _dni(a, b), (name,))
+    add("DNI(valid)", lambda: _dni(), (), False)
+    add("DNI(empty batch)", lambda: _dni(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), conditioned=True), (),
+        False)  # fmt: skip
+    add("RecurrentDNI(sg_hidden=(0,))", lambda: _recurrent_dni(sg_hidden=(0,)), ("sg_hidden",))
+    add("RecurrentDNI.run(final='yes')", lambda: _recurrent_dni(final="yes"), ("final",))
+    add("RecurrentDNI(valid)", lambda: _recurrent_dni(), (), False)
     add("SnAp(n=1.5)", lambda: _snap(1.5), ("n",))
     add("SnAp(n=0)", lambda: _snap(0), ("n",))
     for bs in (-1, 0, 2.5):
