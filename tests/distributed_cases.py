@@ -21,6 +21,7 @@ import localgrad
 from localgrad.eqprop import EqPropMLP
 from localgrad.hebbian import HebbianLinear
 from localgrad.predictive_coding import PredictiveCoding
+from localgrad.target_prop import TargetProp
 from localgrad.online import (ALIF, BPTT, KFRTRL, LIF, RFLO, RTRL, UORO, EProp, LeakyRNN, SnAp, SpikingBPTT,
                               SpikingEProp)
 
@@ -215,6 +216,41 @@ def _pc_case(variant, dtype=torch.float64, conv=False, **options):
                 f"pc-{variant}")
 
 
+# --- target propagation ---------------------------------------------------------
+
+
+def _square_mlp(seed, dtype):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(12, 6), nn.Tanh(), nn.Linear(6, 6), nn.LeakyReLU(0.2), nn.Linear(6, 6)).to(dtype)
+
+
+class _WithFeedback(nn.Module):
+    """The model and the learner's feedback maps in one module, for the optimizer (and fully_shard)."""
+
+    def __init__(self, model, feedback):
+        super().__init__()
+        self.model, self.feedback = model, feedback
+
+    def forward(self, x):
+        return self.model(x)
+
+
+def _tp_builder(variant, **options):
+    def build(seed, dtype):
+        model = (_square_mlp if variant == "gait" else _mlp)(seed, dtype)
+        learner = TargetProp(model, variant=variant, seed=seed, **options)
+        # The optimizer trains the model and the feedback: one module holding both.
+        return Trainer(_WithFeedback(model, learner.feedback), learner)
+
+    return build
+
+
+# float64 only: the float32 check compares with single-process runs on each
+# shard, which draw a shard's noise instead of the union batch's rows.
+def _tp_case(variant, dtype=torch.float64, **options):
+    return Case("self", _tp_builder(variant, **options), _classes((12,)), _rows, _pc_step, dtype, f"tp-{variant}")
+
+
 CASES: dict[str, Case] = {
     "backprop": _convert_case("backprop"),
     "fa": _convert_case("fa"),
@@ -258,6 +294,11 @@ CASES: dict[str, Case] = {
     "pc-zil": _pc_case("zil"),
     "pc-fpa": _pc_case("fpa", loss="ce"),
     "pc-il-conv": _pc_case("il", conv=True, steps=4),
+    "tp-dtp": _tp_case("dtp"),
+    "tp-tp": _tp_case("tp"),
+    "tp-ldrl": _tp_case("ldrl", beta=0.3),
+    "tp-ddtp": _tp_case("ddtp", lam=0.1, loss="mse"),
+    "tp-gait": _tp_case("gait", gamma=0.5),
 }
 
 
