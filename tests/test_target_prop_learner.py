@@ -227,6 +227,8 @@ def test_refuses_unsupported_models(model, match):
     ({"noise": 0}, "noise must be > 0"),
     ({"gamma": float("nan")}, "gamma must be > 0"),
     ({"lam": -1}, "lam must be >= 0"),
+    ({"feedback": "mirror"}, "feedback must be one of nonlinear, gated"),
+    ({"feedback": "gated", "variant": "ddtp"}, "variant 'ddtp' has none"),
 ])
 def test_refuses_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

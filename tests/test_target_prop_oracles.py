@@ -298,3 +298,46 @@ def test_gait_targets_invert_the_layers():
     for l in range(1, 4):
         assert torch.allclose(targets[l - 1] @ weights[l].T + biases[l], targets[l], rtol=0, atol=1e-12)
     assert Activation(learner.kinds[0]) is Activation.IDENTITY
+
+
+def _nonlinear_net(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 5), nn.ReLU(), nn.Linear(5, 4), nn.Sigmoid(),
+                         nn.Linear(4, 3)).to(DT)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.1, 1e-4])
+def test_gated_feedback_set_to_the_transpose_is_backprop_on_a_nonlinear_net(beta):
+    # g_l(h) = W_l^T (s_l'(a_l) * h) + c: J_g = J_f^T exactly, and g is linear in h.
+    model = _nonlinear_net()
+    g = torch.Generator().manual_seed(12)
+    x, y = torch.randn(9, 6, generator=g, dtype=DT), torch.randint(0, 3, (9,), generator=g)
+    learner = TargetProp(model, "dtp", beta=beta, feedback="gated")
+    with torch.no_grad():
+        for l, m in enumerate(learner.feedback):
+            m.weight.copy_(model[2 * l + 2].weight.T)
+    for a, b in zip(learner_grads(learner, x, y), backprop_grads(model, x, y)):
+        assert rel(a, b) <= 1e-12 / min(beta, 1.0)
+
+
+def test_ldrl_gated_feedback_converges_to_the_transpose_on_a_nonlinear_net():
+    # Columns of units that are rarely active (a ReLU unit on 2 % of the
+    # inputs) learn slowly, and the finite noise sees F's curvature: judged on
+    # the columns of units active on at least 10 % of the inputs.
+    model = _nonlinear_net()
+    learner = TargetProp(model, "ldrl", noise=0.05, seed=13, feedback="gated")
+    start = [rel(m.weight.detach(), model[2 * l + 2].weight.detach().T) for l, m in enumerate(learner.feedback)]
+    opt = torch.optim.Adam(learner.feedback_parameters(), lr=0.02)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 200, 0.3)
+    g = torch.Generator().manual_seed(14)
+    for _ in range(800):
+        opt.zero_grad()
+        learner.train_feedback(torch.randn(128, 6, generator=g, dtype=DT))
+        opt.step()
+        sched.step()
+    _, _, _, pre = learner._forward(torch.randn(2000, 6, generator=g, dtype=DT))
+    for l, (m, gate) in enumerate(zip(learner.feedback, learner._gates(pre))):
+        cols = (gate > 0).to(DT).mean(0) >= 0.1
+        assert cols.sum() >= 3
+        err = rel(m.weight.detach()[:, cols], model[2 * l + 2].weight.detach().T[:, cols])
+        assert err < 0.05 and err < start[l] / 15, (l, err, start[l])

@@ -41,7 +41,12 @@ Hidden targets t_l, l = L-1 .. 1 (`targets`):
           f_l^{-1}(h) = W_l^{-1}(s_l^{-1}(h) - b_l), f_l' = s_l'(a_l)
 
 with layer-wise feedback g_l(h) = s_{l-1}(V_l h + c_l) (V_l: (n_{l-1}, n_l),
-the activation of the layer g_l reconstructs). Forward learning, every
+the activation of the layer g_l reconstructs), the papers' form, or (ours,
+`feedback="gated"`) g_l(h) = V_l (s_l'(a_l) * h) + c_l: linear in h, gated
+by layer l's own derivative at the forward pass, so that its Jacobian
+V_l diag(s_l') can equal J_f^T = W_l^T diag(s_l') exactly (the Jacobian
+matching condition) and L-DRL's minimiser is V_l = W_l^T for every
+activation (E[grad_V] = 2 noise^2 (V - W^T) E[diag(s_l'^2)]). Forward learning, every
 variant: layer l descends 1/2 ||f_l(h_{l-1}) - t_l||^2 with h_{l-1} and t_l
 held fixed (Lee 2015 eq. 8); `forward_gradients` returns that gradient
 divided by the size of the output nudge that reached layer l (beta; for
@@ -161,8 +166,12 @@ def output_target(out: torch.Tensor, target: torch.Tensor, beta: float, loss: st
     return out - beta * loss_gradient(out, target, loss)
 
 
-def feedback(h: torch.Tensor, v: torch.Tensor, c: torch.Tensor, kind: int, slope: float = 0.0) -> torch.Tensor:
-    """g(h) = s(V h + c), batched: h (batch, n_l), V (n_{l-1}, n_l), c (n_{l-1},)."""
+def feedback(h: torch.Tensor, v: torch.Tensor, c: torch.Tensor, kind: int, slope: float = 0.0,
+             gate: torch.Tensor | None = None) -> torch.Tensor:
+    """g(h) = s(V h + c), batched: h (batch, n_l), V (n_{l-1}, n_l), c (n_{l-1},).
+    With `gate` (batch, n_l), the gated form V (gate * h) + c (no activation)."""
+    if gate is not None:
+        return (h * gate) @ v.T + c
     return activate(h @ v.T + c, kind, slope)
 
 
@@ -232,13 +241,15 @@ def layer(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, kind: int, slope: f
     return activate(h @ w.T + b, kind, slope)
 
 
-def feedback_losses(variant, hs, weights, biases, kinds, slopes, fb, noise_in, noise_out, lam: float = 0.0):
+def feedback_losses(variant, hs, weights, biases, kinds, slopes, fb, noise_in, noise_out, lam: float = 0.0,
+                    gates=None):
     """Per-layer feedback losses, each the batch sum over samples (divide by
     the batch for the mean). fb: layer-wise [(V_l, c_l)] for l = 2..L (tp,
     dtp, ldrl) or direct [Q_l] for l = 1..L-1 (ddtp). noise_in[k], noise_out[k]:
     the noise of the k-th feedback map (shaped like its input-side state and
     its output-side state; noise_out unused by tp/dtp). Differentiable in fb;
-    the forward weights enter as given (pass them detached)."""
+    the forward weights enter as given (pass them detached). gates[l-2]: the
+    gate of g_l in the gated form (None: s_{l-1}(V h + c))."""
     losses = []
     n = len(weights)
     if variant == "ddtp":
@@ -254,16 +265,17 @@ def feedback_losses(variant, hs, weights, biases, kinds, slopes, fb, noise_in, n
     for l in range(2, n + 1):
         v, c = fb[l - 2]
         kind, slope = kinds[l - 2], slopes[l - 2]  # g_l reconstructs h_{l-1} = s_{l-1}(.)
+        gate = None if gates is None else gates[l - 2]
         eps = noise_in[l - 2]
         x = hs[l - 1] + eps
         fx = layer(x, weights[l - 1], biases[l - 1], kinds[l - 1], slopes[l - 1])
         if variant in ("tp", "dtp"):
-            losses.append((feedback(fx, v, c, kind, slope) - x).pow(2).sum())
+            losses.append((feedback(fx, v, c, kind, slope, gate) - x).pow(2).sum())
         elif variant == "ldrl":
             eta = noise_out[l - 2]
-            g0 = feedback(hs[l], v, c, kind, slope)
-            term1 = -2 * (eps * (feedback(fx, v, c, kind, slope) - g0)).sum()
-            term2 = (feedback(hs[l] + eta, v, c, kind, slope) - g0).pow(2).sum()
+            g0 = feedback(hs[l], v, c, kind, slope, gate)
+            term1 = -2 * (eps * (feedback(fx, v, c, kind, slope, gate) - g0)).sum()
+            term2 = (feedback(hs[l] + eta, v, c, kind, slope, gate) - g0).pow(2).sum()
             losses.append(term1 + term2)
         else:
             raise ValueError(f"target_prop: variant {variant!r} has no feedback loss")

@@ -5,6 +5,6 @@ writes minus the forward update into the weights' `.grad` and the feedback
 loss gradient into the feedback parameters' (`feedback_parameters()`).
 Python reference path (localgrad.reference.target_prop); no fused op yet."""
 
-from localgrad.target_prop.learner import LOSSES, VARIANTS, TargetProp
+from localgrad.target_prop.learner import FEEDBACK, LOSSES, VARIANTS, TargetProp
 
-__all__ = ["LOSSES", "TargetProp", "VARIANTS"]
+__all__ = ["FEEDBACK", "LOSSES", "TargetProp", "VARIANTS"]

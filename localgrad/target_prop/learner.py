@@ -28,6 +28,7 @@ from localgrad.reference import target_prop as ref
 
 VARIANTS = ref.VARIANTS
 LOSSES = ref.LOSSES
+FEEDBACK = ("nonlinear", "gated")
 _INPUT_MODULES = (nn.Flatten, nn.Identity, nn.Unflatten)
 
 
@@ -104,7 +105,10 @@ class TargetProp:
     no feedback parameters; layers 2..L square with invertible activations).
     beta: the output nudge, t_L = h_L - beta dloss/dh_L. noise: the standard
     deviation of the feedback training noise. lam: DRL's regulariser
-    (ddtp). gamma: GAIT-prop's incremental step. loss: "ce" (class indices
+    (ddtp). gamma: GAIT-prop's incremental step. feedback: the form of the
+    layer-wise maps, "nonlinear" (the papers' g_l(h) = s_{l-1}(V_l h + c_l))
+    or "gated" (ours: V_l (s_l'(a_l) * h) + c_l, gated by layer l's own
+    derivative at the forward pass; it can meet J_g = J_f^T exactly). loss: "ce" (class indices
     or one-hot y, cross-entropy of the output) or "mse".
 
     `step(x, y)` adds to every forward parameter's `.grad` minus its update
@@ -125,11 +129,18 @@ class TargetProp:
     name = "TargetProp"
 
     def __init__(self, model: nn.Sequential, variant: str = "dtp", beta: float = 0.1, noise: float = 0.1,
-                 loss: str = "ce", lam: float = 0.0, gamma: float = 0.1, seed: int = 0):
+                 loss: str = "ce", lam: float = 0.0, gamma: float = 0.1, seed: int = 0,
+                 feedback: str = "nonlinear"):
         if variant not in VARIANTS:
             raise ValueError(f"TargetProp: variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
         if loss not in LOSSES:
             raise ValueError(f"TargetProp: loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        if feedback not in FEEDBACK:
+            raise ValueError(f"TargetProp: feedback must be one of {', '.join(FEEDBACK)}, got {feedback!r}")
+        if feedback == "gated" and variant not in ("tp", "dtp", "ldrl"):
+            raise ValueError(f"TargetProp: feedback 'gated' is a form of the layer-wise maps (tp, dtp, ldrl); "
+                             f"variant {variant!r} has none")
+        self.feedback_form = feedback
         self.beta = _positive("beta", beta)
         self.noise = _positive("noise", noise)
         self.gamma = _positive("gamma", gamma)
@@ -239,7 +250,13 @@ class TargetProp:
             out.append(z[first:first + batch].mul_(self.noise))
         return out
 
-    def _feedback_grads(self, weights, biases, hs) -> list[nn.Parameter]:
+    def _gates(self, pre):
+        """The gates of g_2..g_L (layer l's derivative at the forward pass), or None."""
+        if self.feedback_form != "gated":
+            return None
+        return [ref.derivative(pre[l - 1], self.kinds[l - 1], self.slopes[l - 1]) for l in range(2, len(pre) + 1)]
+
+    def _feedback_grads(self, weights, biases, hs, pre) -> list[nn.Parameter]:
         """Writes the feedback losses' batch-mean gradients into .grad; returns the parameters written."""
         params = self.feedback_parameters()
         if not params:
@@ -259,7 +276,7 @@ class TargetProp:
             noise_out = [hs[0].new_zeros(batch, self.sizes[-1])] * (n - 1)
         with torch.enable_grad():
             losses = ref.feedback_losses(self.variant, hs, weights, biases, self.kinds, self.slopes, fb,
-                                         noise_in, noise_out, self.lam)
+                                         noise_in, noise_out, self.lam, self._gates(pre))
             total = sum(losses) / max(batch, 1)
             grads = torch.autograd.grad(total, params, allow_unused=True)
         self.last_feedback_loss = total.detach()
@@ -276,8 +293,10 @@ class TargetProp:
             return ref.gait_targets(hs, pre, t_out, weights, biases, self.kinds, self.slopes, self.gamma)
         if self.variant == "ddtp":
             return ref.ddtp_targets(hs, t_out, [m.weight.detach() for m in self.feedback])
+        gates = self._gates(pre) or [None] * len(self.feedback)
         inverses = [
-            (lambda h, m=m, k=self.kinds[i], s=self.slopes[i]: ref.feedback(h, m.weight.detach(), m.bias.detach(), k, s))
+            (lambda h, m=m, k=self.kinds[i], s=self.slopes[i], gate=gates[i]:
+             ref.feedback(h, m.weight.detach(), m.bias.detach(), k, s, gate))
             for i, m in enumerate(self.feedback)
         ]
         return ref.tp_targets(hs, t_out, inverses, difference=self.variant != "tp")
@@ -290,7 +309,7 @@ class TargetProp:
         weights, biases, hs, pre = self._forward(x0)
         loss = ref.loss_value(hs[-1], target, self.loss)
         # The feedback learns from this batch; the targets use its values before the optimizer's step.
-        written = self._feedback_grads(weights, biases, hs)
+        written = self._feedback_grads(weights, biases, hs, pre)
         t_out = ref.output_target(hs[-1], target, self.beta, self.loss)
         targets = self._targets(weights, biases, hs, pre, t_out)
         scales = ref.target_scales(self.variant, len(weights), self.beta, self.gamma)
@@ -311,7 +330,7 @@ class TargetProp:
         Meulemans 2020 and Ernoult 2022 do); returns the batch-mean feedback loss."""
         check_replicated([*self.model.parameters(), *self.feedback_parameters()], self.name)
         x0 = self._input(x)
-        weights, biases, hs, _ = self._forward(x0)
+        weights, biases, hs, pre = self._forward(x0)
         self.last_feedback_loss = hs[0].new_zeros(())
-        average_gradients(self._feedback_grads(weights, biases, hs), self.process_group)
+        average_gradients(self._feedback_grads(weights, biases, hs, pre), self.process_group)
         return self.last_feedback_loss
