@@ -36,3 +36,30 @@ def test_the_cnn_ipc_row_takes_a_step_its_weights_survive():
     learner.step(dataset.x_train[:64], dataset.y_train[:64])
     largest = max(p.grad.abs().max().item() for p in model.parameters())
     assert largest < 100, largest
+
+
+def test_target_prop_rows_are_on_request_and_mlp_only(monkeypatch):
+    from localgrad import cli
+
+    assert not set(demo.TP_RULES) & set(demo.DEFAULT_RULES)
+    seen = {}
+    monkeypatch.setattr(demo, "run", lambda rules, **kw: seen.setdefault("rules", rules))
+    assert cli.main(["demo", "--rules", "backprop,tp,dtp,ddtp,ldrl,gait"]) == 0
+    assert seen["rules"] == ["backprop", "tp", "dtp", "ddtp", "ldrl", "gait"]
+    import pytest
+
+    from localgrad import data
+
+    with pytest.raises(ValueError, match="use --model mlp"):
+        demo.train("dtp", data.digits(0), [16], 1, 64, 1e-3, 0, progress=False, model_name="cnn")
+
+
+def test_target_prop_rows_learn_the_digits():
+    from localgrad import data
+
+    dataset = data.digits(0)
+    for rule in demo.TP_RULES:
+        if rule == "tp":
+            continue  # plain TP does not learn the demo's nets (README)
+        result = demo.train(rule, dataset, [32, 32], 10, 64, 1e-3, 0, progress=False)
+        assert result.test_accuracy > 0.6, (rule, result.curve)

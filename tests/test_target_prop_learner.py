@@ -278,3 +278,22 @@ def test_deepcopy_of_the_model_is_independent():
     clone = copy.deepcopy(model)
     learner.step(*batch())
     assert all(p.grad is None for p in clone.parameters())
+
+
+def test_gait_orthogonality_penalty():
+    model = square()
+    x, y = batch()
+    plain = TargetProp(model, "gait")
+    plain.step(x, y)
+    base = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    TargetProp(model, "gait", ortho=0.5).step(x, y)
+    for l, m in enumerate(m for m in model if isinstance(m, nn.Linear)):
+        w = m.weight.detach()
+        extra = 0.5 * w @ (w.T @ w - torch.eye(w.shape[1], dtype=DT)) if l else torch.zeros_like(w)
+        assert torch.allclose(m.weight.grad, base[2 * l] + extra, rtol=1e-12, atol=1e-14)
+        assert torch.equal(m.bias.grad, base[2 * l + 1])
+    with pytest.raises(ValueError, match="ortho is GAIT-prop's"):
+        TargetProp(mlp(), "dtp", ortho=0.1)
+    with pytest.raises(ValueError, match="ortho must be >= 0"):
+        TargetProp(model, "gait", ortho=float("nan"))

@@ -108,7 +108,10 @@ class TargetProp:
     (ddtp). gamma: GAIT-prop's incremental step. feedback: the form of the
     layer-wise maps, "nonlinear" (the papers' g_l(h) = s_{l-1}(V_l h + c_l))
     or "gated" (ours: V_l (s_l'(a_l) * h) + c_l, gated by layer l's own
-    derivative at the forward pass; it can meet J_g = J_f^T exactly). loss: "ce" (class indices
+    derivative at the forward pass; it can meet J_g = J_f^T exactly).
+    ortho (gait): adds ortho W (W^T W - I), the gradient of
+    (ortho/4) ||W^T W - I||^2, to the .grad of layers 2..L (Ahmad et al.'s
+    orthogonality penalty, which keeps the inverses well conditioned). loss: "ce" (class indices
     or one-hot y, cross-entropy of the output) or "mse".
 
     `step(x, y)` adds to every forward parameter's `.grad` minus its update
@@ -130,7 +133,7 @@ class TargetProp:
 
     def __init__(self, model: nn.Sequential, variant: str = "dtp", beta: float = 0.1, noise: float = 0.1,
                  loss: str = "ce", lam: float = 0.0, gamma: float = 0.1, seed: int = 0,
-                 feedback: str = "nonlinear"):
+                 feedback: str = "nonlinear", ortho: float = 0.0):
         if variant not in VARIANTS:
             raise ValueError(f"TargetProp: variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
         if loss not in LOSSES:
@@ -148,6 +151,12 @@ class TargetProp:
         if not (lam >= 0 and math.isfinite(lam)):
             raise ValueError(f"TargetProp: lam must be >= 0 and finite, got {lam}")
         self.lam = lam
+        ortho = float(ortho)
+        if not (ortho >= 0 and math.isfinite(ortho)):
+            raise ValueError(f"TargetProp: ortho must be >= 0 and finite, got {ortho}")
+        if ortho and variant != "gait":
+            raise ValueError(f"TargetProp: ortho is GAIT-prop's orthogonality penalty; variant {variant!r} takes none")
+        self.ortho = ortho
         self.inputs, self.linears, self.kinds, self.slopes = _parse(model)
         self.model, self.variant, self.loss = model, variant, loss
         sizes = [self.linears[0].in_features] + [m.out_features for m in self.linears]
@@ -314,6 +323,11 @@ class TargetProp:
         targets = self._targets(weights, biases, hs, pre, t_out)
         scales = ref.target_scales(self.variant, len(weights), self.beta, self.gamma)
         grads = ref.forward_gradients(hs, pre, targets, self.kinds, self.slopes, scales)
+        if self.ortho:
+            for l in range(1, len(weights)):
+                w = weights[l]
+                gram = w.T @ w - torch.eye(w.shape[1], dtype=w.dtype, device=w.device)
+                grads[l] = (grads[l][0] + self.ortho * (w @ gram), grads[l][1])
         for m, (gw, gb) in zip(self.linears, grads):
             for param, g in ((m.weight, gw), (m.bias, gb)):
                 if param.grad is None:
