@@ -111,8 +111,9 @@ class TargetProp:
     derivative at the forward pass; it can meet J_g = J_f^T exactly).
     ortho (gait): adds ortho W (W^T W - I), the gradient of
     (ortho/4) ||W^T W - I||^2, to the .grad of layers 2..L (Ahmad et al.'s
-    orthogonality penalty, which keeps the inverses well conditioned). loss: "ce" (class indices
-    or one-hot y, cross-entropy of the output) or "mse".
+    orthogonality penalty, which keeps the inverses well conditioned).
+    loss: "ce" (class indices or one-hot y, cross-entropy of the output) or
+    "mse". seed: the learner's generator (feedback initialisation and noise).
 
     `step(x, y)` adds to every forward parameter's `.grad` minus its update
     on backprop's scale (the local loss gradient divided by beta; GAIT:
@@ -198,8 +199,8 @@ class TargetProp:
         return list(self.feedback.parameters())
 
     def state_dict(self) -> dict:
-        return {"variant": self.variant, "feedback": {k: v.detach().clone() for k, v in self.feedback.state_dict().items()},
-                "rng_state": self.generator.get_state()}
+        feedback = {k: v.detach().clone() for k, v in self.feedback.state_dict().items()}
+        return {"variant": self.variant, "feedback": feedback, "rng_state": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("variant") != self.variant:
