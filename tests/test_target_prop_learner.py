@@ -228,6 +228,9 @@ def test_refuses_unsupported_models(model, match):
     ({"gamma": float("nan")}, "gamma must be > 0"),
     ({"lam": -1}, "lam must be >= 0"),
     ({"feedback": "mirror"}, "feedback must be one of nonlinear, gated"),
+    ({"seed": 2.5}, "seed must be an int"),
+    ({"seed": "3"}, "seed must be an int"),
+    ({"seed": True}, "seed must be an int"),
     ({"feedback": "gated", "variant": "ddtp"}, "variant 'ddtp' has none"),
 ])
 def test_refuses_bad_arguments(kwargs, match):

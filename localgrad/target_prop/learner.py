@@ -152,6 +152,8 @@ class TargetProp:
         if not (lam >= 0 and math.isfinite(lam)):
             raise ValueError(f"TargetProp: lam must be >= 0 and finite, got {lam}")
         self.lam = lam
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"TargetProp: seed must be an int, got {seed!r}")
         ortho = float(ortho)
         if not (ortho >= 0 and math.isfinite(ortho)):
             raise ValueError(f"TargetProp: ortho must be >= 0 and finite, got {ortho}")
@@ -177,7 +179,7 @@ class TargetProp:
                 if self.kinds[l - 1] == Activation.LEAKY_RELU and self.slopes[l - 1] == 0:
                     raise ValueError(f"TargetProp: variant 'gait': layer {l}'s LeakyReLU has slope 0 (no inverse)")
         w = self.linears[0].weight
-        self.generator = torch.Generator(device=w.device).manual_seed(int(seed))
+        self.generator = torch.Generator(device=w.device).manual_seed(seed)
         maps = []
         if variant in ("tp", "dtp", "ldrl"):
             maps = [_Map(sizes[l - 1], sizes[l], True, self.generator, w.dtype, w.device) for l in range(2, n + 1)]
