@@ -19,6 +19,9 @@ Papers and equations:
   - GAIT-prop: Ahmad, van Gerven & Ambrogioni, "GAIT-prop: A Biologically
     Plausible Learning Rule Derived from Backpropagation of Error", NeurIPS
     2020, eq. (7)-(9): invertible square layers and incremental targets.
+(The equation numbers are those of the arXiv versions as we recall them,
+not re-checked against the papers here; the formulas below are what the
+code computes and what the tests check.)
 
 The network (an nn.Sequential MLP): h_0 = x, for l = 1..L
 
@@ -46,8 +49,8 @@ the activation of the layer g_l reconstructs), the papers' form, or (ours,
 by layer l's own derivative at the forward pass, so that its Jacobian
 V_l diag(s_l') can equal J_f^T = W_l^T diag(s_l') exactly (the Jacobian
 matching condition) and L-DRL's minimiser is V_l = W_l^T for every
-activation (E[grad_V] = 2 noise^2 (V - W^T) E[diag(s_l'^2)]). Forward learning, every
-variant: layer l descends 1/2 ||f_l(h_{l-1}) - t_l||^2 with h_{l-1} and t_l
+activation (to first order in the noise, E[grad_V] = 2 noise^2 (V - W^T)
+E[diag(s_l'^2)]). Forward learning, every variant: layer l descends 1/2 ||f_l(h_{l-1}) - t_l||^2 with h_{l-1} and t_l
 held fixed (Lee 2015 eq. 8); `forward_gradients` returns that gradient
 divided by the size of the output nudge that reached layer l (beta; for
 GAIT beta gamma^(L-l), since each inverse step scales the target difference
