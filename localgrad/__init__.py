@@ -7,7 +7,8 @@
 
 One subpackage per learning-rule family, imported on first use:
 localgrad.feedback_alignment, localgrad.eqprop, localgrad.online,
-localgrad.hebbian, localgrad.predictive_coding, localgrad.synthetic_gradients.
+localgrad.hebbian, localgrad.predictive_coding, localgrad.synthetic_gradients,
+localgrad.target_prop.
 """
 
 import importlib
@@ -24,7 +25,8 @@ __version__ = "0.1.0"
 # The families' subpackages (and the shared training helpers), loaded when
 # first named: `import localgrad; localgrad.online.LeakyRNN` works without
 # importing every family at start-up.
-FAMILIES = ("feedback_alignment", "eqprop", "online", "hebbian", "predictive_coding", "synthetic_gradients")
+FAMILIES = ("feedback_alignment", "eqprop", "online", "hebbian", "predictive_coding", "synthetic_gradients",
+            "target_prop")
 _LAZY = (*FAMILIES, "training")
 
 # `from localgrad.convert import convert` kept working when the module moved
@@ -59,6 +61,7 @@ __all__ = [
     "metrics",
     "online",
     "predictive_coding",
+    "target_prop",
     "ops",
     "reference",
     "synthetic_gradients",

@@ -7,7 +7,7 @@ import json
 import math
 import re
 
-from localgrad.demo import DEFAULT_RULES, DNI_RULES, EQPROP_RULES, HEBBIAN_ROWS, MLP_ONLY_RULES, PC_RULES
+from localgrad.demo import DEFAULT_RULES, DNI_RULES, EQPROP_RULES, HEBBIAN_ROWS, MLP_ONLY_RULES, PC_RULES, TP_RULES
 
 
 # argparse `type=` validators: a bad value ends in an argparse error (usage
@@ -71,7 +71,8 @@ def main(argv=None) -> int:
         "--rules", default=",".join(DEFAULT_RULES), help=f"comma-separated rules (default: {','.join(DEFAULT_RULES)}; "
         f"also {','.join(EQPROP_RULES)}, energy-based MLPs; {','.join(PC_RULES)}, predictive coding; "
         f"{','.join(DNI_RULES)}, synthetic gradients (MLP); "
-        f"{','.join(HEBBIAN_ROWS)}, Hebbian features + linear probe and its baselines)"
+        f"{','.join(HEBBIAN_ROWS)}, Hebbian features + linear probe and its baselines; "
+        f"{','.join(TP_RULES)}, target propagation, MLP only)"
     )
     demo.add_argument("--model", default="mlp", choices=["mlp", "cnn"], help="MLP or LeNet-like CNN")
     demo.add_argument("--dataset", default="mnist", choices=["mnist", "digits"])
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
     else:
         from localgrad.feedback_alignment.conversion import RULES as converted_rules
 
-        known = (*converted_rules, *MLP_ONLY_RULES, *PC_RULES)
+        known = (*converted_rules, *MLP_ONLY_RULES, *PC_RULES)  # MLP_ONLY_RULES holds TP_RULES
     unknown = [r for r in given if r not in known]
     if not given or unknown:
         parser.error(f"argument --rules: unknown rule(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}")

@@ -38,9 +38,13 @@ PC_RULES = {"pc": "il", "pc-ipc": "ipc", "pc-zil": "zil", "pc-fpa": "fpa"}
 # Rows trained with synthetic gradients (localgrad.synthetic_gradients.DNI, BP(0),
 # every layer decoupled): demo rule -> conditioned on the label (cDNI).
 DNI_RULES = {"dni": False, "cdni": True}
+# Rows trained by target propagation (localgrad.target_prop), MLP only, on
+# request (not in DEFAULT_RULES): demo rule -> variant. The demo's MLP, except
+# "gait", whose layers 2..L must be square and invertible (tp_model).
+TP_RULES = {"tp": "tp", "dtp": "dtp", "ddtp": "ddtp", "ldrl": "ldrl", "gait": "gait"}
 # Rules the CNN has no version of (a linear SG module on a conv feature map
 # of C*H*W units would hold (C*H*W)^2 weights: the DNI rows are MLP-only).
-MLP_ONLY_RULES = (*EQPROP_RULES, *HEBBIAN_ROWS, *DNI_RULES)
+MLP_ONLY_RULES = (*EQPROP_RULES, *HEBBIAN_ROWS, *DNI_RULES, *TP_RULES)
 
 
 def lenet(n_classes: int) -> nn.Sequential:
@@ -109,6 +113,10 @@ def train(
         return RuleResult(rule, acc, loss, seconds, curve)
     if rule in DNI_RULES and model_name != "mlp":
         raise ValueError(f"demo: rule {rule!r} puts linear SG modules on the MLP's layers; use --model mlp")
+    if rule in TP_RULES:
+        if model_name != "mlp":
+            raise ValueError(f"demo: rule {rule!r} trains an MLP by target propagation; use --model mlp")
+        return train_tp(rule, dataset, hidden, epochs, batch_size, lr, seed, progress)
     torch.manual_seed(seed)
     model = build_model(model_name, dataset, hidden).to(dataset.x_train.device)
     params: list = [{"params": list(model.parameters())}]
@@ -158,6 +166,90 @@ def dni_learner(rule: str, model: nn.Module):
     from localgrad.synthetic_gradients import DNI
 
     return DNI(model, split="pre-activation", conditioned=DNI_RULES[rule], loss="ce")
+
+
+# The target-propagation rows' settings, tuned on this demo (README, Target
+# propagation): the learner's (beta, feedback noise and form, DRL's lam,
+# GAIT's gamma) and the feedback's training: its own Adam at feedback_lr,
+# feedback_steps updates per minibatch (the last with the forward step),
+# warmup epochs of feedback training alone first. tp, dtp and ldrl take the
+# gated feedback (ours): in the papers' form s(V h + c) the demo's ReLU net
+# ends 3.3 (dtp) and 6.0 (ldrl) points behind backprop, gated 2.0 and 1.8.
+TP_SETTINGS = {
+    "tp": {"beta": 0.1, "noise": 0.1, "feedback": "gated", "feedback_lr": 1e-2, "feedback_steps": 1, "warmup": 0},
+    "dtp": {"beta": 0.1, "noise": 0.1, "feedback": "gated", "feedback_lr": 1e-2, "feedback_steps": 1, "warmup": 0},
+    "ddtp": {"beta": 0.1, "noise": 0.1, "lam": 0.0, "feedback_lr": 1e-2, "feedback_steps": 1, "warmup": 0},
+    "ldrl": {"beta": 0.1, "noise": 0.1, "feedback": "gated", "feedback_lr": 1e-2, "feedback_steps": 1, "warmup": 0},
+    "gait": {"beta": 0.1, "gamma": 0.1},
+}
+_TRAINING_KNOBS = ("feedback_lr", "feedback_steps", "warmup")
+
+
+def tp_model(rule: str, dataset: data.Dataset, hidden: list[int]) -> nn.Sequential:
+    """The demo's MLP; for GAIT-prop, square invertible layers after the first
+    (LeakyReLU, as in Ahmad et al. 2020): n_in-w-...-w with w the first hidden
+    width, the classes read from its first outputs (cross-entropy over all w
+    outputs, labels 0..n_classes-1)."""
+    if TP_RULES[rule] != "gait":
+        return mlp([dataset.n_features, *hidden, dataset.n_classes])
+    width = hidden[0]
+    layers: list[nn.Module] = [nn.Flatten()]
+    sizes = [dataset.n_features, *([width] * (len(hidden) + 1))]
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i:
+            nn.init.orthogonal_(layers[-1].weight)  # invertible, well-conditioned start (Ahmad et al.)
+        if i < len(sizes) - 2:
+            layers.append(nn.LeakyReLU(0.1))
+    return nn.Sequential(*layers)
+
+
+def tp_learner(rule: str, model: nn.Module, seed: int):
+    """The demo's TargetProp learner for a target-propagation row."""
+    from localgrad.target_prop import TargetProp
+
+    options = {k: v for k, v in TP_SETTINGS[rule].items() if k not in _TRAINING_KNOBS}
+    return TargetProp(model, variant=TP_RULES[rule], loss="ce", seed=seed, **options)
+
+
+def train_tp(rule, dataset, hidden, epochs, batch_size, lr, seed, progress) -> RuleResult:
+    """A target-propagation row: the forward weights by Adam at `lr` (as every
+    row), the feedback by its own Adam (TP_SETTINGS)."""
+    torch.manual_seed(seed)
+    model = tp_model(rule, dataset, list(hidden)).to(dataset.x_train.device)
+    learner = tp_learner(rule, model, seed)
+    knobs = TP_SETTINGS[rule]
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    feedback = learner.feedback_parameters()
+    fb_optimizer = torch.optim.Adam(feedback, lr=knobs.get("feedback_lr", lr)) if feedback else None
+
+    def feedback_step(xb):
+        fb_optimizer.zero_grad()
+        learner.train_feedback(xb)
+        fb_optimizer.step()
+
+    if fb_optimizer is not None:
+        order = torch.Generator().manual_seed(seed + 1)
+        for _ in range(knobs.get("warmup", 0)):
+            for xb, _ in data.batches(dataset.x_train, dataset.y_train, batch_size, generator=order):
+                feedback_step(xb)
+
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> float:
+        if fb_optimizer is not None:
+            for _ in range(knobs.get("feedback_steps", 1) - 1):
+                feedback_step(xb)
+            fb_optimizer.zero_grad()
+        optimizer.zero_grad()
+        loss = learner.step(xb, yb)
+        optimizer.step()
+        if fb_optimizer is not None:
+            fb_optimizer.step()
+        return loss.item()
+
+    bar = tqdm(range(epochs), desc=f"{rule:>9}", disable=not progress, leave=True, dynamic_ncols=True)
+    curve, loss, seconds = fit(step, dataset, batch_size, seed, bar,
+                               lambda: accuracy(model, dataset.x_test, dataset.y_test))
+    return RuleResult(rule, curve[-1], loss, seconds, curve)
 
 
 def format_table(results: list[RuleResult], dataset: data.Dataset, model_name: str = "mlp") -> str:

@@ -22,6 +22,7 @@ from localgrad.eqprop import EqPropMLP
 from localgrad.hebbian import HebbianLinear
 from localgrad.predictive_coding import PredictiveCoding
 from localgrad.synthetic_gradients import DNI, RecurrentDNI
+from localgrad.target_prop import TargetProp
 from localgrad.online import (ALIF, BPTT, KFRTRL, LIF, RFLO, RTRL, UORO, EProp, LeakyRNN, SnAp, SpikingBPTT,
                               SpikingEProp)
 
@@ -247,6 +248,35 @@ def _dni_builder(**options):
     return build
 
 
+# --- target propagation ---------------------------------------------------------
+
+
+def _square_mlp(seed, dtype):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(12, 6), nn.Tanh(), nn.Linear(6, 6), nn.LeakyReLU(0.2), nn.Linear(6, 6)).to(dtype)
+
+
+class _WithFeedback(nn.Module):
+    """The model and the learner's feedback maps in one module, for the optimizer (and fully_shard)."""
+
+    def __init__(self, model, feedback):
+        super().__init__()
+        self.model, self.feedback = model, feedback
+
+    def forward(self, x):
+        return self.model(x)
+
+
+def _tp_builder(variant, **options):
+    def build(seed, dtype):
+        model = (_square_mlp if variant == "gait" else _mlp)(seed, dtype)
+        learner = TargetProp(model, variant=variant, seed=seed, **options)
+        # The optimizer trains the model and the feedback: one module holding both.
+        return Trainer(_WithFeedback(model, learner.feedback), learner)
+
+    return build
+
+
 def _recurrent_dni_builder(seed, dtype):
     torch.manual_seed(seed)
     model = LeakyRNN(3, 5, 2, alpha=0.6).to(dtype)
@@ -260,6 +290,12 @@ def _recurrent_dni_builder(seed, dtype):
 
 def _dni_case(dtype=torch.float64, **options):
     return Case("self", _dni_builder(**options), _classes((12,)), _rows, _pc_step, dtype, "dni")
+
+
+# float64 only: the float32 check compares with single-process runs on each
+# shard, which draw a shard's noise instead of the union batch's rows.
+def _tp_case(variant, dtype=torch.float64, **options):
+    return Case("self", _tp_builder(variant, **options), _classes((12,)), _rows, _pc_step, dtype, f"tp-{variant}")
 
 
 CASES: dict[str, Case] = {
@@ -309,6 +345,11 @@ CASES: dict[str, Case] = {
     "dni-float32": _dni_case(torch.float32),
     "dni-rnn": Case("self", _recurrent_dni_builder, _sequences, _columns, _online_step, torch.float64, "dni"),
     "cdni-lam-mse": _dni_case(conditioned=True, lam=0.5, sg_hidden=(5,), loss="mse", split="pre-activation"),
+    "tp-dtp": _tp_case("dtp"),
+    "tp-tp": _tp_case("tp"),
+    "tp-ldrl": _tp_case("ldrl", beta=0.3),
+    "tp-ddtp": _tp_case("ddtp", lam=0.1, loss="mse"),
+    "tp-gait": _tp_case("gait", gamma=0.5),
 }
 
 

@@ -45,3 +45,30 @@ def test_demo_dni_rows_within_three_points_of_backprop(capsys):
     bp, dni, cdni = results
     assert bp.test_accuracy - dni.test_accuracy <= 0.03
     assert bp.test_accuracy - cdni.test_accuracy <= 0.03
+
+
+def test_target_prop_rows_are_on_request_and_mlp_only(monkeypatch):
+    from localgrad import cli
+
+    assert not set(demo.TP_RULES) & set(demo.DEFAULT_RULES)
+    seen = {}
+    monkeypatch.setattr(demo, "run", lambda rules, **kw: seen.setdefault("rules", rules))
+    assert cli.main(["demo", "--rules", "backprop,tp,dtp,ddtp,ldrl,gait"]) == 0
+    assert seen["rules"] == ["backprop", "tp", "dtp", "ddtp", "ldrl", "gait"]
+    import pytest
+
+    from localgrad import data
+
+    with pytest.raises(ValueError, match="use --model mlp"):
+        demo.train("dtp", data.digits(0), [16], 1, 64, 1e-3, 0, progress=False, model_name="cnn")
+
+
+def test_target_prop_rows_learn_the_digits():
+    from localgrad import data
+
+    dataset = data.digits(0)
+    for rule in demo.TP_RULES:
+        if rule == "tp":
+            continue  # plain TP does not learn the demo's nets (README)
+        result = demo.train(rule, dataset, [32, 32], 10, 64, 1e-3, 0, progress=False)
+        assert result.test_accuracy > 0.6, (rule, result.curve)

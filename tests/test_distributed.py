@@ -230,7 +230,7 @@ def test_fsdp2_is_refused_naming_the_rule(ranks, name):
         assert "does not support FSDP2" in res["error"], res["error"]
     rule_name = ranks[0][name, "fsdp"]["error"].split(":", 1)[1].split(" does not")[0].strip()
     assert rule_name in {"EqProp", "CHL", "RTRL", "SnAp", "RFLO", "EProp", "UORO", "KFRTRL", "BPTT", "SpikingEProp",
-                         "SpikingBPTT", "Hebbian", "PredictiveCoding", "DNI", "RecurrentDNI"}
+                         "SpikingBPTT", "Hebbian", "PredictiveCoding", "DNI", "RecurrentDNI", "TargetProp"}
 
 
 def test_grad_on_some_ranks_only_is_an_error(ranks):
