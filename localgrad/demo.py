@@ -174,7 +174,7 @@ def dni_learner(rule: str, model: nn.Module):
 # feedback_steps updates per minibatch (the last with the forward step),
 # warmup epochs of feedback training alone first. tp, dtp and ldrl take the
 # gated feedback (ours): in the papers' form s(V h + c) the demo's ReLU net
-# ends 3.3 (dtp) and 6.0 (ldrl) points behind backprop, gated 2.0 and 1.8.
+# ends 3.4 (dtp) and 7.8 (ldrl) points behind backprop, gated 2.0 and 1.8.
 TP_SETTINGS = {
     "tp": {"beta": 0.1, "noise": 0.1, "feedback": "gated", "feedback_lr": 1e-2, "feedback_steps": 1, "warmup": 0},
     "dtp": {"beta": 0.1, "noise": 0.1, "feedback": "gated", "feedback_lr": 1e-2, "feedback_steps": 1, "warmup": 0},
