@@ -58,3 +58,37 @@ def derivative_from_output(h: torch.Tensor, kind: Activation, slope: float = 0.0
     if kind is Activation.TANH:
         return 1 - h * h
     return h * (1 - h)
+
+
+def apply(a: torch.Tensor, kind: Activation, slope: float = 0.0) -> torch.Tensor:
+    """f(a) for a layer activation code (IDENTITY .. SIGMOID)."""
+    kind = Activation(kind)
+    if kind is Activation.IDENTITY:
+        return a
+    if kind is Activation.RELU:
+        return a.clamp_min(0)
+    if kind is Activation.LEAKY_RELU:
+        return torch.where(a > 0, a, a * slope)
+    if kind is Activation.TANH:
+        return torch.tanh(a)
+    if kind is Activation.SIGMOID:
+        return torch.sigmoid(a)
+    raise ValueError(f"activation code {int(kind)} is not a layer activation")
+
+
+def derivative_at(a: torch.Tensor, kind: Activation, slope: float = 0.0) -> torch.Tensor:
+    """f'(a) at the input a of the activation (ReLU's kink at 0 has derivative
+    0, as autograd's)."""
+    kind = Activation(kind)
+    if kind is Activation.IDENTITY:
+        return torch.ones_like(a)
+    if kind is Activation.RELU:
+        return (a > 0).to(a.dtype)
+    if kind is Activation.LEAKY_RELU:
+        return torch.where(a > 0, torch.ones_like(a), torch.full_like(a, slope))
+    if kind is Activation.TANH:
+        return 1 - torch.tanh(a) ** 2
+    if kind is Activation.SIGMOID:
+        s = torch.sigmoid(a)
+        return s * (1 - s)
+    raise ValueError(f"activation code {int(kind)} is not a layer activation")

@@ -79,44 +79,13 @@ from collections.abc import Sequence
 import torch
 
 from localgrad.activations import Activation
+from localgrad.activations import apply as activate
+from localgrad.activations import derivative_at as activate_derivative
 
 IL, FPA, ZIL, IPC = 0, 1, 2, 3
 VARIANTS = {"il": IL, "fpa": FPA, "zil": ZIL, "ipc": IPC}
 MSE, CE = 0, 1
 LOSSES = {"mse": MSE, "ce": CE}
-
-
-def activate(a: torch.Tensor, kind: int, slope: float = 0.0) -> torch.Tensor:
-    """f(a) for an activation code (localgrad.activations)."""
-    kind = Activation(kind)
-    if kind is Activation.IDENTITY:
-        return a
-    if kind is Activation.RELU:
-        return a.clamp_min(0)
-    if kind is Activation.LEAKY_RELU:
-        return torch.where(a > 0, a, a * slope)
-    if kind is Activation.TANH:
-        return torch.tanh(a)
-    if kind is Activation.SIGMOID:
-        return torch.sigmoid(a)
-    raise ValueError(f"predictive_coding: activation code {int(kind)} is not an activation of a value node")
-
-
-def activate_derivative(a: torch.Tensor, kind: int, slope: float = 0.0) -> torch.Tensor:
-    """f'(a), taken at the value node a (ReLU's kink at 0 has derivative 0)."""
-    kind = Activation(kind)
-    if kind is Activation.IDENTITY:
-        return torch.ones_like(a)
-    if kind is Activation.RELU:
-        return (a > 0).to(a.dtype)
-    if kind is Activation.LEAKY_RELU:
-        return torch.where(a > 0, torch.ones_like(a), torch.full_like(a, slope))
-    if kind is Activation.TANH:
-        return 1 - torch.tanh(a) ** 2
-    if kind is Activation.SIGMOID:
-        s = torch.sigmoid(a)
-        return s * (1 - s)
-    raise ValueError(f"predictive_coding: activation code {int(kind)} is not an activation of a value node")
 
 
 def forward(x, weights, biases, kinds, slopes) -> list[torch.Tensor]:

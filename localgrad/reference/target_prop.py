@@ -83,44 +83,13 @@ from collections.abc import Callable, Sequence
 import torch
 
 from localgrad.activations import Activation
+from localgrad.activations import apply as activate
+from localgrad.activations import derivative_at as derivative
 
 VARIANTS = ("dtp", "tp", "ddtp", "ldrl", "gait")
 LOSSES = ("ce", "mse")
 # Activations whose inverse GAIT-prop needs (ReLU has none).
 INVERTIBLE = (Activation.IDENTITY, Activation.LEAKY_RELU, Activation.TANH, Activation.SIGMOID)
-
-
-def activate(a: torch.Tensor, kind: int, slope: float = 0.0) -> torch.Tensor:
-    """s(a) for an activation code (localgrad.activations)."""
-    kind = Activation(kind)
-    if kind is Activation.IDENTITY:
-        return a
-    if kind is Activation.RELU:
-        return a.clamp_min(0)
-    if kind is Activation.LEAKY_RELU:
-        return torch.where(a > 0, a, a * slope)
-    if kind is Activation.TANH:
-        return torch.tanh(a)
-    if kind is Activation.SIGMOID:
-        return torch.sigmoid(a)
-    raise ValueError(f"target_prop: activation code {int(kind)} is not a layer activation")
-
-
-def derivative(a: torch.Tensor, kind: int, slope: float = 0.0) -> torch.Tensor:
-    """s'(a) at the pre-activation a (ReLU's kink at 0: derivative 0, as autograd)."""
-    kind = Activation(kind)
-    if kind is Activation.IDENTITY:
-        return torch.ones_like(a)
-    if kind is Activation.RELU:
-        return (a > 0).to(a.dtype)
-    if kind is Activation.LEAKY_RELU:
-        return torch.where(a > 0, torch.ones_like(a), torch.full_like(a, slope))
-    if kind is Activation.TANH:
-        return 1 - torch.tanh(a) ** 2
-    if kind is Activation.SIGMOID:
-        s = torch.sigmoid(a)
-        return s * (1 - s)
-    raise ValueError(f"target_prop: activation code {int(kind)} is not a layer activation")
 
 
 def inverse(h: torch.Tensor, kind: int, slope: float = 0.0) -> torch.Tensor:
