@@ -220,21 +220,31 @@ def test_refuses_unsupported_models(model, match):
 @pytest.mark.parametrize("kwargs,match", [
     ({"variant": "bp"}, "variant must be one of"),
     ({"loss": "hinge"}, "loss must be one of"),
-    ({"beta": 0}, "beta must be > 0"),
-    ({"beta": -0.1}, "beta must be > 0"),
-    ({"beta": float("nan")}, "beta must be > 0 and finite"),
-    ({"beta": float("inf")}, "beta must be > 0 and finite"),
-    ({"noise": 0}, "noise must be > 0"),
-    ({"gamma": float("nan")}, "gamma must be > 0"),
+    ({"beta": 0}, "beta must be positive"),
+    ({"beta": -0.1}, "beta must be positive"),
+    ({"beta": float("nan")}, "beta must not be NaN"),
+    ({"beta": float("inf")}, "beta must be finite"),
+    ({"noise": 0}, "noise must be positive"),
+    ({"gamma": float("nan")}, "gamma must not be NaN"),
     ({"lam": -1}, "lam must be >= 0"),
+    ({"ortho": float("inf")}, "ortho must be finite"),
     ({"feedback": "mirror"}, "feedback must be one of nonlinear, gated"),
-    ({"seed": 2.5}, "seed must be an int"),
-    ({"seed": "3"}, "seed must be an int"),
-    ({"seed": True}, "seed must be an int"),
     ({"feedback": "gated", "variant": "ddtp"}, "variant 'ddtp' has none"),
 ])
 def test_refuses_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
+        TargetProp(mlp(), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"seed": 2.5}, "seed must be an int"),
+    ({"seed": "3"}, "seed must be an int"),
+    ({"seed": True}, "seed must be an int"),
+    ({"beta": "0.1"}, "beta must be a real number"),
+    ({"lam": True}, "lam must be a real number"),
+])
+def test_refuses_arguments_of_the_wrong_type(kwargs, match):
+    with pytest.raises(TypeError, match=match):
         TargetProp(mlp(), **kwargs)
 
 
@@ -298,5 +308,5 @@ def test_gait_orthogonality_penalty():
         assert torch.equal(m.bias.grad, base[2 * l + 1])
     with pytest.raises(ValueError, match="ortho is GAIT-prop's"):
         TargetProp(mlp(), "dtp", ortho=0.1)
-    with pytest.raises(ValueError, match="ortho must be >= 0"):
+    with pytest.raises(ValueError, match="ortho must not be NaN"):
         TargetProp(model, "gait", ortho=float("nan"))

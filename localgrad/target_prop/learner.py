@@ -24,6 +24,7 @@ from torch import nn
 from localgrad import activations
 from localgrad.activations import Activation
 from localgrad.distributed import average_gradients, check_replicated, shard_offset
+from localgrad.ops._common import as_float, as_int
 from localgrad.reference import target_prop as ref
 
 VARIANTS = ref.VARIANTS
@@ -70,10 +71,7 @@ def _parse(model) -> tuple[list[nn.Module], list[nn.Linear], list[int], list[flo
 
 
 def _positive(name: str, value) -> float:
-    value = float(value)
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"TargetProp: {name} must be > 0 and finite, got {value}")
-    return value
+    return as_float(value, "TargetProp", name, positive=True)
 
 
 class _Map(nn.Module):
@@ -148,15 +146,9 @@ class TargetProp:
         self.beta = _positive("beta", beta)
         self.noise = _positive("noise", noise)
         self.gamma = _positive("gamma", gamma)
-        lam = float(lam)
-        if not (lam >= 0 and math.isfinite(lam)):
-            raise ValueError(f"TargetProp: lam must be >= 0 and finite, got {lam}")
-        self.lam = lam
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"TargetProp: seed must be an int, got {seed!r}")
-        ortho = float(ortho)
-        if not (ortho >= 0 and math.isfinite(ortho)):
-            raise ValueError(f"TargetProp: ortho must be >= 0 and finite, got {ortho}")
+        self.lam = as_float(lam, "TargetProp", "lam", nonnegative=True)
+        seed = as_int(seed, "TargetProp", "seed")
+        ortho = as_float(ortho, "TargetProp", "ortho", nonnegative=True)
         if ortho and variant != "gait":
             raise ValueError(f"TargetProp: ortho is GAIT-prop's orthogonality penalty; variant {variant!r} takes none")
         self.ortho = ortho

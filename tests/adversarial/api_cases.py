@@ -90,6 +90,20 @@ def _recurrent_dni(final=False, **kw):
     learner.run(torch.zeros(3, 2, 2), torch.zeros(3, 2, 1), final=final)
 
 
+def _target_prop(x=None, y=None, model=None, **kw):
+    from localgrad.target_prop import TargetProp
+
+    learner = TargetProp(_mlp() if model is None else model, **kw)
+    x = torch.randn(3, 4) if x is None else x
+    learner.step(x, torch.tensor([0, 1, 2]) if y is None else y)
+
+
+def _kfrtrl(**kw):
+    from localgrad.online import KFRTRL
+
+    KFRTRL(_rnn(), **kw)
+
+
 def _batches(batch_size):
     from localgrad import data
 
@@ -156,6 +170,22 @@ def cases() -> list[Case]:
     add("RecurrentDNI(sg_hidden=(0,))", lambda: _recurrent_dni(sg_hidden=(0,)), ("sg_hidden",))
     add("RecurrentDNI.run(final='yes')", lambda: _recurrent_dni(final="yes"), ("final",))
     add("RecurrentDNI(valid)", lambda: _recurrent_dni(), (), False)
+    for key, value in (("variant", "bp"), ("beta", 0.0), ("beta", NAN), ("beta", "0.1"), ("noise", -1.0),
+                       ("noise", INF), ("gamma", NAN), ("lam", -1.0), ("lam", True), ("seed", 2.5), ("seed", "3"),
+                       ("loss", "l1"), ("feedback", "mirror"), ("ortho", NAN)):  # fmt: skip
+        add(f"TargetProp({key}={value!r})", lambda k=key, v=value: _target_prop(**{k: v}), (key,))
+    add("TargetProp(gait, non-square)", lambda: _target_prop(variant="gait"), ("gait", "square"))
+    for name, x, y in (("x", torch.randn(3, 5), None), ("x", torch.randn(3, 4, dtype=torch.float64), None),
+                       ("y", None, torch.tensor([0, 1])), ("y", None, torch.tensor([0, 1, 3]))):  # fmt: skip
+        add(f"TargetProp.step({name}={tuple(x.shape) if x is not None else tuple(y.shape)})",
+            lambda a=x, b=y: _target_prop(a, b), (name,))
+    for variant in ("tp", "dtp", "ddtp", "ldrl"):
+        add(f"TargetProp({variant}, valid)", lambda v=variant: _target_prop(variant=v), (), False)
+    add("TargetProp(empty batch)", lambda: _target_prop(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)), (),
+        False)  # fmt: skip
+    for key, value in (("rank", 0), ("rank", 1.5), ("rank", True), ("eps", 0.0), ("eps", NAN), ("seed", "3")):
+        add(f"KFRTRL({key}={value!r})", lambda k=key, v=value: _kfrtrl(**{k: v}), (key,))
+    add("KFRTRL(rank=2)", lambda: _kfrtrl(rank=2), (), False)
     add("SnAp(n=1.5)", lambda: _snap(1.5), ("n",))
     add("SnAp(n=0)", lambda: _snap(0), ("n",))
     for bs in (-1, 0, 2.5):
