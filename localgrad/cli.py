@@ -131,9 +131,10 @@ def main(argv=None) -> int:
 
     given = [r for r in args.rules.split(",") if r]
     if args.mode == "online":
-        from localgrad.online import spiking_task
+        from localgrad.online import spiking_task, tasks
 
-        known = spiking_task.RULES if args.task == "spiking" else demo_module.ONLINE_RULES
+        # Every rule the task tables build (snap2 too); the default is ONLINE_RULES.
+        known = spiking_task.RULES if args.task == "spiking" else tuple(tasks.RULES)
     else:
         from localgrad.feedback_alignment.conversion import RULES as converted_rules
 

@@ -72,3 +72,15 @@ def test_target_prop_rows_learn_the_digits():
             continue  # plain TP does not learn the demo's nets (README)
         result = demo.train(rule, dataset, [32, 32], 10, 64, 1e-3, 0, progress=False)
         assert result.test_accuracy > 0.6, (rule, result.curve)
+
+
+def test_online_mode_takes_every_rule_of_the_task_table(monkeypatch):
+    # The README's online table was made with --rules ...,snap2,...: snap2 is
+    # not a default row but must be accepted.
+    from localgrad import cli
+    from localgrad.online import tasks
+
+    seen = {}
+    monkeypatch.setattr(demo, "run_online", lambda task, rules, *rest: seen.setdefault("rules", rules) and [])
+    assert cli.main(["demo", "--mode", "online", "--rules", ",".join(tasks.RULES)]) == 0
+    assert list(seen["rules"]) == list(tasks.RULES)
