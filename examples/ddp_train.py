@@ -7,9 +7,11 @@ Every rank reads the same shuffled order and trains on its own slice of each
 global batch (--batch-size is the global batch, split evenly). Rules trained
 through autograd (backprop, fa, usf, brsf, frsf, dfa, ba) run under
 DistributedDataParallel with default arguments; EqProp / CHL and the online
-learners (rtrl, snap, rflo, eprop, uoro, bptt: the image read row by row, 28
-steps, the class predicted at the last) average their gradients themselves,
-so their models are not wrapped. At the end rank 0 prints the test accuracy
+learners (rtrl, snap, rflo, eprop, uoro, kfrtrl, bptt: the image read row by
+row, 28 steps, the class predicted at the last), predictive coding (pc,
+pc-zil, pc-fpa), synthetic gradients (dni, cdni) and target propagation
+(dtp, ddtp, ldrl; their feedback trained by the same optimizer) average
+their gradients themselves, so their models are not wrapped. At the end rank 0 prints the test accuracy
 and whether the replicas' parameters are identical on all ranks.
 """
 
@@ -31,12 +33,14 @@ from localgrad import data
 
 CONVERT_RULES = localgrad.RULES
 EQPROP_RULES = ("eqprop", "chl")
-ONLINE_RULES = ("rtrl", "snap", "rflo", "eprop", "uoro", "bptt")
+ONLINE_RULES = ("rtrl", "snap", "rflo", "eprop", "uoro", "kfrtrl", "bptt")
+# Learners of the MLP with a step(x, y) that averages over the ranks itself.
+LEARNER_RULES = ("pc", "pc-zil", "pc-fpa", "dni", "cdni", "dtp", "ddtp", "ldrl")
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rule", default="dfa", choices=(*CONVERT_RULES, *EQPROP_RULES, *ONLINE_RULES))
+    parser.add_argument("--rule", default="dfa", choices=(*CONVERT_RULES, *EQPROP_RULES, *LEARNER_RULES, *ONLINE_RULES))
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128, help="global batch, split evenly over the ranks")
     parser.add_argument("--hidden", type=int, default=None, help="default: 256; online rules 32")
@@ -85,11 +89,32 @@ def build(rule: str, hidden: int, lr: float | None, device: torch.device):
         groups = [{"params": layer.parameters(), "lr": lr / 2**i} for i, layer in enumerate(model.layers)]
         optimizer = torch.optim.SGD(groups, momentum=0.9)
         return model, lambda x, y: model.eqprop_step(x, y)[0], optimizer
+    if rule in LEARNER_RULES:
+        model = nn.Sequential(nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                              nn.Linear(hidden, 10)).to(device)
+        if rule.startswith("pc"):
+            from localgrad.predictive_coding import PredictiveCoding
+
+            learner = PredictiveCoding(model, variant={"pc": "il", "pc-zil": "zil", "pc-fpa": "fpa"}[rule], loss="ce")
+            extra = []
+        elif rule in ("dni", "cdni"):
+            from localgrad.synthetic_gradients import DNI
+
+            learner = DNI(model, split="pre-activation", conditioned=rule == "cdni", loss="ce")
+            extra = learner.sg_parameters()
+        else:
+            from localgrad.target_prop import TargetProp
+
+            learner = TargetProp(model, variant=rule, loss="ce", feedback="nonlinear" if rule == "ddtp" else "gated")
+            extra = learner.feedback_parameters()
+        ld.broadcast_state(learner)  # the model, and the learner's modules and generator
+        optimizer = torch.optim.Adam([*model.parameters(), *extra], lr=lr or 1e-3)
+        return model, learner.step, optimizer
     from localgrad import online
 
     model = online.LeakyRNN(28, hidden, 10, alpha=0.5).to(device)
     learner = {"rtrl": online.RTRL, "snap": online.SnAp, "rflo": online.RFLO, "eprop": online.EProp,
-               "uoro": online.UORO, "bptt": online.BPTT}[rule](model, loss="ce")
+               "uoro": online.UORO, "kfrtrl": online.KFRTRL, "bptt": online.BPTT}[rule](model, loss="ce")
     ld.broadcast_state(learner)  # the model, and the learner's random feedback / RNG state
     optimizer = torch.optim.Adam(model.parameters(), lr=lr or 1e-3)
     last_step_only = torch.zeros(28, dtype=torch.bool)
