@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from localgrad import data
@@ -57,3 +58,22 @@ def fit(step, dataset: data.Dataset, batch_size: int, seed: int, epochs, evaluat
             epochs.set_postfix(loss=f"{mean_loss:.3f}", test_acc=f"{curve[-1]:.3f}")
     timed = epoch_seconds[1:] or epoch_seconds
     return curve, mean_loss, sum(timed) / max(len(timed), 1)
+
+
+def one_hot_targets(y, batch: int, like: torch.Tensor, owner: str) -> torch.Tensor:
+    """A learner's targets as (batch, n_out) rows of `like`'s dtype and
+    device: integer class indices in [0, n_out) become one-hot rows, float
+    targets must already be (batch, n_out). n_out is like.shape[0] (the
+    output layer's weight). Errors start with `owner` and name y."""
+    n_out = like.shape[0]
+    if not isinstance(y, torch.Tensor):
+        raise ValueError(f"{owner}: y must be a tensor, got {type(y).__name__}")
+    if not torch.is_floating_point(y):
+        if y.shape != (batch,):
+            raise ValueError(f"{owner}: class indices y must have shape ({batch},), got {tuple(y.shape)}")
+        if batch and (int(y.min()) < 0 or int(y.max()) >= n_out):
+            raise ValueError(f"{owner}: class indices y must lie in [0, {n_out}), got {int(y.min())}..{int(y.max())}")
+        return F.one_hot(y.long(), n_out).to(like)
+    if y.shape != (batch, n_out):
+        raise ValueError(f"{owner}: float targets y must have shape ({batch}, {n_out}), got {tuple(y.shape)}")
+    return y.to(like).contiguous()

@@ -121,7 +121,7 @@ def test_refuses_bad_arguments_and_batches():
         learner.step(torch.zeros(6, 13, dtype=torch.float64), y)
     with pytest.raises(TypeError, match="like the weights"):
         learner.step(x.float(), y)
-    with pytest.raises(ValueError, match=r"class indices must lie in \[0, 4\)"):
+    with pytest.raises(ValueError, match=r"class indices y must lie in \[0, 4\)"):
         learner.step(x, y + 4)
     with pytest.raises(ValueError, match=r"float targets y must have shape \(6, 4\)"):
         learner.step(x, torch.zeros(6, 3, dtype=torch.float64))

@@ -15,13 +15,13 @@ torch.compile see the user's own network.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from localgrad import activations, ops
 from localgrad.distributed import average_gradients, check_replicated, world_size
 from localgrad.predictive_coding import generic
 from localgrad.reference import predictive_coding as ref
+from localgrad.training import one_hot_targets
 
 VARIANTS = tuple(ref.VARIANTS)
 LOSSES = tuple(ref.LOSSES)
@@ -151,18 +151,7 @@ class PredictiveCoding:
         return x.contiguous()
 
     def _target(self, y: torch.Tensor, batch: int) -> torch.Tensor:
-        w = self.linears[-1].weight
-        n_out = w.shape[0]
-        if not torch.is_floating_point(y):
-            if y.shape != (batch,):
-                raise ValueError(f"PredictiveCoding: class indices y must have shape ({batch},), got {tuple(y.shape)}")
-            if batch and (int(y.min()) < 0 or int(y.max()) >= n_out):
-                raise ValueError(f"PredictiveCoding: class indices must lie in [0, {n_out}), got "
-                                 f"{int(y.min())}..{int(y.max())}")
-            return F.one_hot(y.long(), n_out).to(w)
-        if y.shape != (batch, n_out):
-            raise ValueError(f"PredictiveCoding: float targets y must have shape ({batch}, {n_out}), got {tuple(y.shape)}")
-        return y.to(w).contiguous()
+        return one_hot_targets(y, batch, self.linears[-1].weight, "PredictiveCoding")
 
     def _loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if out.shape[0] == 0:

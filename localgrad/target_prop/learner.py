@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from localgrad import activations
@@ -26,6 +25,7 @@ from localgrad.activations import Activation
 from localgrad.distributed import average_gradients, check_replicated, shard_offset
 from localgrad.ops._common import as_float, as_int
 from localgrad.reference import target_prop as ref
+from localgrad.training import one_hot_targets
 
 VARIANTS = ref.VARIANTS
 LOSSES = ref.LOSSES
@@ -220,20 +220,7 @@ class TargetProp:
         return x
 
     def _target(self, y: torch.Tensor, batch: int) -> torch.Tensor:
-        w = self.linears[-1].weight
-        n_out = w.shape[0]
-        if not isinstance(y, torch.Tensor):
-            raise ValueError(f"TargetProp: y must be a tensor, got {type(y).__name__}")
-        if not torch.is_floating_point(y):
-            if y.shape != (batch,):
-                raise ValueError(f"TargetProp: class indices y must have shape ({batch},), got {tuple(y.shape)}")
-            if batch and (int(y.min()) < 0 or int(y.max()) >= n_out):
-                raise ValueError(f"TargetProp: class indices y must lie in [0, {n_out}), got "
-                                 f"{int(y.min())}..{int(y.max())}")
-            return F.one_hot(y.long(), n_out).to(w)
-        if y.shape != (batch, n_out):
-            raise ValueError(f"TargetProp: float targets y must have shape ({batch}, {n_out}), got {tuple(y.shape)}")
-        return y.to(w)
+        return one_hot_targets(y, batch, self.linears[-1].weight, "TargetProp")
 
     # --- the rule ---------------------------------------------------------------
 
