@@ -323,7 +323,7 @@ def run(
     return results
 
 
-ONLINE_RULES = ("bptt", "rtrl", "snap1", "rflo", "eprop", "uoro", "kfrtrl")
+ONLINE_RULES = ("bptt", "rtrl", "snap1", "rflo", "eprop", "uoro", "kfrtrl", "tbptt", "dni-rnn")
 
 
 # The leak of each task's RNN: MNIST-1D's single loss at step 40 needs long

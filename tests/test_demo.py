@@ -84,3 +84,18 @@ def test_online_mode_takes_every_rule_of_the_task_table(monkeypatch):
     monkeypatch.setattr(demo, "run_online", lambda task, rules, *rest: seen.setdefault("rules", rules) and [])
     assert cli.main(["demo", "--mode", "online", "--rules", ",".join(tasks.RULES)]) == 0
     assert list(seen["rules"]) == list(tasks.RULES)
+
+
+def test_dni_rnn_row_crosses_the_window_that_truncated_bptt_cannot():
+    # Delayed recall in two windows of 5: the symbol (step 0) and the loss
+    # (step 9) lie in different windows, so truncated BPTT never sees their
+    # link; the synthetic gradient at the boundary carries it.
+    from localgrad.online import tasks
+
+    task = tasks.delayed_recall(seed=0)
+    runs = {r: tasks.train_rule(r, task, hidden=32, alpha=0.5, batch_size=32, iterations=150, lr=1e-2, seed=0)
+            for r in ("bptt", "tbptt", "dni-rnn")}
+    assert runs["tbptt"].test_accuracy < 0.4
+    assert runs["dni-rnn"].test_accuracy > 0.9
+    # Memory: one window's saved tensors, not the whole sequence's.
+    assert runs["dni-rnn"].bytes_per_sample < 0.6 * runs["bptt"].bytes_per_sample

@@ -25,6 +25,7 @@ from localgrad.online.rflo import RFLO
 from localgrad.online.rtrl import RTRL
 from localgrad.online.snap import SnAp
 from localgrad.online.uoro import UORO
+from localgrad.synthetic_gradients.recurrent import RecurrentDNI
 
 
 @dataclass
@@ -77,7 +78,17 @@ RULES = {
     "eprop": lambda m: EProp(m, loss="ce"),
     "uoro": lambda m: UORO(m, loss="ce"),
     "kfrtrl": lambda m: KFRTRL(m, loss="ce"),
+    # Windowed rows (see WINDOWED): truncated BPTT, and truncated BPTT with a
+    # linear synthetic gradient at each window's end (Jaderberg et al. 2017).
+    # A zero-initialised module that never trains is exactly truncated BPTT.
+    "tbptt": lambda m: RecurrentDNI(m, loss="ce"),
+    "dni-rnn": lambda m: RecurrentDNI(m, loss="ce"),
 }
+
+# Rules that run each sequence in windows (two per sequence unless
+# train_rule's window= says otherwise); the optimizer sees the summed
+# gradient of a sequence's windows, one step per minibatch as every row.
+WINDOWED = ("tbptt", "dni-rnn")
 
 
 @dataclass
@@ -99,14 +110,36 @@ def _state_bytes(learner) -> int:
                if torch.is_tensor(t) and t.dim() > 0 and t.shape[0] == learner.h.shape[0])
 
 
+def _run_windows(learner, xs, targets, loss_mask, window: int) -> int:
+    """Runs a sequence window by window; returns the most bytes autograd
+    saved in one window (the memory of truncated BPTT)."""
+    steps, most = xs.shape[0], 0
+    shared = [*learner.model.parameters(), *learner.sg_parameters()]
+    for s in range(0, steps, window):
+        e = min(s + window, steps)
+        most = max(most, saved_bytes(lambda: learner.run(xs[s:e], targets[s:e], loss_mask[s:e], final=e == steps),
+                                     shared))
+    return most
+
+
 def train_rule(rule: str, task: SequenceTask, hidden: int = 32, alpha: float = 0.5, batch_size: int = 32,
-               iterations: int = 200, lr: float = 3e-3, seed: int = 0) -> OnlineResult:
-    """Adam on minibatches of whole sequences, loss at the last step only."""
+               iterations: int = 200, lr: float = 3e-3, seed: int = 0, window: int | None = None) -> OnlineResult:
+    """Adam on minibatches of whole sequences, loss at the last step only.
+    window: the truncation window of the WINDOWED rules (default half the
+    sequence, rounded up)."""
     torch.manual_seed(seed)
     n_in = task.x_train.shape[2]
     model = LeakyRNN(n_in, hidden, task.n_classes, alpha=alpha)
     learner = RULES[rule](model)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    params = list(model.parameters())
+    if rule in WINDOWED:
+        window = -(-task.x_train.shape[0] // 2) if window is None else window
+        if rule == "dni-rnn":
+            params += list(learner.sg_parameters())
+        else:  # tbptt: the module stays at its zero start
+            for p in learner.sg_parameters():
+                p.requires_grad_(False)
+    opt = torch.optim.Adam(params, lr=lr)
     g = torch.Generator().manual_seed(seed)
     steps = task.x_train.shape[0]
     loss_mask = torch.zeros(steps, dtype=torch.bool)
@@ -123,6 +156,8 @@ def train_rule(rule: str, task: SequenceTask, hidden: int = 32, alpha: float = 0
         if rule == "bptt":
             saved = saved_bytes(lambda: learner.run(xs, targets, loss_mask), model.parameters())
             memory = max(memory, saved // batch_size)
+        elif rule in WINDOWED:
+            memory = max(memory, _run_windows(learner, xs, targets, loss_mask, window) // batch_size)
         else:
             learner.run(xs, targets, loss_mask)
             memory = max(memory, _state_bytes(learner) // batch_size)
