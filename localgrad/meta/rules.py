@@ -58,7 +58,7 @@ class PolynomialRule(nn.Module):
 
     def terms(self) -> dict[str, float]:
         """{'x^a y^b w^c': theta_abc}, for tables."""
-        return {term_name(a, b, c): float(self.theta[a, b, c]) for a in range(3) for b in range(3) for c in range(3)}
+        return {term_name(a, b, c): float(self.theta[a, b, c].detach()) for a in range(3) for b in range(3) for c in range(3)}
 
     def extra_repr(self) -> str:
         return f"lr={self.lr}"
