@@ -47,7 +47,8 @@ class PolynomialRule(nn.Module):
         else:
             raise ValueError(f"PolynomialRule: init must be None, 'oja' or a (3, 3, 3) float tensor, got {init!r}")
         if init_std:
-            theta = theta + init_std * torch.randn(theta.shape, generator=generator, dtype=torch.float64).to(theta.dtype)
+            noise = torch.randn(theta.shape, generator=generator, dtype=torch.float64)
+            theta = theta + init_std * noise.to(theta.dtype)
         self.theta = nn.Parameter(theta)
 
     def forward(self, x, y, weight, theta: torch.Tensor | None = None) -> torch.Tensor:
@@ -58,7 +59,8 @@ class PolynomialRule(nn.Module):
 
     def terms(self) -> dict[str, float]:
         """{'x^a y^b w^c': theta_abc}, for tables."""
-        return {term_name(a, b, c): float(self.theta[a, b, c].detach()) for a in range(3) for b in range(3) for c in range(3)}
+        theta = self.theta.detach()
+        return {term_name(a, b, c): float(theta[a, b, c]) for a in range(3) for b in range(3) for c in range(3)}
 
     def extra_repr(self) -> str:
         return f"lr={self.lr}"
