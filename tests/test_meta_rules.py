@@ -235,6 +235,7 @@ def test_fixed_weight_learner_predicts_from_the_past_only():
     (lambda: meta.EvolutionStrategies([torch.zeros(2)], sigma=0.0), "sigma must be positive"),
     (lambda: meta.EvolutionStrategies([torch.zeros(2)], seed=1.5), "seed must be an int"),
     (lambda: meta.EvolutionStrategies([]), "params must be a non-empty"),
+    (lambda: meta.EvolutionStrategies([torch.zeros(2)], ranks="yes"), "ranks must be a bool"),
     (lambda: meta.run_episode(meta.PolynomialRule(), torch.zeros(2, 3), torch.zeros(4, 5, 3), checkpoint=2.5),
      "run_episode: checkpoint must be an int"),
     (lambda: meta.run_episode(meta.PolynomialRule(), torch.zeros(2, 3), torch.zeros(4, 5, 4)),
@@ -275,3 +276,15 @@ def test_empty_batch_gives_no_update():
     assert torch.equal(reference.polynomial_update(x, y, w, reference.polynomial_theta(reference.OJA_THETA)),
                        torch.zeros_like(w))
     assert torch.equal(reference.abcd_update(x, y, 1.0, 0.0, 0.0, 0.0), torch.zeros_like(w))
+
+
+def test_es_ranks_depend_only_on_the_order_of_the_losses():
+    # Fitness shaping by centred ranks: a monotone transform of the loss gives the same estimate.
+    theta = torch.randn(4, dtype=F64, generator=torch.Generator().manual_seed(2))
+    loss = quadratic(torch.zeros(4, dtype=F64), torch.eye(4, dtype=F64))
+    plain = meta.EvolutionStrategies([theta], sigma=0.1, population=10, seed=5, ranks=True).estimate(loss)[0][0]
+    warped = meta.EvolutionStrategies([theta], sigma=0.1, population=10, seed=5, ranks=True)
+    assert torch.equal(warped.estimate(lambda t: torch.exp(3 * loss(t)) - 7)[0][0], plain)
+    raw = meta.EvolutionStrategies([theta], sigma=0.1, population=10, seed=5).estimate(loss)[0][0]
+    assert not torch.equal(raw, plain)
+    assert torch.nn.functional.cosine_similarity(plain, theta, 0) > 0.5  # still points uphill

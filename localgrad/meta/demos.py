@@ -1,7 +1,8 @@
 """The meta-learning demos (`localgrad demo --mode meta`):
 
-  oja          meta-train the polynomial rule on single-neuron PCA episodes;
-               the learned rule should be Oja's (Confavreux et al. 2020)
+  oja          meta-train the polynomial rule on single-neuron PCA episodes,
+               by backprop and by evolution strategies; the learned rule
+               should be Oja's (Confavreux et al. 2020)
   fewshot      meta-learn a plasticity rule for 4-way 5-shot digits episodes,
                against plain Hebb and SGD in the inner loop (held-out classes)
   fixed-weight an LSTM meta-trained by BPTT on random linear regressions,
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from localgrad.meta.evolution import EvolutionStrategies
 from localgrad.meta.fixed_weight import FixedWeightLearner, linear_regression_tasks
 from localgrad.meta.inner_loop import meta_train, run_episode
 from localgrad.meta.rules import ABCDRule, PolynomialRule, term_name
@@ -43,6 +45,7 @@ class OjaResult:
     cosine: dict[str, float]  # rule -> mean |cos(w_T, v_1)| on held-out episodes
     norm: dict[str, float]  # rule -> mean |w_T| there
     seconds: float
+    outer: str = "backprop"
 
 
 def bounded(rule, limit: float = 3.0):
@@ -58,11 +61,16 @@ def bounded(rule, limit: float = 3.0):
 
 
 def rediscover_oja(meta_steps: int = 400, steps: int = 60, episodes: int = 32, batch: int = 8, lr: float = 0.05,
-                   meta_lr: float = 0.01, sparsity: float = 5e-3, seed: int = 0, progress: bool = False) -> OjaResult:
+                   meta_lr: float = 0.01, sparsity: float = 5e-3, seed: int = 0, progress: bool = False,
+                   outer: str = "backprop", population: int = 64, sigma: float = 0.01) -> OjaResult:
     """theta from zeros, Adam on the meta-loss: the PCA loss (1 - cos^2 +
     (|w|^2 - 1)^2) over an episode's last 10 steps, plus sparsity * |theta|_1
     (Confavreux et al. penalise the rule's L1 norm too: of the many rules that
-    do PCA it prefers the one with fewest terms)."""
+    do PCA it prefers the one with fewest terms). outer: "backprop" (autograd
+    through the episodes) or "es" (EvolutionStrategies with centred ranks,
+    `population` members at `sigma`, all on the same episodes per step)."""
+    if outer not in ("backprop", "es"):
+        raise ValueError(f"rediscover_oja: outer must be 'backprop' or 'es', got {outer!r}")
     generator = torch.Generator().manual_seed(seed)
     rule = PolynomialRule(lr=lr)
     optimizer = torch.optim.Adam(rule.parameters(), lr=meta_lr)
@@ -74,13 +82,30 @@ def rediscover_oja(meta_steps: int = 400, steps: int = 60, episodes: int = 32, b
         task = torch.stack([pca_loss(w, ep.top) for w in weights[-10:]]).mean()
         return task + sparsity * rule.theta.abs().sum()
 
+    def population_loss(theta: torch.Tensor) -> torch.Tensor:  # theta (P, 3, 3, 3) -> (P,)
+        ep = pca_episodes(episodes, steps, batch, generator)
+        member = bounded(lambda x, y, w: rule(x, y, w, theta=theta[:, None]))
+        start = ep.weight.expand(len(theta), *ep.weight.shape)
+        weights = run_episode(member, start, ep.inputs, history=True)
+        task = torch.stack([pca_loss(w, ep.top) for w in weights[-10:]]).mean((0, 2))
+        return task + sparsity * theta.abs().sum((1, 2, 3))
+
     def record(step: int, loss: float) -> None:
         history.append(rule.theta.detach().flatten().tolist())
         if progress and step % 50 == 0:
-            print(f"  oja meta-step {step:4d}  loss {loss:.4f}")
+            print(f"  oja ({outer}) meta-step {step:4d}  loss {loss:.4f}")
 
     start = time.perf_counter()
-    losses = meta_train(meta_loss, optimizer, meta_steps, record, clip=1.0)
+    if outer == "backprop":
+        losses = meta_train(meta_loss, optimizer, meta_steps, record, clip=1.0)
+    else:
+        es = EvolutionStrategies(rule.parameters(), sigma=sigma, population=population, seed=seed, ranks=True)
+        losses = []
+        for step in range(meta_steps):
+            optimizer.zero_grad()
+            losses.append(es.step(population_loss))
+            optimizer.step()
+            record(step, losses[-1])
     seconds = time.perf_counter() - start
     held_out = pca_episodes(256, steps, batch, torch.Generator().manual_seed(seed + 10_000))
     speed = rule.theta.detach()[1, 1, 0].item()
@@ -96,14 +121,15 @@ def rediscover_oja(meta_steps: int = 400, steps: int = 60, episodes: int = 32, b
             w = run_episode(r, held_out.weight, held_out.inputs).squeeze(-2)
             cosine[name] = (w * held_out.top).sum(-1).abs().div(w.norm(dim=-1)).mean().item()
             norm[name] = w.norm(dim=-1).mean().item()
-    return OjaResult(rule.terms(), history, losses, cosine, norm, seconds)
+    return OjaResult(rule.terms(), history, losses, cosine, norm, seconds, outer)
 
 
 def format_oja(result: OjaResult) -> str:
     scale = result.terms["x y"]
     ranked = sorted(result.terms.items(), key=lambda kv: -abs(kv[1]))
-    lines = [f"rediscover Oja: polynomial rule, 27 terms, {len(result.losses)} meta-steps ({result.seconds:.0f} s), "
-             f"final meta-loss {result.losses[-1]:.4f}",
+    outer = "backprop" if result.outer == "backprop" else "evolution strategies (population mean)"
+    lines = [f"rediscover Oja: polynomial rule, 27 terms, {outer}, {len(result.losses)} meta-steps "
+             f"({result.seconds:.0f} s), final meta-loss {result.losses[-1]:.4f}",
              f"{'term':<12} {'theta':>8} {'theta / theta_xy':>17} {'Oja':>5}"]
     for name, value in ranked[:6]:
         oja = {"x y": "+1", "y^2 w": "-1"}.get(name, "0")
@@ -132,7 +158,7 @@ def plot_coefficients(result: OjaResult, path: str) -> None:
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xlabel("meta-step")
     ax.set_ylabel("theta_abc")
-    ax.set_title("polynomial rule meta-trained on PCA episodes")
+    ax.set_title(f"polynomial rule meta-trained on PCA episodes ({result.outer})")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -328,6 +354,8 @@ def run(tasks=TASKS, seed: int = 0, scale: float = 1.0, plot_path: str | None = 
     if "oja" in tasks:
         results["oja"] = rediscover_oja(meta_steps=_steps(400, scale), seed=seed, progress=progress)
         print(format_oja(results["oja"]))
+        results["oja-es"] = rediscover_oja(meta_steps=_steps(200, scale), seed=seed, progress=progress, outer="es")
+        print(format_oja(results["oja-es"]))
         if plot_path:
             try:
                 plot_coefficients(results["oja"], plot_path)

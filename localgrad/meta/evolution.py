@@ -10,7 +10,11 @@ descends on it. For a quadratic L the mirrored difference is exactly
 
 The population is evaluated in one call: loss_fn gets every parameter with a
 leading population dimension P (members 0..n-1 at theta + sigma eps, n..2n-1
-at theta - sigma eps) and returns P losses."""
+at theta - sigma eps) and returns P losses.
+
+ranks=True replaces the losses by their centred ranks in [-1/2, 1/2] before
+the sum (Salimans et al.'s fitness shaping): no longer an unbiased estimate
+of the gradient, but one that a few diverging members cannot swamp."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from localgrad.ops._common import as_float, as_int
+from localgrad.ops._common import as_bool, as_float, as_int
 
 
 class EvolutionStrategies:
@@ -31,7 +35,7 @@ class EvolutionStrategies:
     the step count are in state_dict(), so a run resumes bit-exactly."""
 
     def __init__(self, params: Iterable[torch.Tensor], sigma: float = 0.05, population: int = 64, seed: int = 0,
-                 batched: bool = True):
+                 batched: bool = True, ranks: bool = False):
         op = "EvolutionStrategies"
         self.params = list(params)
         if not self.params or not all(isinstance(p, torch.Tensor) for p in self.params):
@@ -41,7 +45,8 @@ class EvolutionStrategies:
         if self.population % 2:
             raise ValueError(f"{op}: population must be even (antithetic pairs), got {self.population}")
         self.seed = as_int(seed, op, "seed")
-        self.batched = bool(batched)
+        self.batched = as_bool(batched, op, "batched")
+        self.ranks = as_bool(ranks, op, "ranks")
         self.generator = torch.Generator().manual_seed(self.seed)
         self.steps = 0
 
@@ -69,7 +74,12 @@ class EvolutionStrategies:
             got = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
             raise ValueError(f"EvolutionStrategies: loss_fn must return ({self.population},) losses, got {got}")
         pairs = self.population // 2
-        difference = losses[:pairs] - losses[pairs:]  # L(theta + sigma eps) - L(theta - sigma eps)
+        fitness = losses
+        if self.ranks:
+            order = torch.empty_like(losses, dtype=torch.float64)
+            order[losses.argsort(stable=True)] = torch.arange(self.population, dtype=torch.float64, device=losses.device)
+            fitness = order / (self.population - 1) - 0.5
+        difference = fitness[:pairs] - fitness[pairs:]  # L(theta + sigma eps) - L(theta - sigma eps)
         scale = 1.0 / (2.0 * self.sigma * pairs)
         grads = []
         for p, e in zip(self.params, eps):
