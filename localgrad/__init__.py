@@ -8,7 +8,7 @@
 One subpackage per learning-rule family, imported on first use:
 localgrad.feedback_alignment, localgrad.eqprop, localgrad.online,
 localgrad.hebbian, localgrad.predictive_coding, localgrad.synthetic_gradients,
-localgrad.target_prop.
+localgrad.target_prop, localgrad.meta.
 """
 
 import importlib
@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 # first named: `import localgrad; localgrad.online.LeakyRNN` works without
 # importing every family at start-up.
 FAMILIES = ("feedback_alignment", "eqprop", "online", "hebbian", "predictive_coding", "synthetic_gradients",
-            "target_prop")
+            "target_prop", "meta")
 _LAZY = (*FAMILIES, "training")
 
 # `from localgrad.convert import convert` kept working when the module moved
@@ -58,6 +58,7 @@ __all__ = [
     "has_cuda_kernels",
     "has_extension",
     "hebbian",
+    "meta",
     "metrics",
     "online",
     "predictive_coding",

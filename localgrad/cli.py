@@ -9,6 +9,8 @@ import re
 
 from localgrad.demo import DEFAULT_RULES, DNI_RULES, EQPROP_RULES, HEBBIAN_ROWS, MLP_ONLY_RULES, PC_RULES, TP_RULES
 
+META_TASKS = ("oja", "fewshot", "fixed-weight")  # localgrad.meta.demos.TASKS (tests/test_meta_demo.py checks)
+
 
 # argparse `type=` validators: a bad value ends in an argparse error (usage
 # and the option's name), never in a traceback or a silently empty run.
@@ -87,11 +89,13 @@ def main(argv=None) -> int:
     demo.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda")
     demo.add_argument("--plot", default="demo_accuracy.png", help="accuracy plot file ('' for none)")
     demo.add_argument("--no-progress", action="store_true")
-    demo.add_argument("--mode", default="static", choices=["static", "online"],
-                      help="online: a leaky RNN on a sequence task, online rules vs BPTT (localgrad.online)")
-    demo.add_argument("--task", default="delayed", choices=["delayed", "mnist1d", "spiking"],
+    demo.add_argument("--mode", default="static", choices=["static", "online", "meta"],
+                      help="online: a leaky RNN on a sequence task, online rules vs BPTT (localgrad.online); "
+                      "meta: meta-learned plasticity (localgrad.meta)")
+    demo.add_argument("--task", default="delayed", choices=["delayed", "mnist1d", "spiking", *META_TASKS],
                       help="online mode's task: delayed recall or MNIST-1D with the leaky RNN, or spiking: "
-                      "MNIST-1D with an ALIF network, e-prop vs surrogate BPTT")
+                      "MNIST-1D with an ALIF network, e-prop vs surrogate BPTT; meta mode's: "
+                      f"{', '.join(META_TASKS)} (default: all three)")
     demo.add_argument("--alpha", type=_unit_float, default=None,
                       help="online mode: the leaky RNN's alpha (default 0.5 delayed, 0.1 mnist1d)")
     demo.add_argument("--neuron", default="alif", choices=["alif", "lif"], help="spiking task's neurons")
@@ -129,6 +133,12 @@ def main(argv=None) -> int:
         return 0
     from localgrad import demo as demo_module
 
+    if args.mode == "meta":
+        if args.task not in (*META_TASKS, "delayed"):
+            parser.error(f"argument --task: meta mode's tasks are {', '.join(META_TASKS)}, got {args.task!r}")
+        plot = "demo_meta_coefficients.png" if args.plot == "demo_accuracy.png" else args.plot or None
+        demo_module.run_meta(None if args.task == "delayed" else (args.task,), args.seed, plot, not args.no_progress)
+        return 0
     given = [r for r in args.rules.split(",") if r]
     if args.mode == "online":
         from localgrad.online import spiking_task, tasks

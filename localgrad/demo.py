@@ -346,3 +346,14 @@ def run_online(task_name: str = "delayed", rules=ONLINE_RULES, hidden: int = 32,
     print(f"leaky RNN, hidden {hidden}, alpha {alpha}; {iterations} minibatches of {batch_size}, Adam {lr}")
     print(tasks.format_table(task, results))
     return results
+
+
+# Meta-learned plasticity (localgrad.meta.demos): rediscover Oja's rule,
+# few-shot digits with learned rules, a fixed-weight learner.
+def run_meta(tasks=None, seed: int = 0, plot_path: str | None = None, progress: bool = True,
+             scale: float = 1.0) -> dict:
+    """The meta mode: the demos of localgrad.meta.demos (all three unless
+    `tasks` names some of oja, fewshot, fixed-weight); prints their tables."""
+    from localgrad.meta import demos
+
+    return demos.run(demos.TASKS if tasks is None else tasks, seed, scale, plot_path, progress)
