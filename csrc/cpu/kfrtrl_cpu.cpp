@@ -67,12 +67,16 @@ void reduce(const StepParams& q) {
       const scalar_t keep_u = s0 * rho0, new_u = s1 * rho1, keep_a = s0 / rho0, new_a = s1 / rho1;
       scalar_t* uo = u_out + b * cols;
       for_input(s.x, s.h, q.input, hidden, [&](int64_t c, scalar_t v) { uo[c] = keep_u * s.u[c] + new_u * v; });
+      // new_a times the off-diagonal zeros of α D: 0, or NaN when ρ1 is not
+      // finite, as in the reference (a non-finite input poisons all of A).
+      const scalar_t off_diagonal = new_a * scalar_t(0);
       scalar_t* ao = a_out + b * square;
       for (int64_t k = 0; k < hidden; ++k) {
         const scalar_t ad = alpha * s.dphi[k];
         const scalar_t* a = s.a + k * hidden;
         const scalar_t* wa = s.wa + k * hidden;
-        for (int64_t i = 0; i < hidden; ++i) ao[k * hidden + i] = keep_a * ((1 - alpha) * a[i] + ad * wa[i]);
+        for (int64_t i = 0; i < hidden; ++i)
+          ao[k * hidden + i] = keep_a * ((1 - alpha) * a[i] + ad * wa[i]) + off_diagonal;
         ao[k * hidden + k] += new_a * ad;
       }
     }

@@ -109,9 +109,9 @@ __global__ void __launch_bounds__(kThreads) kf_update_kernel(const StepParams q)
   for (int64_t c = col.begin + threadIdx.x; c < col.end; c += kThreads) u_out[c] = keep_u * s.u[c] + new_u * s.v(c);
   for (int64_t p = sq.begin + threadIdx.x; p < sq.end; p += kThreads) {
     const int64_t k = p / q.hidden, i = p % q.hidden;
-    scalar_t out = keep_a * s.ja(p);
-    if (i == k) out += new_a * s.alpha * s.dphi[k];
-    a_out[p] = out;
+    // The product with α D's off-diagonal zeros too: NaN there when ρ1 is
+    // not finite, as in the reference.
+    a_out[p] = keep_a * s.ja(p) + new_a * (i == k ? s.alpha * s.dphi[k] : scalar_t(0));
   }
 }
 
