@@ -1,4 +1,4 @@
-"""The online-RNN ops (rtrl_step, snap_step, rflo_chunk, uoro_step) against
+"""The online-RNN ops (rtrl_step, snap_step, rflo_chunk, uoro_step, kfrtrl_step) against
 their references: several shapes, batch 0/1/odd, chunk lengths 0/1/odd,
 masks, float32 tolerances, opcheck, compile, bad input."""
 
@@ -517,3 +517,19 @@ def test_kfrtrl_learner_runs_the_op(monkeypatch, rank):
     if rank == 1:
         assert rel_err(fused[1], reference[1]) <= 1e-12 and rel_err(fused[2], reference[2]) <= 1e-12
     assert torch.equal(fused[3], reference[3])
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_kfrtrl_reference_fallback_without_the_extension(monkeypatch, rank):
+    """Without the compiled extension the wrapper runs the reference step."""
+    import warnings
+
+    import localgrad.ops.kfrtrl as mod
+
+    monkeypatch.setattr(mod, "has_extension", lambda: False)
+    args = kfrtrl_inputs(3, 5, 4, rank, torch.float64, "cpu", seed=9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the once-per-process fallback warning
+        got = mod.kfrtrl_step(*args, 0.7)
+    exp = ref.kfrtrl_step(*args, 0.7, 1e-7)
+    assert all(torch.equal(g, e) for g, e in zip(got, exp))
