@@ -10,7 +10,8 @@ Rows per (hidden H, batch B): rtrl (rtrl_step; its floor is the W_hh·M
 matmul alone, timed the same way), snap1 (snap_step), rflo/eprop (rflo_chunk
 over one step and over a chunk; the two rules share the kernel), uoro
 (uoro_step), kfrtrl / kfrtrl2 (kfrtrl_step at rank 1, its floor the
-W_hh·A matmul, and rank 2, whose QR/SVD reduction runs in ATen), bptt (forward + backward of `chunk` steps by autograd, per step).
+W_hh·A matmul, and rank 2, whose QR/SVD reduction runs in ATen), bptt
+(forward + backward of `chunk` steps by autograd, per step).
 Input size 1 + 1 cue (I = 2). RTRL is skipped where its influence
 (B·H·H·(I+H+1) elements) exceeds --max-influence-mib. --plot writes time and
 memory per sample against H (log-log) at the middle batch size.
