@@ -1,5 +1,5 @@
 // Argument checks and parameter filling for the online-RNN ops (rtrl_step,
-// snap_step, rflo_chunk, uoro_step), shared by the CPU and CUDA backends so
+// snap_step, rflo_chunk, uoro_step, kfrtrl_step), shared by the CPU and CUDA backends so
 // both accept and refuse exactly the same calls. Each Prepared* keeps the
 // dense copies alive that its params point into.
 #pragma once
