@@ -9,7 +9,9 @@ BPTT by autograd, with the learner's memory per sample.
 Rows per (hidden H, batch B): rtrl (rtrl_step; its floor is the W_hh·M
 matmul alone, timed the same way), snap1 (snap_step), rflo/eprop (rflo_chunk
 over one step and over a chunk; the two rules share the kernel), uoro
-(uoro_step), bptt (forward + backward of `chunk` steps by autograd, per step).
+(uoro_step), kfrtrl / kfrtrl2 (kfrtrl_step at rank 1, its floor the
+W_hh·A matmul, and rank 2, whose QR/SVD reduction runs in ATen), bptt
+(forward + backward of `chunk` steps by autograd, per step).
 Input size 1 + 1 cue (I = 2). RTRL is skipped where its influence
 (B·H·H·(I+H+1) elements) exceeds --max-influence-mib. --plot writes time and
 memory per sample against H (log-log) at the middle batch size.
@@ -126,6 +128,18 @@ def bench_config(args, device, hidden, batch) -> list[dict]:
         time(lambda: ref.uoro_step(s, ms, w, nu, h, x, d, None, 0.5, 1e-7)),
         bytes_per_sample=(hidden + hidden * cols) * elem)
 
+    # KF-RTRL, ranks 1 and 2: the fused step (rank 2: fused terms + ATen QR/SVD
+    # reduction) against the eager reference; rank 1's floor is W_hh·A alone.
+    for rank in (1, 2):
+        u = torch.randn(batch, rank, cols, device=device)
+        a = torch.randn(batch, rank, hidden, hidden, device=device) / hidden
+        signs = torch.randint(0, 2, (batch, rank + 1), device=device).to(u.dtype) * 2 - 1
+        row("kfrtrl" if rank == 1 else f"kfrtrl{rank}", "step",
+            time(lambda: ops.kfrtrl_step(u, a, w, signs, h, x, d, 0.5, check_signs=False)),
+            time(lambda: ref.kfrtrl_step(u, a, w, signs, h, x, d, 0.5, 1e-7)),
+            time(lambda: torch.matmul(w, a)) if rank == 1 else None,
+            bytes_per_sample=rank * (cols + hidden * hidden) * elem)
+
     xs = torch.randn(args.chunk, batch, INPUT, device=device)
     def bptt():
         model.zero_grad()
@@ -150,7 +164,8 @@ def print_rows(rows):
             fmt_num(rf / k) if k and rf else "-", fmt_num(k / fl) if k and fl else "-",
             f"{r['bytes_per_sample']:,}", r["note"],
         ])
-    print_table("time per step (median); ref/kernel > 1: kernel faster; kernel/floor: RTRL against its W·M matmul",
+    print_table("time per step (median); ref/kernel > 1: kernel faster; kernel/floor: RTRL against its W·M matmul, "
+                "KF-RTRL against its W·A matmul",
                 ["rule", "kind", "H", "B", "kernel", "reference", "ref/kernel", "kernel/floor", "bytes/sample", "note"],
                 table)
 
@@ -165,7 +180,7 @@ def plot(rows, path, batch):
         print(f"\nmatplotlib is not installed: no plot written to {path}")
         return
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
-    for rule in ("rtrl", "snap1", "rflo/eprop", "uoro", "bptt"):
+    for rule in ("rtrl", "snap1", "rflo/eprop", "uoro", "kfrtrl", "kfrtrl2", "bptt"):
         pts = [r for r in rows if r["rule"] == rule and r["batch"] == batch and r["kernel_s"]
                and not r["kind"].startswith("chunk")]
         if pts:

@@ -241,4 +241,47 @@ PreparedUoro prepare_uoro(const at::Tensor& s_tilde, const at::Tensor& theta_til
   return p;
 }
 
+PreparedKfrtrl prepare_kfrtrl(const at::Tensor& u, const at::Tensor& A, const at::Tensor& weight_hh,
+                              const at::Tensor& signs, const at::Tensor& h_prev, const at::Tensor& x,
+                              const at::Tensor& dphi, double alpha, double eps, bool check_signs) {
+  constexpr const char* kOp = "kfrtrl_step";
+  check_finite(alpha, kOp, "alpha");
+  TORCH_CHECK_VALUE(eps > 0 && std::isfinite(eps), kOp, ": eps must be positive and finite, got ", eps);
+  PreparedKfrtrl p;
+  // No mask: KF-RTRL's v is the unmasked [x | h_prev | 1] (reference kfrtrl_step).
+  check_step(p, kOp, h_prev, x, dphi, std::nullopt);
+  check_weight(weight_hh, h_prev, kOp);
+  const int64_t batch = h_prev.size(0), hidden = h_prev.size(1), input = x.size(1);
+  check_dim(u, 3, kOp, "u", "(batch, rank, input + hidden + 1)");
+  check_like(u, h_prev, kOp, "u");
+  const int64_t rank = u.size(1);
+  TORCH_CHECK_VALUE(rank >= 1, kOp, ": u must hold at least one factor (rank >= 1), got shape ", u.sizes());
+  check_shape(u, {batch, rank, input + hidden + 1}, kOp, "u", "(batch, rank, input + hidden + 1)");
+  check_like(A, h_prev, kOp, "A");
+  check_shape(A, {batch, rank, hidden, hidden}, kOp, "A", "(batch, rank, hidden, hidden)");
+  check_like(signs, h_prev, kOp, "signs");
+  check_shape(signs, {batch, rank + 1}, kOp, "signs", "(batch, rank + 1)");
+  if (check_signs && signs.numel() > 0)
+    TORCH_CHECK_VALUE(!signs.detach().abs().ne(1).any().item<bool>(), kOp,
+                      ": signs must be +1 or -1 (NaN and other values refused)");
+  p.a = A.detach().contiguous();
+  p.weight_hh = weight_hh.detach();
+  p.keep.push_back(u.detach().contiguous());
+  p.keep.push_back(signs.detach().contiguous());
+  auto& q = p.params;
+  q.h_prev = p.keep[0].const_data_ptr();
+  q.x = p.keep[1].const_data_ptr();
+  q.dphi = p.keep[2].const_data_ptr();
+  q.u = p.keep[3].const_data_ptr();
+  q.signs = p.keep[4].const_data_ptr();
+  q.a = p.a.const_data_ptr();
+  q.batch = batch;
+  q.rank = rank;
+  q.hidden = hidden;
+  q.input = input;
+  q.alpha = alpha;
+  q.eps = eps;
+  return p;
+}
+
 }  // namespace localgrad::online_rnn

@@ -1,5 +1,5 @@
 // Argument checks and parameter filling for the online-RNN ops (rtrl_step,
-// snap_step, rflo_chunk, uoro_step), shared by the CPU and CUDA backends so
+// snap_step, rflo_chunk, uoro_step, kfrtrl_step), shared by the CPU and CUDA backends so
 // both accept and refuse exactly the same calls. Each Prepared* keeps the
 // dense copies alive that its params point into.
 #pragma once
@@ -9,6 +9,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "kfrtrl.h"
 #include "rflo.h"
 #include "rtrl.h"
 #include "snap.h"
@@ -52,5 +53,15 @@ PreparedUoro prepare_uoro(const at::Tensor& s_tilde, const at::Tensor& theta_til
                           const at::Tensor& nu, const at::Tensor& h_prev, const at::Tensor& x,
                           const at::Tensor& dphi, const std::optional<at::Tensor>& hh_mask, double alpha,
                           double eps);
+
+// kfrtrl_step: u (batch, r, C), A (batch, r, H, H), signs (batch, r+1) ±1
+// (checked to be ±1, one device sync, unless check_signs is false).
+struct PreparedKfrtrl : Prepared {
+  at::Tensor a, weight_hh;
+  kfrtrl::StepParams params;  // wa and outputs left for the backend
+};
+PreparedKfrtrl prepare_kfrtrl(const at::Tensor& u, const at::Tensor& A, const at::Tensor& weight_hh,
+                              const at::Tensor& signs, const at::Tensor& h_prev, const at::Tensor& x,
+                              const at::Tensor& dphi, double alpha, double eps, bool check_signs);
 
 }  // namespace localgrad::online_rnn

@@ -152,6 +152,16 @@ void define_ops(torch::Library& m) {
   m.def(
       "predictive_coding_update(Tensor x, Tensor[] states, Tensor[] errors, int[] kinds, "
       "float[] slopes, float scale, Tensor(a!)[] weight_grads, Tensor(b!)[] bias_grads) -> ()");
+
+  set_module(m, "localgrad.ops.kfrtrl");
+  // KF-RTRL (Mujika et al. 2018; localgrad/reference/online_rnn.py
+  // kfrtrl_step): u (batch, r, C), A (batch, r, H, H), signs (batch, r+1) ±1.
+  // Rank 1: the reduced (u, A) of the step, (batch, 1, C) and (batch, 1, H, H).
+  // Rank r ≥ 2: the r + 1 unreduced terms [u | v], [J A | α D], (batch, r+1, C)
+  // and (batch, r+1, H, H), for the OK reduction in ATen (ok_reduce).
+  m.def(
+      "kfrtrl_step(Tensor u, Tensor A, Tensor weight_hh, Tensor signs, Tensor h_prev, Tensor x, "
+      "Tensor dphi, float alpha, float eps, bool check_signs=True) -> (Tensor, Tensor)");
 }
 
 }  // namespace

@@ -55,7 +55,7 @@ def test_online_quick_run_writes_rows(device, tmp_path):
     )
     assert done.returncode == 0, f"bench_online.py --quick failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     rows = json.loads(path.read_text())["rows"]
-    assert {r["rule"] for r in rows} == {"rtrl", "snap1", "rflo/eprop", "uoro", "bptt"}
+    assert {r["rule"] for r in rows} == {"rtrl", "snap1", "rflo/eprop", "uoro", "kfrtrl", "kfrtrl2", "bptt"}
     assert all(r["kernel_s"] for r in rows)
     replot = subprocess.run(
         [sys.executable, os.path.join(BENCHMARKS, "bench_online.py"), "--from-json", str(path),

@@ -154,6 +154,18 @@ def case_eprop_lif_chunk(g):
     return fn, (*inputs, *state, *grads, torch.empty(T, B, K, dtype=torch.float64))
 
 
+def case_kfrtrl_step(g):
+    def fn(u, A, weight_hh, signs, h_prev, x, dphi):
+        u_new, a_new = lg.kfrtrl_step(u, A, weight_hh, signs, h_prev, x, dphi, 0.7, 1e-7)
+        return u_new * 2, a_new.sum(dim=0)
+
+    kw = online_inputs(g)
+    signs = (torch.rand(3, 2, generator=g) < 0.5).double() * 2 - 1
+    return fn, (rand(g, 3, 1, 10), rand(g, 3, 1, 5, 5), kw["weight_hh"], signs, kw["h_prev"], kw["x"], kw["dphi"])
+
+
+OPS["kfrtrl_step"] = "localgrad.ops.kfrtrl"
+
 CASES = {name: globals()[f"case_{name}"] for name in OPS}
 
 

@@ -182,9 +182,15 @@ def kfrtrl_step(u, A, weight_hh, signs, h_prev, x, dphi, alpha, eps):
         u_new = (s0 * rho0).view(batch, 1, 1) * u + (s1 * rho1).view(batch, 1, 1) * v.unsqueeze(1)
         a_new = (s0 / rho0).view(batch, 1, 1, 1) * ja + (s1 / rho1).view(batch, 1, 1, 1) * a_imm.unsqueeze(1)
         return u_new, a_new
-    us = torch.cat([u, v.unsqueeze(1)], dim=1).transpose(1, 2)  # (batch, C, r+1)
-    vs = torch.cat([ja, a_imm.unsqueeze(1)], dim=1).flatten(2).transpose(1, 2)  # (batch, H², r+1)
-    return ok_reduce(us, vs, signs, rank, (hidden, hidden))
+    us, vs = kfrtrl_terms(u, ja, v, a_imm)
+    return ok_reduce(us.transpose(1, 2), vs.flatten(2).transpose(1, 2), signs, rank, (hidden, hidden))
+
+
+def kfrtrl_terms(u, ja, v, a_imm):
+    """The r + 1 unreduced Kronecker terms of a step (kfrtrl_step, r ≥ 2):
+    [u_0 … u_{r−1} | v] (batch, r+1, C) and [J A_0 … J A_{r−1} | α D]
+    (batch, r+1, H, H), what the fused op writes before ok_reduce."""
+    return torch.cat([u, v.unsqueeze(1)], dim=1), torch.cat([ja, a_imm.unsqueeze(1)], dim=1)
 
 
 def ok_reduce(us, vs, signs, rank, a_shape):

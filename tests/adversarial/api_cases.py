@@ -207,4 +207,7 @@ def cases() -> list[Case]:
     add("ops.eqprop_relax(nudge='nope')", _op(lambda o: o.eqprop_relax(torch.zeros(2, 3), [torch.zeros(4, 3)],
         [torch.zeros(4)], [torch.zeros(2, 4)], nudge="nope")), ("nudge",))  # fmt: skip
     add("ops.uoro_step(eps=0)", _op(lambda o: o.uoro_step(*[torch.zeros(1)] * 8, 0.5, eps=0.0)), ("eps",))
+    add("ops.kfrtrl_step(eps=0)", _op(lambda o: o.kfrtrl_step(*[torch.zeros(1)] * 7, 0.5, eps=0.0)), ("eps",))
+    add("ops.kfrtrl_step(check_signs='no')", _op(lambda o: o.kfrtrl_step(*[torch.zeros(1)] * 7, 0.5,
+        check_signs="no")), ("check_signs",))  # fmt: skip
     return out

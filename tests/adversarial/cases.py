@@ -238,6 +238,10 @@ def extra_cases(op, level, add, base):
         add("v_th=inf", lambda a: v_th(a, float("inf")), ("v_th",), must_error=True)
         add("v_th=0", lambda a: v_th(a, 0.0), ("v_th",), must_error=True)
         add("signal_mode=2-without-signal", lambda a: a.update(signal_mode=2), ("signal",), must_error=True)
+    if op == "kfrtrl_step":
+        add("signs:zero", lambda a: a["signs"].fill_(0), ("signs",), must_error=True)
+        add("signs:two", lambda a: a["signs"].fill_(2), ("signs",), must_error=True)
+        add("signs:unchecked-valid", lambda a: a.update(check_signs=False), ())
     if op == "eqprop_relax":
         add("states:same-tensor", lambda a: a.update(states=[a["states"][0], a["states"][0]]), ("states",),
             must_error=True)  # fmt: skip

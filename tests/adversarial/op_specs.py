@@ -308,3 +308,31 @@ class EpropLifChunk(OpSpec):
 
 SPECS = {s.name: s for s in (DfaProject(), SignFeedback(), EqpropRelax(), EqpropUpdate(), RtrlStep(), SnapStep(),
                              RfloChunk(), UoroStep(), EpropLifChunk())}  # fmt: skip
+
+
+class KfrtrlStep(OpSpec):
+    """Rank 1, the fused reduced step (rank >= 2: the op returns the terms,
+    tests/test_online_ops.py)."""
+
+    name = "kfrtrl_step"
+    returns = ("u", "A")
+    anchor = "h_prev"
+    scalars = {"alpha": [float("nan"), float("inf")], "eps": [float("nan"), 0.0, -1.0, float("inf")]}
+
+    def make(self, dtype=torch.float64, batch=3):
+        g = _gen(10)
+        r = _rnn(g, dtype, batch, mask=False)
+        signs = (torch.rand(batch, 2, generator=g) < 0.5).to(dtype) * 2 - 1
+        return dict(u=_rand(g, dtype, batch, 1, 6), A=_rand(g, dtype, batch, 1, 3, 3), weight_hh=r["weight_hh"],
+                    signs=signs, h_prev=r["h_prev"], x=r["x"], dphi=r["dphi"], alpha=0.5, eps=1e-7,
+                    check_signs=True)
+
+    def call_wrapper(self, a):
+        return ops.kfrtrl_step(*a.values())
+
+    def reference(self, a):
+        u, A = ref_rnn.kfrtrl_step(*list(a.values())[:9])
+        return {"u": u, "A": A}
+
+
+SPECS[KfrtrlStep.name] = KfrtrlStep()

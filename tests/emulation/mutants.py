@@ -187,6 +187,30 @@ MUTANTS = [
            "the state pass's row loop skips every other stride of the grid"),
 ]
 
+# KF-RTRL (kfrtrl_kernel.cu): the rank-1 reduction and update, the rank >= 2 terms.
+MUTANTS += [
+    Mutant("kfrtrl-short-reduction", "kfrtrl_kernel.cu",
+           "for (int half = kThreads / 2; half > 0; half /= 2) {",
+           "for (int half = kThreads / 2; half > 1; half /= 2) {", online("kfrtrl"),
+           "> 0 to > 1: the norms' reduction stops one level early"),
+    Mutant("kfrtrl-own-tile-only", "kfrtrl_kernel.cu",
+           "for (int64_t i = 0; i < q.tiles; ++i)",
+           "for (int64_t i = t; i < t + 1; ++i)", online("kfrtrl"),
+           "each tile forms rho from its own slice's norms, not the sample's"),
+    Mutant("kfrtrl-no-immediate-term", "kfrtrl_kernel.cu",
+           "new_a * (i == k ? s.alpha * s.dphi[k] : scalar_t(0));",
+           "new_a * (i == k + 1 ? s.alpha * s.dphi[k] : scalar_t(0));", online("kfrtrl"),
+           "the immediate term alpha D off the diagonal"),
+    Mutant("kfrtrl-terms-first-factor-only", "kfrtrl_kernel.cu",
+           "u_out[o] = j < q.rank ? s.u[j * cols + c] : s.v(c);",
+           "u_out[o] = j < q.rank ? s.u[c] : s.v(c);", online("kfrtrl"),
+           "every kept u term copies factor 0"),
+    Mutant("kfrtrl-ja-wrong-row", "kfrtrl_kernel.cu",
+           "const int64_t k = (p % square) / hidden;",
+           "const int64_t k = (p % square) % hidden;", online("kfrtrl"),
+           "J A scales by phi' of the column unit, not the row's"),
+]
+
 
 def restore_leftovers():
     if not BACKUP.exists():
