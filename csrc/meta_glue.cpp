@@ -97,7 +97,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> plastic_episode(
   at::Tensor x, drive_all;
   if (x_given.has_value()) {
     x = x_given->contiguous();
-    drive_all = at::addmm(u.view({-1, s.n_out}), x.view({-1, s.n_in}), weight.t()).view(u.sizes());
+    const int64_t rows = s.steps * s.batch;
+    drive_all = at::addmm(u.view({rows, s.n_out}), x.view({rows, s.n_in}), weight.t()).view(u.sizes());
   }
   const at::Tensor zeros = at::zeros({s.batch, s.n_in}, u.options());
   ForwardStepParams q;
@@ -223,14 +224,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     if (!x.defined()) carry = grad_p;
   }
 
-  const at::Tensor ga_rows = grad_u.view({-1, s.n_out});
+  const int64_t rows = s.steps * s.batch;
+  const at::Tensor ga_rows = grad_u.view({rows, s.n_out});
   at::Tensor grad_weight;
   if (x.defined()) {
-    grad_x.view({-1, s.n_in}).addmm_(ga_rows, weight);
-    grad_weight = at::mm(ga_rows.t(), x.view({-1, s.n_in}));
+    grad_x.view({rows, s.n_in}).addmm_(ga_rows, weight);
+    grad_weight = at::mm(ga_rows.t(), x.view({rows, s.n_in}));
   } else {
     const at::Tensor ps = at::cat({zeros.unsqueeze(0), ys.narrow(0, 0, s.steps - 1)}, 0);
-    grad_weight = at::mm(ga_rows.t(), ps.view({-1, s.n_in}));
+    grad_weight = at::mm(ga_rows.t(), ps.view({rows, s.n_in}));
   }
   return {grad_u, grad_x, grad_weight, grad_alpha, eta_rows.sum(), g};
 }
