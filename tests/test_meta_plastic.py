@@ -355,7 +355,7 @@ def test_plastic_layer_trains_its_meta_parameters(recurrent):
     ys, h = layer(u, x)
     assert ys.shape == (10, 4, 6) and h.shape == (4, 6, 6)
     (ys.square().sum() + h.sum()).backward()
-    for name, p in layer.named_parameters():
+    for name, p in layer.named_parameters():  # weight, alpha, eta
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     with pytest.raises(ValueError, match="eta must be in"):
         PlasticLayer(3, 3, eta=1.0)
@@ -363,3 +363,36 @@ def test_plastic_layer_trains_its_meta_parameters(recurrent):
         PlasticLayer(3, 4, recurrent=True)
     with pytest.raises(ValueError, match="needs x" if not recurrent else "pass no x"):
         layer(u, None if not recurrent else u)
+
+
+def test_torch_compile_fullgraph():
+    torch.manual_seed(0)
+    layer = PlasticLayer(5, 5, recurrent=True, learn_eta=False).double()
+    u = torch.randn(4, 2, 5, dtype=torch.float64)
+    ys, h = torch.compile(lambda u: layer(u), fullgraph=True, backend="aot_eager")(u)
+    (ys.sum() + h.sum()).backward()
+    compiled_grad = layer.alpha.grad.clone()
+    layer.alpha.grad = None
+    rys, rh = layer(u)
+    (rys.sum() + rh.sum()).backward()
+    assert rel_err(ys.detach(), rys.detach()) <= 1e-12 and rel_err(h.detach(), rh.detach()) <= 1e-12
+    assert rel_err(compiled_grad, layer.alpha.grad) <= 1e-12
+
+
+@pytest.mark.parametrize("recurrent", MODES)
+def test_fallback_without_the_extension_matches_the_ops(recurrent, monkeypatch):
+    case = make_case(6, 3, 4, 5, recurrent)
+    gy, gh = loss_weights(case)
+    args = (case["u"], case["x"], case["weight"], case["alpha"], case["h0"], 0.2, TANH, True)
+    compiled = ops.plastic_episode(*args)
+    compiled_back = ops.plastic_episode_backward(gy, gh, case["x"], case["weight"], case["alpha"], compiled[0],
+                                                 compiled[1], None, 0.2, TANH)
+    monkeypatch.setattr(ops, "compiled_ops", lambda available=True: None)
+    monkeypatch.setattr(ops, "fall_back", lambda op, tensor: None)
+    fallback = ops.plastic_episode(*args)
+    fallback_back = ops.plastic_episode_backward(gy, gh, case["x"], case["weight"], case["alpha"], fallback[0],
+                                                 fallback[1], fallback[2], 0.2, TANH)
+    for a, b in zip(compiled + compiled_back, fallback + fallback_back):
+        assert a.shape == b.shape and rel_err(a, b) <= 1e-12
+    with pytest.raises(ValueError, match="eta must be in"):
+        ops.plastic_episode(*args[:5], 1.0)

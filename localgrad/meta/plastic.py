@@ -62,7 +62,9 @@ class PlasticLayer(nn.Module):
     recurrent layer (recurrent=True, in_features = out_features) takes its
     own previous output and no x. h0: the traces at the start (zeros if None).
     The meta-parameters: weight W, alpha α (out, in) and, with learn_eta,
-    the scalar eta η (kept in [0, 1): a value outside is refused)."""
+    the scalar eta η (kept in [0, 1): a value outside is refused). With
+    learn_eta=False the layer compiles with torch.compile(fullgraph=True); a
+    learned η is read as a number each episode, a graph break."""
 
     def __init__(self, in_features: int, out_features: int, *, recurrent: bool = False, activation: str = "tanh",
                  eta: float = 0.1, learn_eta: bool = True, store_traces: bool = False):
@@ -80,11 +82,9 @@ class PlasticLayer(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
         # Small plasticity coefficients at the start, as in Miconi et al.'s runs.
         self.alpha = nn.Parameter(torch.empty(out_features, in_features).uniform_(-0.1 * bound, 0.1 * bound))
-        eta_tensor = torch.tensor(float(eta))
-        if learn_eta:
-            self.eta = nn.Parameter(eta_tensor)
-        else:
-            self.register_buffer("eta", eta_tensor)
+        # A fixed eta stays a Python float: the op takes eta as a number, and
+        # reading one out of a tensor would break a torch.compile graph.
+        self.eta = nn.Parameter(torch.tensor(float(eta))) if learn_eta else float(eta)
 
     def forward(self, u: torch.Tensor, x: torch.Tensor | None = None, h0: torch.Tensor | None = None):
         if self.recurrent and x is not None:
