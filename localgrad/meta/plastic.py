@@ -18,6 +18,7 @@ import math
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from localgrad.activations import Activation
 from localgrad.ops import meta as ops
@@ -43,6 +44,7 @@ class PlasticEpisode(torch.autograd.Function):
         return ys, h_T
 
     @staticmethod
+    @once_differentiable  # the backward op has no backward of its own
     def backward(ctx, grad_ys, grad_h):
         x, weight, alpha, ys, h_T, traces = ctx.saved_tensors
         if grad_ys is None:
