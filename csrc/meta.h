@@ -16,9 +16,15 @@
 // H_{t-1} = (H_t - η y_t p_tᵀ) / (1 - η) in place (or reads a stored trace):
 //
 //   rows     gy = dL/dy_t + carry + η G p_t,  ga = gy f'(y_t)   (= dL/du_t)
-//            dη += Σ_j G_ij (y_i p_j - H_{t-1,ij}),  H <- H_{t-1}
+//            dL/dη += Σ_j G_ij (y_i p_j - H_{t-1,ij}),  H <- H_{t-1}
 //   inputs   dp_j += Σ_i α_ij H_{t-1,ij} ga_i + η G_ij y_i      (+ Wᵀ ga: glue)
 //   weights  dα += Σ_b H_{t-1} ⊙ ga p_tᵀ,  G <- (1 - η) G + α ⊙ ga p_tᵀ
+//
+// Modulated (a given m: (T, B), in the spirit of Miconi et al. 2019's
+// neuromodulation, M(t) gating plasticity): each step and episode has its
+// own rate e_tb = η m_tb in place of η; `rate` then holds e_t (B,), and the
+// rows kernel writes each row's dL/de share per step, from which the glue
+// forms dη = Σ m dL/de and dm = η dL/de.
 //
 // All arrays are dense (row-major) in the op's dtype, float32 or float64.
 #pragma once
@@ -38,6 +44,7 @@ struct ForwardStepParams {
   void* h = nullptr;            // (B, N_out, N_in): H_{t-1} in, H_t out
   void* trace = nullptr;        // (B, N_out, N_in): H_{t-1} written, or null
   void* y = nullptr;            // (B, N_out): y_t written
+  const void* rate = nullptr;   // (B,): e_t, or null (every rate is eta)
   int64_t batch = 0;
   int64_t n_out = 0;
   int64_t n_in = 0;
@@ -55,7 +62,8 @@ struct BackwardRowParams {
   void* h = nullptr;             // H_t in, H_{t-1} out; unused with `trace`
   const void* trace = nullptr;   // stored H_{t-1}, or null (recompute into h)
   void* grad_a = nullptr;        // (B, N_out): ga written
-  void* grad_eta = nullptr;      // (B, N_out): each row's share of dη, accumulated
+  void* grad_rate = nullptr;     // (B, N_out): each row's share of dL/de_t, written
+  const void* rate = nullptr;    // (B,): e_t, or null (every rate is eta)
   int64_t batch = 0;
   int64_t n_out = 0;
   int64_t n_in = 0;
@@ -71,6 +79,7 @@ struct BackwardInputParams {
   const void* grad_a = nullptr;  // (B, N_out)
   const void* y = nullptr;       // (B, N_out)
   void* grad_p = nullptr;        // (B, N_in): accumulated
+  const void* rate = nullptr;    // (B,): e_t, or null
   int64_t batch = 0;
   int64_t n_out = 0;
   int64_t n_in = 0;
@@ -85,6 +94,7 @@ struct BackwardWeightParams {
   const void* p = nullptr;       // (B, N_in)
   void* grad_h = nullptr;        // G = dL/dH_t in, dL/dH_{t-1} out
   void* grad_alpha = nullptr;    // (N_out, N_in): accumulated
+  const void* rate = nullptr;    // (B,): e_t, or null
   int64_t batch = 0;
   int64_t n_out = 0;
   int64_t n_in = 0;

@@ -73,18 +73,38 @@ Sizes check_layer(const at::Tensor& u, const char* u_name, const std::optional<a
   check_shape(alpha, weight.sizes(), op, "alpha", "(the shape of weight)");
   return s;
 }
+// The modulated rates e = eta m, (T, B) and contiguous, after checking m
+// (the same check in both ops: the backward divides by 1 - e); undefined
+// without modulation. Reads m's extremes (one device sync when modulated).
+at::Tensor rates(const std::optional<at::Tensor>& modulation, const at::Tensor& ref, const char* ref_name,
+                 const Sizes& s, double eta, const char* op) {
+  if (!modulation.has_value()) return at::Tensor();
+  const at::Tensor& m = *modulation;
+  check_like(m, ref, op, "modulation", ref_name);
+  check_shape(m, {s.steps, s.batch}, op, "modulation", "(T, batch)");
+  const at::Tensor e = (m * eta).contiguous();
+  if (e.numel() > 0) {
+    const auto [low, high] = at::aminmax(e);
+    const double lo = low.item<double>(), hi = high.item<double>();
+    TORCH_CHECK_VALUE(std::isfinite(lo) && std::isfinite(hi) && lo >= 0.0 && hi < 1.0, op,
+                      ": eta * modulation must be in [0, 1) at every step (the backward divides by 1 - eta * m), "
+                      "got values from ", lo, " to ", hi);
+  }
+  return e;
+}
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> plastic_episode(
     const at::Tensor& u_arg, const std::optional<at::Tensor>& x_arg, const at::Tensor& weight_arg,
     const at::Tensor& alpha_arg, const at::Tensor& h0, double eta, int64_t activation, bool store_traces,
-    const Kernels& kernels) {
+    const std::optional<at::Tensor>& modulation, const Kernels& kernels) {
   const auto x_given = given(x_arg);
   const Sizes s = check_layer(u_arg, "u", x_given, weight_arg, alpha_arg, kForward);
   check_like(h0, u_arg, kForward, "h0", "u");
   check_shape(h0, {s.batch, s.n_out, s.n_in}, kForward, "h0", "(batch, n_out, n_in)");
   check_eta(eta, kForward);
   const PlasticActivation act = check_activation(activation, kForward);
+  const at::Tensor rate = rates(given(modulation), u_arg, "u", s, eta, kForward);
 
   const at::Tensor u = u_arg.contiguous(), weight = weight_arg.contiguous(), alpha = alpha_arg.contiguous();
   at::Tensor h = h0.contiguous().clone();
@@ -121,17 +141,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> plastic_episode(
     q.drive = drive.const_data_ptr();
     q.p = p.const_data_ptr();
     q.trace = store_traces ? traces[t].data_ptr() : nullptr;
+    q.rate = rate.defined() ? rate[t].const_data_ptr() : nullptr;
     q.y = ys[t].data_ptr();
     kernels.forward_step(q, u.scalar_type() == at::kDouble);
   }
   return {ys, h, traces};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> plastic_episode_backward(
-    const at::Tensor& grad_ys_arg, const std::optional<at::Tensor>& grad_h_arg,
-    const std::optional<at::Tensor>& x_arg, const at::Tensor& weight_arg, const at::Tensor& alpha_arg,
-    const at::Tensor& ys_arg, const at::Tensor& h_T, const std::optional<at::Tensor>& traces_arg, double eta,
-    int64_t activation, const Kernels& kernels) {
+BackwardResult plastic_episode_backward(const at::Tensor& grad_ys_arg, const std::optional<at::Tensor>& grad_h_arg,
+                                        const std::optional<at::Tensor>& x_arg, const at::Tensor& weight_arg,
+                                        const at::Tensor& alpha_arg, const at::Tensor& ys_arg, const at::Tensor& h_T,
+                                        const std::optional<at::Tensor>& traces_arg, double eta, int64_t activation,
+                                        const std::optional<at::Tensor>& modulation_arg, const Kernels& kernels) {
   const auto x_given = given(x_arg);
   const Sizes s = check_layer(grad_ys_arg, "grad_ys", x_given, weight_arg, alpha_arg, kBackward);
   check_like(ys_arg, grad_ys_arg, kBackward, "ys", "grad_ys");
@@ -151,6 +172,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   }
   check_eta(eta, kBackward);
   const PlasticActivation act = check_activation(activation, kBackward);
+  const auto modulation = given(modulation_arg);
+  const at::Tensor rate = rates(modulation, grad_ys_arg, "grad_ys", s, eta, kBackward);
 
   const auto options = grad_ys_arg.options();
   const bool is_double = grad_ys_arg.scalar_type() == at::kDouble;
@@ -161,10 +184,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   at::Tensor grad_u = at::empty({s.steps, s.batch, s.n_out}, options);
   at::Tensor grad_x = x_given.has_value() ? at::zeros({s.steps, s.batch, s.n_in}, options) : at::empty({0}, options);
   at::Tensor grad_alpha = at::zeros({s.n_out, s.n_in}, options);
-  at::Tensor eta_rows = at::zeros({s.batch, s.n_out}, options);
+  // dL/de of every step and row; dη and dm are its sums.
+  at::Tensor rate_rows = at::zeros({s.steps, s.batch, s.n_out}, options);
+  const auto finish_rates = [&](const at::Tensor& grad_weight) -> BackwardResult {
+    const at::Tensor grad_rate = rate_rows.sum(-1);  // (T, B)
+    if (!modulation.has_value()) {
+      return {grad_u, grad_x, grad_weight, grad_alpha, grad_rate.sum(), g, at::empty({0}, options)};
+    }
+    return {grad_u, grad_x, grad_weight, grad_alpha, (grad_rate * *modulation).sum(), g, grad_rate * eta};
+  };
   if (s.steps == 0 || s.batch == 0 || s.n_out == 0) {
     grad_u.zero_();
-    return {grad_u, grad_x, at::zeros({s.n_out, s.n_in}, options), grad_alpha, eta_rows.sum(), g};
+    return finish_rates(at::zeros({s.n_out, s.n_in}, options));
   }
   const at::Tensor traces = traces_given.has_value() ? traces_given->contiguous() : at::Tensor();
   at::Tensor h = traces.defined() ? at::Tensor() : h_T.contiguous().clone();
@@ -185,7 +216,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     r.h = h.defined() ? h.data_ptr() : nullptr;
     r.trace = traces.defined() ? traces[t].const_data_ptr() : nullptr;
     r.grad_a = ga.data_ptr();
-    r.grad_eta = eta_rows.data_ptr();
+    r.grad_rate = rate_rows[t].data_ptr();
+    const void* rate_t = rate.defined() ? rate[t].const_data_ptr() : nullptr;
+    r.rate = rate_t;
     r.batch = s.batch;
     r.n_out = s.n_out;
     r.n_in = s.n_in;
@@ -207,6 +240,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     in.n_out = s.n_out;
     in.n_in = s.n_in;
     in.eta = eta;
+    in.rate = rate_t;
     kernels.backward_inputs(in, is_double);
 
     BackwardWeightParams w;
@@ -220,6 +254,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     w.n_out = s.n_out;
     w.n_in = s.n_in;
     w.eta = eta;
+    w.rate = rate_t;
     kernels.backward_weights(w, is_double);
     if (!x.defined()) carry = grad_p;
   }
@@ -234,7 +269,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor ps = at::cat({zeros.unsqueeze(0), ys.narrow(0, 0, s.steps - 1)}, 0);
     grad_weight = at::mm(ga_rows.t(), ps.view({rows, s.n_in}));
   }
-  return {grad_u, grad_x, grad_weight, grad_alpha, eta_rows.sum(), g};
+  return finish_rates(grad_weight);
 }
 
 }  // namespace localgrad::meta

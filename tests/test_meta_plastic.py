@@ -35,7 +35,7 @@ def nan_empty():
 
 
 def make_case(steps, batch, n_out, n_in, recurrent, dtype=torch.float64, device="cpu", seed=0, eta=0.1,
-              scale=0.3):
+              scale=0.3, modulated=False):
     """Inputs of an episode whose activity stays bounded (the weights'
     effective gain below 1), as a trained plastic network's does."""
     if recurrent:
@@ -46,9 +46,13 @@ def make_case(steps, batch, n_out, n_in, recurrent, dtype=torch.float64, device=
         return (s * torch.randn(*shape, generator=g, dtype=torch.float64)).to(dtype=dtype, device=device)
 
     gain = scale / math.sqrt(max(n_in, 1))
-    return dict(u=rand(steps, batch, n_out), x=None if recurrent else rand(steps, batch, n_in),
+    case = dict(u=rand(steps, batch, n_out), x=None if recurrent else rand(steps, batch, n_in),
                 weight=rand(n_out, n_in, s=gain), alpha=rand(n_out, n_in, s=gain), eta=eta,
-                h0=rand(batch, n_out, n_in, s=0.3))
+                h0=rand(batch, n_out, n_in, s=0.3), modulation=None)
+    if modulated:  # m in [0, 3): some steps barely move the traces, others move them 3x
+        case["modulation"] = (3 * torch.rand(steps, batch, generator=g, dtype=torch.float64)).to(dtype=dtype,
+                                                                                                 device=device)
+    return case
 
 
 def leaves(case):
@@ -59,7 +63,7 @@ def leaves(case):
 
 
 def names(case):
-    return [k for k in ("u", "x", "weight", "alpha", "eta", "h0") if case[k] is not None]
+    return [k for k in ("u", "x", "weight", "alpha", "eta", "h0", "modulation") if case.get(k) is not None]
 
 
 def loss_weights(case, seed=1):
@@ -74,7 +78,7 @@ def loss_weights(case, seed=1):
 def fused_grads(case, activation, store_traces=False, through_h=True):
     c = leaves(case)
     ys, h = PlasticEpisode.apply(c["u"], c["x"], c["weight"], c["alpha"], c["eta"], c["h0"], activation,
-                                 store_traces)
+                                 store_traces, c.get("modulation"))
     gy, gh = loss_weights(case)
     ((ys * gy).sum() + (h * gh).sum() * through_h).backward()
     return ys.detach(), h.detach(), {k: c[k].grad for k in names(case)}
@@ -83,7 +87,8 @@ def fused_grads(case, activation, store_traces=False, through_h=True):
 def reference_grads(case, activation):
     c = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in leaves(case).items()}
     c = {k: (v.detach().requires_grad_() if isinstance(v, torch.Tensor) else v) for k, v in c.items()}
-    ys, h = ref.plastic_episode(c["u"], c["x"], c["weight"], c["alpha"], c["eta"], c["h0"], activation)
+    ys, h = ref.plastic_episode(c["u"], c["x"], c["weight"], c["alpha"], c["eta"], c["h0"], activation,
+                                c.get("modulation"))
     gy, gh = (t.cpu() for t in loss_weights(case))
     ((ys * gy).sum() + (h * gh).sum()).backward()
     return ys.detach(), h.detach(), {k: c[k].grad for k in names(case)}
@@ -96,8 +101,9 @@ def reference_grads(case, activation):
 @pytest.mark.parametrize("recurrent", MODES)
 @pytest.mark.parametrize("activation", ACTS)
 @pytest.mark.parametrize("steps", [1, 7, 50])
-def test_meta_gradient_equals_autograd_through_reference(device, recurrent, activation, steps):
-    case = make_case(steps, 3, 5, 4, recurrent, device=device, seed=steps)
+@pytest.mark.parametrize("modulated", [False, True], ids=["plain", "modulated"])
+def test_meta_gradient_equals_autograd_through_reference(device, recurrent, activation, steps, modulated):
+    case = make_case(steps, 3, 5, 4, recurrent, device=device, seed=steps, modulated=modulated)
     ys, h, grads = fused_grads(case, activation)
     rys, rh, rgrads = reference_grads(case, activation)
     assert rel_err(ys.cpu(), rys) <= 1e-12 and rel_err(h.cpu(), rh) <= 1e-12
@@ -107,8 +113,11 @@ def test_meta_gradient_equals_autograd_through_reference(device, recurrent, acti
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("recurrent", MODES)
-def test_recompute_backward_equals_stored_trace_backward(device, recurrent):
-    case = make_case(50, 4, 6, 5, recurrent, device=device, eta=0.2)
+@pytest.mark.parametrize("modulated", [False, True], ids=["plain", "modulated"])
+def test_recompute_backward_equals_stored_trace_backward(device, recurrent, modulated):
+    # The recomputation divides rounding errors by 1 - η m_t every step:
+    # modulated rates up to 0.3 here, 0.2 plain.
+    case = make_case(50, 4, 6, 5, recurrent, device=device, eta=0.1 if modulated else 0.2, modulated=modulated)
     _, _, recomputed = fused_grads(case, TANH, store_traces=False)
     _, _, stored = fused_grads(case, TANH, store_traces=True)
     for name in names(case):
@@ -118,13 +127,14 @@ def test_recompute_backward_equals_stored_trace_backward(device, recurrent):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("recurrent", MODES)
 def test_gradcheck(device, recurrent):
-    case = make_case(3, 2, 3, 2, recurrent, device=device, eta=0.3)
+    case = make_case(3, 2, 3, 2, recurrent, device=device, eta=0.3, modulated=True)
     c = leaves(case)
     order = names(case)
 
     def episode(*tensors):
         kw = dict(zip(order, tensors))
-        return PlasticEpisode.apply(kw["u"], kw.get("x"), kw["weight"], kw["alpha"], kw["eta"], kw["h0"], TANH)
+        return PlasticEpisode.apply(kw["u"], kw.get("x"), kw["weight"], kw["alpha"], kw["eta"], kw["h0"], TANH,
+                                    False, kw.get("modulation"))
 
     assert torch.autograd.gradcheck(episode, tuple(c[k] for k in order))
 
@@ -138,6 +148,7 @@ def test_alpha_zero_is_the_static_network(device, recurrent, activation):
     ys, _, grads = fused_grads(case, activation, through_h=False)
     # The static network, in the op's own arithmetic: y_t = f(u_t + W p_t).
     c = {k: v.clone().requires_grad_() for k, v in case.items() if k in ("u", "x", "weight") and v is not None}
+    grads = {k: grads[k] for k in c}
     p = torch.zeros_like(case["u"][0]) if recurrent else None
     static = []
     for t in range(case["u"].shape[0]):
@@ -324,7 +335,12 @@ def test_fake_kernels_give_the_shapes():
                                         TANH, True)
     assert ys.shape == (5, 2, 3) and h.shape == (2, 3, 4) and traces.shape == (5, 2, 3, 4)
     out = ops.plastic_episode_backward(ys, h, case["x"], case["weight"], case["alpha"], ys, h, None, 0.1, TANH)
-    assert [tuple(o.shape) for o in out] == [(5, 2, 3), (5, 2, 4), (3, 4), (3, 4), (), (2, 3, 4)]
+    assert [tuple(o.shape) for o in out] == [(5, 2, 3), (5, 2, 4), (3, 4), (3, 4), (), (2, 3, 4), (0,)]
+    m = torch.empty(5, 2, device="meta", dtype=torch.float64)
+    out = ops.plastic_episode_backward(ys, h, case["x"], case["weight"], case["alpha"], ys, h, None, 0.1, TANH, m)
+    assert tuple(out[-1].shape) == (5, 2)
+    with pytest.raises(ValueError, match="modulation must have shape"):
+        ops.plastic_episode(case["u"], case["x"], case["weight"], case["alpha"], case["h0"], 0.1, TANH, False, m[:1])
     with pytest.raises(ValueError, match="h0 must have shape"):
         ops.plastic_episode(case["u"], case["x"], case["weight"], case["alpha"], case["h0"][:1], 0.1)
 
@@ -396,3 +412,47 @@ def test_fallback_without_the_extension_matches_the_ops(recurrent, monkeypatch):
         assert a.shape == b.shape and rel_err(a, b) <= 1e-12
     with pytest.raises(ValueError, match="eta must be in"):
         ops.plastic_episode(*args[:5], 1.0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("recurrent", MODES)
+def test_modulated_ops_match_reference(device, dtype, recurrent, nan_empty):
+    case = make_case(6, 5, 7, 9, recurrent, dtype=dtype, device=device, eta=0.3, modulated=True)
+    oracle = {k: (v.double().cpu() if isinstance(v, torch.Tensor) else v) for k, v in case.items()}
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    ys, h, _ = ops.plastic_episode(case["u"], case["x"], case["weight"], case["alpha"], case["h0"], case["eta"],
+                                   TANH, False, case["modulation"])
+    rys, rh = ref.plastic_episode(oracle["u"], oracle["x"], oracle["weight"], oracle["alpha"], oracle["eta"],
+                                  oracle["h0"], TANH, oracle["modulation"])
+    assert rel_err(ys.cpu(), rys) <= tol and rel_err(h.cpu(), rh) <= tol
+    gy, gh = loss_weights(case)
+    got = ops.plastic_episode_backward(gy, gh, case["x"], case["weight"], case["alpha"], ys, h, None, case["eta"],
+                                       TANH, case["modulation"])
+    want = ref.plastic_episode_backward(gy.double().cpu(), gh.double().cpu(), oracle["x"], oracle["weight"],
+                                        oracle["alpha"], rys, rh, None, oracle["eta"], TANH, oracle["modulation"])
+    assert got[-1].shape == case["modulation"].shape
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert a.shape == b.shape and rel_err(a.cpu(), b) <= 10 * tol, i
+    # m = 1 everywhere is the plain layer.
+    ones = torch.ones_like(case["modulation"])
+    plain = ops.plastic_episode(case["u"], case["x"], case["weight"], case["alpha"], case["h0"], case["eta"], TANH)
+    unit = ops.plastic_episode(case["u"], case["x"], case["weight"], case["alpha"], case["h0"], case["eta"], TANH,
+                               False, ones)
+    assert torch.equal(plain[0], unit[0]) and torch.equal(plain[1], unit[1])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bad_modulation_is_named(device):
+    case = make_case(3, 2, 3, 4, False, device=device, eta=0.5)
+    args = (case["u"], case["x"], case["weight"], case["alpha"], case["h0"], 0.5, TANH, False)
+    m = torch.ones(3, 2, dtype=case["u"].dtype, device=device)
+    for bad, kind, message in ((m * 2, ValueError, "eta \\* modulation must be in \\[0, 1\\)"),
+                               (-m, ValueError, "eta \\* modulation must be in \\[0, 1\\)"),
+                               (m.clone().fill_(float("nan")), ValueError, "eta \\* modulation"),
+                               (m[:, :1], ValueError, "modulation must have shape"),
+                               (m.float(), TypeError, "modulation must have the dtype of u")):
+        with pytest.raises(kind, match=message):
+            ops.plastic_episode(*args, bad)
+        with pytest.raises((kind, RuntimeError), match=message):
+            kernels().plastic_episode(*args, bad)

@@ -24,6 +24,12 @@ inline T derivative(T y, PlasticActivation act) {
   return act == PlasticActivation::Tanh ? T(1) - y * y : T(1);
 }
 
+// The step's rate of episode b: e_tb = eta m_tb when modulated.
+template <typename T>
+inline T rate_of(const void* rate, int64_t b, double eta) {
+  return rate != nullptr ? static_cast<const T*>(rate)[b] : static_cast<T>(eta);
+}
+
 // Enough rows per task that a task is not a handful of multiply-adds.
 int64_t grain(int64_t row_length) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(1, row_length)); }
 
@@ -35,11 +41,11 @@ void forward_step(const ForwardStepParams& q) {
   auto* hs = static_cast<T*>(q.h);
   auto* traces = static_cast<T*>(q.trace);
   auto* ys = static_cast<T*>(q.y);
-  const T eta = static_cast<T>(q.eta), keep = T(1) - eta;
   const int64_t n = q.n_in;
   at::parallel_for(0, q.batch * q.n_out, grain(n), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / q.n_out, i = row % q.n_out;
+      const T eta = rate_of<T>(q.rate, b, q.eta), keep = T(1) - eta;
       const T* p = ps + b * n;
       const T* a_i = alpha + i * n;
       T* h = hs + row * n;
@@ -64,12 +70,13 @@ void backward_rows(const BackwardRowParams& q) {
   auto* hs = static_cast<T*>(q.h);
   const auto* traces = static_cast<const T*>(q.trace);
   auto* grad_a = static_cast<T*>(q.grad_a);
-  auto* grad_eta = static_cast<T*>(q.grad_eta);
-  const T eta = static_cast<T>(q.eta), inv_keep = T(1) / (T(1) - eta);
+  auto* grad_rate = static_cast<T*>(q.grad_rate);
   const int64_t n = q.n_in;
   at::parallel_for(0, q.batch * q.n_out, grain(n), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
-      const T* p = ps + (row / q.n_out) * n;
+      const int64_t b = row / q.n_out;
+      const T eta = rate_of<T>(q.rate, b, q.eta), inv_keep = T(1) / (T(1) - eta);
+      const T* p = ps + b * n;
       const T* g = gs + row * n;
       const T y = ys[row];
       const T ey = eta * y;
@@ -91,7 +98,7 @@ void backward_rows(const BackwardRowParams& q) {
       }
       const T gy = grad_y[row] + (carry != nullptr ? carry[row] : T(0)) + eta * gp;
       grad_a[row] = gy * derivative(y, q.activation);
-      grad_eta[row] += de;
+      grad_rate[row] = de;
     }
   });
 }
@@ -104,10 +111,10 @@ void backward_inputs(const BackwardInputParams& q) {
   const auto* grad_a = static_cast<const T*>(q.grad_a);
   const auto* ys = static_cast<const T*>(q.y);
   auto* grad_p = static_cast<T*>(q.grad_p);
-  const T eta = static_cast<T>(q.eta);
   const int64_t n = q.n_in;
   at::parallel_for(0, q.batch, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
+      const T eta = rate_of<T>(q.rate, b, q.eta);
       T* dp = grad_p + b * n;
       for (int64_t i = 0; i < q.n_out; ++i) {
         const int64_t row = b * q.n_out + i;
@@ -129,7 +136,6 @@ void backward_weights(const BackwardWeightParams& q) {
   const auto* ps = static_cast<const T*>(q.p);
   auto* gs = static_cast<T*>(q.grad_h);
   auto* grad_alpha = static_cast<T*>(q.grad_alpha);
-  const T keep = T(1) - static_cast<T>(q.eta);
   const int64_t n = q.n_in;
   at::parallel_for(0, q.n_out, grain(n * q.batch), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
@@ -137,7 +143,7 @@ void backward_weights(const BackwardWeightParams& q) {
       T* da = grad_alpha + i * n;
       for (int64_t b = 0; b < q.batch; ++b) {
         const int64_t row = b * q.n_out + i;
-        const T ga = grad_a[row];
+        const T ga = grad_a[row], keep = T(1) - rate_of<T>(q.rate, b, q.eta);
         const T* p = ps + b * n;
         const T* h = hs + row * n;
         T* g = gs + row * n;
@@ -176,15 +182,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> plastic_episode_cpu(const at::Ten
                                                                    const std::optional<at::Tensor>& x,
                                                                    const at::Tensor& weight, const at::Tensor& alpha,
                                                                    const at::Tensor& h0, double eta,
-                                                                   int64_t activation, bool store_traces) {
-  return plastic_episode(u, x, weight, alpha, h0, eta, activation, store_traces, kCpuKernels);
+                                                                   int64_t activation, bool store_traces,
+                                                                   const std::optional<at::Tensor>& modulation) {
+  return plastic_episode(u, x, weight, alpha, h0, eta, activation, store_traces, modulation, kCpuKernels);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> plastic_episode_backward_cpu(
-    const at::Tensor& grad_ys, const std::optional<at::Tensor>& grad_h, const std::optional<at::Tensor>& x,
-    const at::Tensor& weight, const at::Tensor& alpha, const at::Tensor& ys, const at::Tensor& h_T,
-    const std::optional<at::Tensor>& traces, double eta, int64_t activation) {
-  return plastic_episode_backward(grad_ys, grad_h, x, weight, alpha, ys, h_T, traces, eta, activation, kCpuKernels);
+BackwardResult plastic_episode_backward_cpu(const at::Tensor& grad_ys, const std::optional<at::Tensor>& grad_h,
+                                            const std::optional<at::Tensor>& x, const at::Tensor& weight,
+                                            const at::Tensor& alpha, const at::Tensor& ys, const at::Tensor& h_T,
+                                            const std::optional<at::Tensor>& traces, double eta, int64_t activation,
+                                            const std::optional<at::Tensor>& modulation) {
+  return plastic_episode_backward(grad_ys, grad_h, x, weight, alpha, ys, h_T, traces, eta, activation, modulation,
+                                  kCpuKernels);
 }
 
 }  // namespace

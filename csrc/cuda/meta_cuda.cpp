@@ -38,17 +38,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> plastic_episode_cuda(const at::Te
                                                                     const at::Tensor& weight,
                                                                     const at::Tensor& alpha, const at::Tensor& h0,
                                                                     double eta, int64_t activation,
-                                                                    bool store_traces) {
+                                                                    bool store_traces,
+                                                                    const std::optional<at::Tensor>& modulation) {
   const device::Guard guard(u.device());
-  return plastic_episode(u, x, weight, alpha, h0, eta, activation, store_traces, kCudaKernels);
+  return plastic_episode(u, x, weight, alpha, h0, eta, activation, store_traces, modulation, kCudaKernels);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> plastic_episode_backward_cuda(
-    const at::Tensor& grad_ys, const std::optional<at::Tensor>& grad_h, const std::optional<at::Tensor>& x,
-    const at::Tensor& weight, const at::Tensor& alpha, const at::Tensor& ys, const at::Tensor& h_T,
-    const std::optional<at::Tensor>& traces, double eta, int64_t activation) {
+BackwardResult plastic_episode_backward_cuda(const at::Tensor& grad_ys, const std::optional<at::Tensor>& grad_h,
+                                             const std::optional<at::Tensor>& x, const at::Tensor& weight,
+                                             const at::Tensor& alpha, const at::Tensor& ys, const at::Tensor& h_T,
+                                             const std::optional<at::Tensor>& traces, double eta,
+                                             int64_t activation, const std::optional<at::Tensor>& modulation) {
   const device::Guard guard(grad_ys.device());
-  return plastic_episode_backward(grad_ys, grad_h, x, weight, alpha, ys, h_T, traces, eta, activation,
+  return plastic_episode_backward(grad_ys, grad_h, x, weight, alpha, ys, h_T, traces, eta, activation, modulation,
                                   kCudaKernels);
 }
 

@@ -30,6 +30,12 @@ __device__ __forceinline__ T warp_sum(T v) {
   return v;
 }
 
+// The step's rate of episode b: e_tb = eta m_tb when modulated.
+template <typename T>
+__device__ __forceinline__ T rate_of(const void* rate, int64_t b, double eta) {
+  return rate != nullptr ? static_cast<const T*>(rate)[b] : static_cast<T>(eta);
+}
+
 template <typename T, PlasticActivation kAct>
 __device__ __forceinline__ T activate(T a) {
   if constexpr (kAct == PlasticActivation::Tanh) return tanh(a);
@@ -47,13 +53,14 @@ __global__ void __launch_bounds__(kThreads) plastic_forward_kernel(const Forward
   const auto* drive = static_cast<const T*>(q.drive);
   const auto* alpha = static_cast<const T*>(q.alpha);
   auto* traces = static_cast<T*>(q.trace);
-  const T eta = static_cast<T>(q.eta), keep = T(1) - eta;
   const int64_t n = q.n_in, rows = q.batch * q.n_out;
   const int lane = threadIdx.x % kWarp;
   // The whole warp walks the same rows, so every lane reaches the shuffles.
   for (int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / kWarp; row < rows;
        row += int64_t(gridDim.x) * kWarps) {
-    const T* p = static_cast<const T*>(q.p) + (row / q.n_out) * n;
+    const int64_t b = row / q.n_out;
+    const T eta = rate_of<T>(q.rate, b, q.eta), keep = T(1) - eta;
+    const T* p = static_cast<const T*>(q.p) + b * n;
     const T* a_i = alpha + (row % q.n_out) * n;
     T* h = static_cast<T*>(q.h) + row * n;
     T dot = 0;
@@ -72,12 +79,13 @@ template <typename T, PlasticActivation kAct>
 __global__ void __launch_bounds__(kThreads) plastic_rows_kernel(const BackwardRowParams q) {
   const auto* carry = static_cast<const T*>(q.carry);
   const auto* traces = static_cast<const T*>(q.trace);
-  const T eta = static_cast<T>(q.eta), inv_keep = T(1) / (T(1) - eta);
   const int64_t n = q.n_in, rows = q.batch * q.n_out;
   const int lane = threadIdx.x % kWarp;
   for (int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / kWarp; row < rows;
        row += int64_t(gridDim.x) * kWarps) {
-    const T* p = static_cast<const T*>(q.p) + (row / q.n_out) * n;
+    const int64_t b = row / q.n_out;
+    const T eta = rate_of<T>(q.rate, b, q.eta), inv_keep = T(1) / (T(1) - eta);
+    const T* p = static_cast<const T*>(q.p) + b * n;
     const T* g = static_cast<const T*>(q.grad_h) + row * n;
     const T y = static_cast<const T*>(q.y)[row];
     const T ey = eta * y;
@@ -102,7 +110,7 @@ __global__ void __launch_bounds__(kThreads) plastic_rows_kernel(const BackwardRo
     if (lane == 0) {
       const T gy = static_cast<const T*>(q.grad_y)[row] + (carry != nullptr ? carry[row] : T(0)) + eta * gp;
       static_cast<T*>(q.grad_a)[row] = gy * derivative<T, kAct>(y);
-      static_cast<T*>(q.grad_eta)[row] += de;
+      static_cast<T*>(q.grad_rate)[row] = de;
     }
   }
 }
@@ -114,10 +122,10 @@ __global__ void __launch_bounds__(kThreads) plastic_inputs_kernel(const Backward
   const auto* gs = static_cast<const T*>(q.grad_h);
   const auto* grad_a = static_cast<const T*>(q.grad_a);
   const auto* ys = static_cast<const T*>(q.y);
-  const T eta = static_cast<T>(q.eta);
   const int64_t n = q.n_in, columns = q.batch * n;
   for (int64_t c = int64_t(blockIdx.x) * kThreads + threadIdx.x; c < columns; c += int64_t(gridDim.x) * kThreads) {
     const int64_t b = c / n, j = c % n;
+    const T eta = rate_of<T>(q.rate, b, q.eta);
     T sum = 0;
     for (int64_t i = 0; i < q.n_out; ++i) {
       const int64_t row = b * q.n_out + i;
@@ -134,14 +142,13 @@ __global__ void __launch_bounds__(kThreads) plastic_weights_kernel(const Backwar
   const auto* grad_a = static_cast<const T*>(q.grad_a);
   const auto* ps = static_cast<const T*>(q.p);
   auto* gs = static_cast<T*>(q.grad_h);
-  const T keep = T(1) - static_cast<T>(q.eta);
   const int64_t n = q.n_in, synapses = q.n_out * n, plane = q.n_out * n;
   for (int64_t s = int64_t(blockIdx.x) * kThreads + threadIdx.x; s < synapses; s += int64_t(gridDim.x) * kThreads) {
     const int64_t i = s / n, j = s % n;
     const T a = alpha[s];
     T da = 0;
     for (int64_t b = 0; b < q.batch; ++b) {
-      const T outer = grad_a[b * q.n_out + i] * ps[b * n + j];
+      const T outer = grad_a[b * q.n_out + i] * ps[b * n + j], keep = T(1) - rate_of<T>(q.rate, b, q.eta);
       da += hs[b * plane + s] * outer;
       gs[b * plane + s] = keep * gs[b * plane + s] + a * outer;
     }

@@ -28,17 +28,19 @@ _ACTIVATIONS = {"tanh": Activation.TANH, "identity": Activation.IDENTITY}
 
 class PlasticEpisode(torch.autograd.Function):
     """PlasticEpisode.apply(u, x, weight, alpha, eta, h0, activation=TANH,
-    store_traces=False) -> (ys, h_T). u: (T, batch, n_out); x: (T, batch,
+    store_traces=False, modulation=None) -> (ys, h_T). u: (T, batch, n_out); x: (T, batch,
     n_in) or None (recurrent: p_t = y_{t-1}, y_0 = 0); weight, alpha:
     (n_out, n_in); eta: a float or a 0-d tensor in [0, 1) (its gradient is
-    returned when it is a tensor); h0: (batch, n_out, n_in). Differentiable in
-    u, x, weight, alpha, eta and h0."""
+    returned when it is a tensor); h0: (batch, n_out, n_in); modulation:
+    (T, batch) m, step t's rate being eta m_t (in [0, 1)), or None.
+    Differentiable in u, x, weight, alpha, eta, h0 and modulation."""
 
     @staticmethod
-    def forward(ctx, u, x, weight, alpha, eta, h0, activation=Activation.TANH, store_traces=False):
+    def forward(ctx, u, x, weight, alpha, eta, h0, activation=Activation.TANH, store_traces=False, modulation=None):
         eta_value = float(eta)
-        ys, h_T, traces = ops.plastic_episode(u, x, weight, alpha, h0, eta_value, int(activation), store_traces)
-        ctx.save_for_backward(x, weight, alpha, ys, h_T, traces if store_traces else None)
+        ys, h_T, traces = ops.plastic_episode(u, x, weight, alpha, h0, eta_value, int(activation), store_traces,
+                                              modulation)
+        ctx.save_for_backward(x, weight, alpha, ys, h_T, traces if store_traces else None, modulation)
         ctx.eta, ctx.activation = eta_value, int(activation)
         ctx.eta_shape = eta.shape if isinstance(eta, torch.Tensor) else None
         return ys, h_T
@@ -46,13 +48,14 @@ class PlasticEpisode(torch.autograd.Function):
     @staticmethod
     @once_differentiable  # the backward op has no backward of its own
     def backward(ctx, grad_ys, grad_h):
-        x, weight, alpha, ys, h_T, traces = ctx.saved_tensors
+        x, weight, alpha, ys, h_T, traces, modulation = ctx.saved_tensors
         if grad_ys is None:
             grad_ys = torch.zeros_like(ys)
-        grad_u, grad_x, grad_w, grad_alpha, grad_eta, grad_h0 = ops.plastic_episode_backward(
-            grad_ys, grad_h, x, weight, alpha, ys, h_T, traces, ctx.eta, ctx.activation)
+        grad_u, grad_x, grad_w, grad_alpha, grad_eta, grad_h0, grad_m = ops.plastic_episode_backward(
+            grad_ys, grad_h, x, weight, alpha, ys, h_T, traces, ctx.eta, ctx.activation, modulation)
         grad_eta = grad_eta.reshape(ctx.eta_shape) if ctx.eta_shape is not None else None
-        return grad_u, grad_x if x is not None else None, grad_w, grad_alpha, grad_eta, grad_h0, None, None
+        return (grad_u, grad_x if x is not None else None, grad_w, grad_alpha, grad_eta, grad_h0, None, None,
+                grad_m if modulation is not None else None)
 
 
 class PlasticLayer(nn.Module):
@@ -63,6 +66,8 @@ class PlasticLayer(nn.Module):
     batch, in_features), the plastic inputs of a feed-forward layer; a
     recurrent layer (recurrent=True, in_features = out_features) takes its
     own previous output and no x. h0: the traces at the start (zeros if None).
+    modulation: (T, batch) m, scaling each step's rate to eta m_t (the
+    modulated variant; eta m_t must stay in [0, 1)), or None.
     The meta-parameters: weight W, alpha α (out, in) and, with learn_eta,
     the scalar eta η (kept in [0, 1): a value outside is refused). With
     learn_eta=False the layer compiles with torch.compile(fullgraph=True); a
@@ -88,7 +93,8 @@ class PlasticLayer(nn.Module):
         # reading one out of a tensor would break a torch.compile graph.
         self.eta = nn.Parameter(torch.tensor(float(eta))) if learn_eta else float(eta)
 
-    def forward(self, u: torch.Tensor, x: torch.Tensor | None = None, h0: torch.Tensor | None = None):
+    def forward(self, u: torch.Tensor, x: torch.Tensor | None = None, h0: torch.Tensor | None = None,
+                modulation: torch.Tensor | None = None):
         if self.recurrent and x is not None:
             raise ValueError("PlasticLayer: a recurrent layer takes its own outputs as plastic inputs; pass no x")
         if not self.recurrent and x is None:
@@ -98,7 +104,7 @@ class PlasticLayer(nn.Module):
         if h0 is None:
             h0 = u.new_zeros(u.shape[1], self.out_features, self.in_features)
         return PlasticEpisode.apply(u, x, self.weight, self.alpha, self.eta, h0,
-                                    _ACTIVATIONS[self.activation], self.store_traces)
+                                    _ACTIVATIONS[self.activation], self.store_traces, modulation)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, recurrent={self.recurrent}, "

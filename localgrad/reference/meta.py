@@ -27,6 +27,12 @@ from localgrad.activations import Activation
 # previous output y_{t-1} with y_{-1} = 0 (recurrent, N_in = N_out); u_t is a
 # non-plastic drive the caller computes (e.g. W_in x_t + b). W, α (N_out, N_in)
 # and the scalar η in [0, 1) are the meta-parameters; H_0 is usually 0.
+#
+# Modulated plasticity: a given m (T, B) scales the rate of each step and
+# episode, η_t = η m_t, in the spirit of the neuromodulation of Miconi et al.
+# 2019 ("Backpropamine"), where a signal M(t) gates how much the trace moves.
+# Their clipped additive trace Clip(H + M x yᵀ) cannot be run backwards;
+# this keeps the EMA, so η m_t must stay in [0, 1).
 
 PLASTIC_ACTIVATIONS = (Activation.IDENTITY, Activation.TANH)
 
@@ -40,12 +46,13 @@ def _activate(a: torch.Tensor, activation: int) -> torch.Tensor:
 
 
 def plastic_episode(u: torch.Tensor, x: torch.Tensor | None, weight: torch.Tensor, alpha: torch.Tensor,
-                    eta, h0: torch.Tensor, activation: int = Activation.TANH, *, _traces: list | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+                    eta, h0: torch.Tensor, activation: int = Activation.TANH, modulation: torch.Tensor | None = None,
+                    *, _traces: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One episode of T plastic steps. u: (T, B, N_out) drive; x: (T, B,
     N_in) plastic inputs, or None for the recurrent layer (p_t = y_{t-1});
     weight, alpha: (N_out, N_in); eta: float or 0-d tensor in [0, 1);
-    h0: (B, N_out, N_in). Returns ys (T, B, N_out) and H_T (B, N_out, N_in).
+    h0: (B, N_out, N_in); modulation: (T, B) m, the rate of step t being
+    η m_t, or None. Returns ys (T, B, N_out) and H_T (B, N_out, N_in).
     Differentiable in every tensor (and eta when it is a tensor)."""
     steps, batch, n_out = u.shape
     p = None if x is not None else u.new_zeros(batch, n_out)
@@ -57,22 +64,24 @@ def plastic_episode(u: torch.Tensor, x: torch.Tensor | None, weight: torch.Tenso
         y = _activate(a, activation)
         if _traces is not None:
             _traces.append(h)
-        h = (1 - eta) * h + eta * torch.einsum("bo,bi->boi", y, p_t)
+        rate = eta if modulation is None else eta * modulation[t][:, None, None]
+        h = (1 - rate) * h + rate * torch.einsum("bo,bi->boi", y, p_t)
         ys.append(y)
         p = y
     ys = torch.stack(ys) if ys else u.new_empty(0, batch, n_out)
     return ys, h
 
 
-def plastic_episode_traces(u, x, weight, alpha, eta, h0, activation=Activation.TANH) -> torch.Tensor:
+def plastic_episode_traces(u, x, weight, alpha, eta, h0, activation=Activation.TANH, modulation=None) -> torch.Tensor:
     """H before each step, (T, B, N_out, N_in): what plastic_episode(...,
     store_traces=True) keeps for its backward."""
     traces = []
-    plastic_episode(u, x, weight, alpha, eta, h0, activation, _traces=traces)
+    plastic_episode(u, x, weight, alpha, eta, h0, activation, modulation, _traces=traces)
     return torch.stack(traces) if traces else u.new_empty(0, *h0.shape)
 
 
-def plastic_episode_backward(grad_ys, grad_h, x, weight, alpha, ys, h_T, traces, eta, activation=Activation.TANH):
+def plastic_episode_backward(grad_ys, grad_h, x, weight, alpha, ys, h_T, traces, eta, activation=Activation.TANH,
+                             modulation=None):
     """The backward of plastic_episode written out (the maths of csrc/meta.h):
     from t = T-1 down to 0, with G = dL/dH_t,
 
@@ -82,8 +91,11 @@ def plastic_episode_backward(grad_ys, grad_h, x, weight, alpha, ys, h_T, traces,
         dW += ga_t p_tᵀ,  dα += H_{t-1} ⊙ ga_t p_tᵀ,  dη += <G, y_t p_tᵀ - H_{t-1}>
         G <- (1 - η) G + α ⊙ ga_t p_tᵀ
 
-    summed over the episodes. Returns (grad_u, grad_x (or an empty (0,) when
-    x is None), grad_weight, grad_alpha, grad_eta (0-d), grad_h0)."""
+    summed over the episodes; modulated, η_t = η m_t takes η's place in every
+    line and dL/dη_t = <G, y_t p_tᵀ - H_{t-1}> per episode gives dη = Σ m dL/dη_t
+    and dm = η dL/dη_t. Returns (grad_u, grad_x (or an empty (0,) when x is
+    None), grad_weight, grad_alpha, grad_eta (0-d), grad_h0, grad_modulation
+    (an empty (0,) when modulation is None))."""
     steps, batch, n_out = grad_ys.shape
     g = torch.zeros_like(h_T) if grad_h is None else grad_h.clone()
     h = h_T.clone()
@@ -91,26 +103,31 @@ def plastic_episode_backward(grad_ys, grad_h, x, weight, alpha, ys, h_T, traces,
     grad_x = torch.zeros_like(x) if x is not None else grad_ys.new_empty(0)
     grad_w = torch.zeros_like(weight)
     grad_alpha = torch.zeros_like(alpha)
-    grad_eta = grad_ys.new_zeros(())
+    grad_rate = grad_ys.new_zeros(steps, batch)
     carry = None
     for t in reversed(range(steps)):
         p = x[t] if x is not None else (ys[t - 1] if t > 0 else grad_ys.new_zeros(batch, n_out))
         y = ys[t]
-        h_prev = traces[t] if traces is not None else (h - eta * torch.einsum("bo,bi->boi", y, p)) / (1 - eta)
-        gy = grad_ys[t] + eta * torch.einsum("boi,bi->bo", g, p)
+        rate = torch.full((batch,), float(eta), dtype=grad_ys.dtype) if modulation is None else eta * modulation[t]
+        e = rate[:, None, None]
+        h_prev = traces[t] if traces is not None else (h - e * torch.einsum("bo,bi->boi", y, p)) / (1 - e)
+        gy = grad_ys[t] + rate[:, None] * torch.einsum("boi,bi->bo", g, p)
         if carry is not None:
             gy = gy + carry
         ga = gy * (1 - y * y if Activation(activation) is Activation.TANH else torch.ones_like(y))
         grad_u[t] = ga
         outer = torch.einsum("bo,bi->boi", ga, p)
-        grad_p = ga @ weight + torch.einsum("oi,boi,bo->bi", alpha, h_prev, ga) + eta * torch.einsum("boi,bo->bi", g, y)
+        grad_p = (ga @ weight + torch.einsum("oi,boi,bo->bi", alpha, h_prev, ga)
+                  + rate[:, None] * torch.einsum("boi,bo->bi", g, y))
         grad_w += outer.sum(0)
         grad_alpha += (h_prev * outer).sum(0)
-        grad_eta += (g * (torch.einsum("bo,bi->boi", y, p) - h_prev)).sum()
-        g = (1 - eta) * g + alpha * outer
+        grad_rate[t] = (g * (torch.einsum("bo,bi->boi", y, p) - h_prev)).sum((1, 2))
+        g = (1 - e) * g + alpha * outer
         h = h_prev
         if x is not None:
             grad_x[t] = grad_p
         else:
             carry = grad_p
-    return grad_u, grad_x, grad_w, grad_alpha, grad_eta, g
+    if modulation is None:
+        return grad_u, grad_x, grad_w, grad_alpha, grad_rate.sum(), g, grad_ys.new_empty(0)
+    return grad_u, grad_x, grad_w, grad_alpha, (grad_rate * modulation).sum(), g, eta * grad_rate

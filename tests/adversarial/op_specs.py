@@ -329,7 +329,9 @@ class PlasticEpisode(OpSpec):
     ints = ("activation",)
 
     def make(self, dtype=torch.float64, batch=3):
-        return dict(**_plastic(_gen(21), dtype, batch), eta=0.2, activation=4, store_traces=True)
+        g = _gen(21)
+        return dict(**_plastic(g, dtype, batch), eta=0.2, activation=4, store_traces=True,
+                    modulation=torch.rand(4, batch, generator=g, dtype=torch.float64).to(dtype) * 2)
 
     def call_wrapper(self, a):
         return ops_meta.plastic_episode(*a.values())
@@ -337,7 +339,7 @@ class PlasticEpisode(OpSpec):
     def reference(self, a):
         traces = []
         ys, h = ref_meta.plastic_episode(a["u"], a["x"], a["weight"], a["alpha"], a["eta"], a["h0"], a["activation"],
-                                         _traces=traces)
+                                         a["modulation"], _traces=traces)
         out = {"ys": ys, "h_T": h}
         if traces:
             out["traces"] = torch.stack(traces)
@@ -346,7 +348,7 @@ class PlasticEpisode(OpSpec):
 
 class PlasticEpisodeBackward(OpSpec):
     name = "plastic_episode_backward"
-    returns = ("grad_u", "grad_x", "grad_weight", "grad_alpha", "grad_eta", "grad_h0")
+    returns = ("grad_u", "grad_x", "grad_weight", "grad_alpha", "grad_eta", "grad_h0", "grad_modulation")
     anchor = "grad_ys"
     scalars = {"eta": [float("nan"), float("inf"), 1.0, -0.5]}
     ints = ("activation",)
@@ -354,9 +356,11 @@ class PlasticEpisodeBackward(OpSpec):
     def make(self, dtype=torch.float64, batch=3):
         g = _gen(22)
         p = _plastic(g, dtype, batch)
-        ys, h = ref_meta.plastic_episode(p["u"], p["x"], p["weight"], p["alpha"], 0.2, p["h0"], 4)
+        m = torch.rand(4, batch, generator=g, dtype=torch.float64).to(dtype) * 2
+        ys, h = ref_meta.plastic_episode(p["u"], p["x"], p["weight"], p["alpha"], 0.2, p["h0"], 4, m)
         return dict(grad_ys=_rand(g, dtype, *ys.shape), grad_h=_rand(g, dtype, *h.shape), x=p["x"],
-                    weight=p["weight"], alpha=p["alpha"], ys=ys, h_T=h, traces=None, eta=0.2, activation=4)
+                    weight=p["weight"], alpha=p["alpha"], ys=ys, h_T=h, traces=None, eta=0.2, activation=4,
+                    modulation=m)
 
     def call_wrapper(self, a):
         return ops_meta.plastic_episode_backward(*a.values())

@@ -190,10 +190,10 @@ MUTANTS = [
 META = ["tests/test_meta_plastic.py"]
 MUTANTS += [
     Mutant("meta-forward-row-stride-short", "meta_kernel.cu",
-           "       row += int64_t(gridDim.x) * kWarps) {\n    const T* p = static_cast<const T*>(q.p) + (row / q.n_out) * n;\n"
-           "    const T* a_i",
-           "       row += 2 * int64_t(gridDim.x) * kWarps) {\n    const T* p = static_cast<const T*>(q.p) + (row / q.n_out) * n;\n"
-           "    const T* a_i", META,
+           "       row += int64_t(gridDim.x) * kWarps) {\n    const int64_t b = row / q.n_out;\n"
+           "    const T eta = rate_of<T>(q.rate, b, q.eta), keep",
+           "       row += 2 * int64_t(gridDim.x) * kWarps) {\n    const int64_t b = row / q.n_out;\n"
+           "    const T eta = rate_of<T>(q.rate, b, q.eta), keep", META,
            "the forward step's grid-stride loop skips every other stride: rows keep their old trace"),
     Mutant("meta-backward-keeps-h-t", "meta_kernel.cu",
            "        h[j] = h_prev;\n", "", META,
