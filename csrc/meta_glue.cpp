@@ -73,6 +73,7 @@ Sizes check_layer(const at::Tensor& u, const char* u_name, const std::optional<a
   check_shape(alpha, weight.sizes(), op, "alpha", "(the shape of weight)");
   return s;
 }
+
 // The modulated rates e = eta m, (T, B) and contiguous, after checking m
 // (the same check in both ops: the backward divides by 1 - e); undefined
 // without modulation. Reads m's extremes (one device sync when modulated).
