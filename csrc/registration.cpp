@@ -162,6 +162,27 @@ void define_ops(torch::Library& m) {
   m.def(
       "kfrtrl_step(Tensor u, Tensor A, Tensor weight_hh, Tensor signs, Tensor h_prev, Tensor x, "
       "Tensor dphi, float alpha, float eps, bool check_signs=True) -> (Tensor, Tensor)");
+  set_module(m, "localgrad.ops.meta");
+  // Plastic layers of differentiable plasticity (Miconi et al. 2018;
+  // localgrad/reference/meta.py, csrc/meta.h), a whole episode of T steps:
+  //   y_t = f(u_t + (W + alpha ⊙ H_{t-1}) p_t),  H_t = (1-eta) H_{t-1} + eta y_t p_tᵀ
+  // u: (T, batch, n_out); x: (T, batch, n_in) plastic inputs, or None for the
+  // recurrent layer (p_t = y_{t-1}, y_{-1} = 0); weight, alpha: (n_out, n_in);
+  // h0: (batch, n_out, n_in); eta in [0, 1); activation 1 identity, 4 tanh.
+  // modulation: (T, batch) m, each step's rate eta m (in [0, 1)) in place of
+  // eta; None: eta. Returns (ys, h_T, traces): traces (T, batch, n_out, n_in),
+  // H before each step, when store_traces, else (0,).
+  m.def(
+      "plastic_episode(Tensor u, Tensor? x, Tensor weight, Tensor alpha, Tensor h0, float eta, "
+      "int activation, bool store_traces, Tensor? modulation=None) -> (Tensor, Tensor, Tensor)");
+  // Its backward, recomputing H_{t-1} = (H_t - eta y_t p_tᵀ) / (1 - eta) from
+  // h_T step by step (or reading traces): (grad_u, grad_x ((0,) when
+  // recurrent), grad_weight, grad_alpha, grad_eta (0-d), grad_h0,
+  // grad_modulation ((0,) without modulation)).
+  m.def(
+      "plastic_episode_backward(Tensor grad_ys, Tensor? grad_h, Tensor? x, Tensor weight, "
+      "Tensor alpha, Tensor ys, Tensor h_T, Tensor? traces, float eta, int activation, "
+      "Tensor? modulation=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 }  // namespace

@@ -7,6 +7,7 @@ strategies), and fixed-weight learners that learn in their activations.
     w_T = meta.run_episode(rule, w_0, inputs)              # T plastic steps, differentiable
     optimizer = torch.optim.Adam(rule.parameters())        # outer loop: backprop through the episode ...
     es = meta.EvolutionStrategies(rule.parameters(), sigma=0.02, population=64)   # ... or ES into .grad
+    layer = meta.PlasticLayer(64, 64, recurrent=True)      # differentiable plasticity, fused episode op
 
 Maths, papers and equations: localgrad/reference/meta.py.
 """
@@ -17,13 +18,15 @@ from localgrad.meta.inner_loop import meta_train, run_episode
 from localgrad.meta.rules import ABCDRule, PolynomialRule, term_name
 from localgrad.reference.meta import OJA_THETA, abcd_update, hebb_update, polynomial_theta, polynomial_update
 
-# The plastic layers (branch meta_op): from .plastic import PlasticLayer, ...
+from localgrad.meta.plastic import PlasticEpisode, PlasticLayer
 
 __all__ = [
     "ABCDRule",
     "EvolutionStrategies",
     "FixedWeightLearner",
     "OJA_THETA",
+    "PlasticEpisode",
+    "PlasticLayer",
     "PolynomialRule",
     "abcd_update",
     "hebb_update",

@@ -336,3 +336,63 @@ class KfrtrlStep(OpSpec):
 
 
 SPECS[KfrtrlStep.name] = KfrtrlStep()
+# Plastic layers (localgrad/reference/meta.py) --------------------------------
+from localgrad.ops import meta as ops_meta  # noqa: E402
+from localgrad.reference import meta as ref_meta  # noqa: E402
+
+
+def _plastic(g, dtype, batch, T=4, O=3, I=5):
+    return dict(u=_rand(g, dtype, T, batch, O), x=_rand(g, dtype, T, batch, I),
+                weight=_rand(g, dtype, O, I, scale=0.3), alpha=_rand(g, dtype, O, I, scale=0.3),
+                h0=_rand(g, dtype, batch, O, I, scale=0.2))
+
+
+class PlasticEpisode(OpSpec):
+    name = "plastic_episode"
+    returns = ("ys", "h_T", "traces")
+    anchor = "u"
+    scalars = {"eta": [float("nan"), float("inf"), 1.0, -0.5]}
+    ints = ("activation",)
+
+    def make(self, dtype=torch.float64, batch=3):
+        g = _gen(21)
+        return dict(**_plastic(g, dtype, batch), eta=0.2, activation=4, store_traces=True,
+                    modulation=torch.rand(4, batch, generator=g, dtype=torch.float64).to(dtype) * 2)
+
+    def call_wrapper(self, a):
+        return ops_meta.plastic_episode(*a.values())
+
+    def reference(self, a):
+        traces = []
+        ys, h = ref_meta.plastic_episode(a["u"], a["x"], a["weight"], a["alpha"], a["eta"], a["h0"], a["activation"],
+                                         a["modulation"], _traces=traces)
+        out = {"ys": ys, "h_T": h}
+        if traces:
+            out["traces"] = torch.stack(traces)
+        return out
+
+
+class PlasticEpisodeBackward(OpSpec):
+    name = "plastic_episode_backward"
+    returns = ("grad_u", "grad_x", "grad_weight", "grad_alpha", "grad_eta", "grad_h0", "grad_modulation")
+    anchor = "grad_ys"
+    scalars = {"eta": [float("nan"), float("inf"), 1.0, -0.5]}
+    ints = ("activation",)
+
+    def make(self, dtype=torch.float64, batch=3):
+        g = _gen(22)
+        p = _plastic(g, dtype, batch)
+        m = torch.rand(4, batch, generator=g, dtype=torch.float64).to(dtype) * 2
+        ys, h = ref_meta.plastic_episode(p["u"], p["x"], p["weight"], p["alpha"], 0.2, p["h0"], 4, m)
+        return dict(grad_ys=_rand(g, dtype, *ys.shape), grad_h=_rand(g, dtype, *h.shape), x=p["x"],
+                    weight=p["weight"], alpha=p["alpha"], ys=ys, h_T=h, traces=None, eta=0.2, activation=4,
+                    modulation=m)
+
+    def call_wrapper(self, a):
+        return ops_meta.plastic_episode_backward(*a.values())
+
+    def reference(self, a):
+        return dict(zip(self.returns, ref_meta.plastic_episode_backward(*a.values())))
+
+
+SPECS.update({s.name: s for s in (PlasticEpisode(), PlasticEpisodeBackward())})

@@ -545,7 +545,8 @@ def _to(value, device):
 
 
 @pytest.mark.parametrize("op", ["dfa_project", "sign_feedback", "eqprop_relax", "eqprop_update", "rtrl_step",
-                                "snap_step", "rflo_chunk", "uoro_step", "eprop_lif_chunk", "kfrtrl_step"])  # fmt: skip
+                                "snap_step", "rflo_chunk", "uoro_step", "eprop_lif_chunk", "kfrtrl_step",
+                                "plastic_episode", "plastic_episode_backward"])  # fmt: skip
 @pytest.mark.parametrize("device", DEVICES)
 def test_s1_every_op_names_the_argument_on_the_wrong_device(op, device):
     """Every tensor argument in turn left on the CPU while the others are on

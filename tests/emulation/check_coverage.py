@@ -38,6 +38,9 @@ for _name in ("power_kernel", "activate_kernel", "combine_kernel", "errors_kerne
         EXPECTED[f"{_name}<{_t}>"] = 1
 for _out in ("double, double", "float, __half", "float, __nv_bfloat16", "float, float"):
     EXPECTED[f"finalize_kernel<{_out}>"] = 1
+# Plastic layers (meta_kernel.cu): dtype x activation for the row kernels.
+EXPECTED.update({"plastic_forward_kernel<T, kAct>": 4, "plastic_rows_kernel<T, kAct>": 4,
+                 "plastic_inputs_kernel<T>": 2, "plastic_weights_kernel<T>": 2})
 BY_FILE = {"eprop_lif_kernel.cu": 2 * 2 * 3, "eqprop_kernel.cu": 2 * 3 * 4 * 2}
 # KF-RTRL (kfrtrl_kernel.cu): rank 1 (norms, update) and rank >= 2 (terms), f32 and f64.
 EXPECTED.update({"kf_norms_kernel<scalar_t>": 2, "kf_update_kernel<scalar_t>": 2, "kf_terms_kernel<scalar_t>": 2})

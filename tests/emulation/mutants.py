@@ -211,6 +211,30 @@ MUTANTS += [
            "J A scales by phi' of the column unit, not the row's"),
 ]
 
+META = ["tests/test_meta_plastic.py"]
+MUTANTS += [
+    Mutant("meta-forward-row-stride-short", "meta_kernel.cu",
+           "       row += int64_t(gridDim.x) * kWarps) {\n    const int64_t b = row / q.n_out;\n"
+           "    const T eta = rate_of<T>(q.rate, b, q.eta), keep",
+           "       row += 2 * int64_t(gridDim.x) * kWarps) {\n    const int64_t b = row / q.n_out;\n"
+           "    const T eta = rate_of<T>(q.rate, b, q.eta), keep", META,
+           "the forward step's grid-stride loop skips every other stride: rows keep their old trace"),
+    Mutant("meta-backward-keeps-h-t", "meta_kernel.cu",
+           "        h[j] = h_prev;\n", "", META,
+           "the backward never recomputes H_(t-1): every step sees H_T"),
+    Mutant("meta-inputs-drop-trace-term", "meta_kernel.cu",
+           " + eta * ys[row] * gs[row * n + j];", ";", META,
+           "dL/dp misses the path through the trace update (eta G^T y)"),
+    Mutant("meta-weights-no-decay", "meta_kernel.cu",
+           "gs[b * plane + s] = keep * gs[b * plane + s] + a * outer;",
+           "gs[b * plane + s] = gs[b * plane + s] + a * outer;", META,
+           "dL/dH_(t-1) forgets the (1 - eta) decay"),
+    Mutant("meta-short-warp-sum", "meta_kernel.cu",
+           "  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);",
+           "  for (int o = kWarp / 2; o > 1; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);", META,
+           "> 0 to > 1: the row sums miss half the lanes"),
+]
+
 
 def restore_leftovers():
     if not BACKUP.exists():

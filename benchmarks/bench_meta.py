@@ -1,0 +1,192 @@
+"""Plastic-layer benchmark (differentiable plasticity, Miconi et al. 2018):
+one episode of T plastic steps and its backward (the meta-gradient of W, α,
+η), the fused ops through PlasticEpisode (backward recomputing the traces,
+and storing them) against autograd through the eager reference, side by
+side in one run: time and the memory held for the backward, against T.
+
+    python benchmarks/bench_meta.py [--device cpu|cuda] [--steps 10,50,200] [--sizes 64,128,256]
+        [--batch 16] [--mode recurrent|feedforward] [--repeats N] [--threads N] [--json PATH] [--quick]
+
+Eager is autograd through the reference episode (localgrad/reference/
+meta.py), as the published code (Miconi et al.'s PyTorch) does it: (batch,
+N, N) temporaries every step (α ⊙ H, the outer product, the new H), each
+kept by autograd for BPTT, so its memory grows with T. "held"
+is the bytes of the tensors autograd saves for the backward (each storage
+counted once), measured with saved-tensor hooks; the fused op keeps x, W, α,
+the outputs and H_T (and the T traces with store_traces). The floor is the
+traces' traffic (H read and written once per step forward; H and G read,
+H and G written, in the backward) at the copy bandwidth measured in the same
+run, or the FLOPs at the measured matmul rate, whichever is longer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import (  # noqa: E402
+    OtherLoad,
+    environment,
+    fmt_num,
+    fmt_time,
+    measure_peaks,
+    parse_ints,
+    print_environment,
+    print_peaks,
+    print_table,
+    resolve_device,
+    synchronize,
+    time_fn,
+    write_json,
+)
+
+from localgrad.activations import Activation  # noqa: E402
+from localgrad.meta.plastic import PlasticEpisode  # noqa: E402
+from localgrad.reference import meta as ref  # noqa: E402
+
+TANH = int(Activation.TANH)
+
+
+class SavedBytes:
+    """Bytes of the tensors autograd saves for the backward inside the block,
+    each storage once."""
+
+    def __init__(self):
+        self.storages: dict[int, int] = {}
+
+    def pack(self, t):
+        s = t.untyped_storage()
+        self.storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    def __enter__(self):
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._hooks.__exit__(*exc)
+
+    @property
+    def total(self) -> int:
+        return sum(self.storages.values())
+
+
+def make_inputs(steps, batch, n, recurrent, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape, s=1.0):
+        return (s * torch.randn(*shape, generator=g)).to(device)
+
+    return dict(u=rand(steps, batch, n), x=None if recurrent else rand(steps, batch, n),
+                weight=rand(n, n, s=0.3 / n ** 0.5), alpha=rand(n, n, s=0.3 / n ** 0.5),
+                h0=torch.zeros(batch, n, n, device=device))
+
+
+def episode_fn(kind, inputs, eta):
+    """A closure running one forward + backward; returns (closure, saved bytes of one forward)."""
+    leaves = {k: (v.clone().requires_grad_() if v is not None else None) for k, v in inputs.items()}
+    eta_t = torch.tensor(eta, device=inputs["u"].device, requires_grad=True)
+
+    def forward():
+        if kind == "eager":
+            return ref.plastic_episode(leaves["u"], leaves["x"], leaves["weight"], leaves["alpha"], eta_t,
+                                       leaves["h0"], TANH)
+        return PlasticEpisode.apply(leaves["u"], leaves["x"], leaves["weight"], leaves["alpha"], eta_t,
+                                    leaves["h0"], TANH, kind == "fused, stored")
+
+    def run():
+        ys, h = forward()
+        (ys.sum() + h.sum()).backward()
+
+    with SavedBytes() as saved:
+        ys, h = forward()
+    held = saved.total
+    del ys, h
+    return run, held
+
+
+def floor_flops_bytes(steps, batch, n):
+    """Per episode: forward ~ 8 B N² flops a step (plastic current, trace
+    update, W p), backward ~ 16 B N²; the traces' traffic: forward reads and
+    writes H, backward reads H and G and writes both (float32)."""
+    per_step = batch * n * n
+    return steps * 24 * per_step, steps * 4 * (2 + 6) * per_step
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    p.add_argument("--steps", type=parse_ints, default=None, help="episode lengths T (default 10,50,200)")
+    p.add_argument("--sizes", type=parse_ints, default=None, help="N = n_in = n_out (default 64,128,256)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--mode", choices=("recurrent", "feedforward"), default="recurrent")
+    p.add_argument("--eta", type=float, default=0.1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--eager-limit-gb", type=float, default=3.0,
+                   help="skip the eager run where autograd would hold more than this")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", default=None)
+    p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat: a smoke run")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    steps_list = args.steps or ([3, 6] if args.quick else [10, 50, 200])
+    sizes = args.sizes or ([8] if args.quick else [64, 128, 256])
+    batch = 2 if args.quick else args.batch
+    repeats = 1 if args.quick else args.repeats
+    recurrent = args.mode == "recurrent"
+    env = environment(device)
+    print_environment(env, device, f"; {args.mode} tanh layer, batch {batch}, eta {args.eta}, float32")
+    load = OtherLoad()
+    peaks = measure_peaks(device, quick=args.quick)
+    print_peaks(peaks)
+
+    rows, table = [], []
+    for n in sizes:
+        for steps in steps_list:
+            inputs = make_inputs(steps, batch, n, recurrent, device)
+            # Eager keeps about five (batch, N, N) tensors a step for its backward.
+            eager_estimate = 5 * 4 * steps * batch * n * n
+            row = {"n": n, "steps": steps, "batch": batch, "mode": args.mode}
+            for kind in ("fused", "fused, stored", "eager"):
+                if kind == "eager" and eager_estimate > args.eager_limit_gb * 2**30:
+                    row[kind] = {"skipped": f"would hold ~{eager_estimate / 2**30:.1f} GiB"}
+                    continue
+                run, held = episode_fn(kind, inputs, args.eta)
+                timing = time_fn(run, device, repeats, warmup=1, min_repeat_s=0)
+                synchronize(device)
+                row[kind] = {"time": timing.as_dict(), "held_bytes": held}
+            flops, nbytes = floor_flops_bytes(steps, batch, n)
+            floor = peaks.floor_s(flops, nbytes)
+            fused_t = row["fused"]["time"]["median_s"]
+            eager_t = row["eager"]["time"]["median_s"] if "time" in row["eager"] else None
+            row["floor_s"] = floor
+            row["eager_over_fused"] = eager_t / fused_t if eager_t else None
+            rows.append(row)
+
+            def held(kind):
+                return row[kind]["held_bytes"] / 2**20 if "held_bytes" in row[kind] else None
+
+            table.append([f"{n}", f"{steps}", fmt_time(fused_t), fmt_time(row["fused, stored"]["time"]["median_s"]),
+                          fmt_time(eager_t), fmt_num(row["eager_over_fused"]), fmt_num(held("fused")),
+                          fmt_num(held("fused, stored")), fmt_num(held("eager")), fmt_num(fused_t / floor),
+                          row["eager"].get("skipped", "")])
+    print_table(f"one episode + its backward ({args.mode}, batch {batch}; median; held = MiB saved for the backward)",
+                ["N", "T", "fused", "fused stored", "eager", "eager / fused", "held fused", "held stored",
+                 "held eager", "fused / floor", "note"], table)
+    other = load.fraction()
+    if other is not None:
+        print(f"\nother processes used {100 * other:.0f}% of the CPUs during the run")
+    if args.json:
+        write_json(args.json, {"environment": env, "peaks": peaks.as_dict(), "other_load": other, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
