@@ -18,6 +18,7 @@ from localgrad.ops.uoro import uoro_step
 from localgrad.ops.eprop_lif import eprop_lif_chunk
 from localgrad.ops.hebbian import hebbian_update
 from localgrad.ops.predictive_coding import predictive_coding_infer, predictive_coding_update
+from localgrad.ops.target_prop import target_prop_feedback_grads
 
 __all__ = [
     "emulated",
@@ -33,4 +34,5 @@ __all__ = [
     "hebbian_update",
     "predictive_coding_infer",
     "predictive_coding_update",
+    "target_prop_feedback_grads",
 ]

@@ -38,6 +38,10 @@ for _name in ("power_kernel", "activate_kernel", "combine_kernel", "errors_kerne
         EXPECTED[f"{_name}<{_t}>"] = 1
 for _out in ("double, double", "float, __half", "float, __nv_bfloat16", "float, float"):
     EXPECTED[f"finalize_kernel<{_out}>"] = 1
+# target propagation: each kernel's dtypes launch from their own lines.
+for _name in ("noisy_kernel", "gate_kernel", "reduce_kernel"):
+    for _t in ("double", "float"):
+        EXPECTED[f"{_name}<{_t}>"] = 1
 BY_FILE = {"eprop_lif_kernel.cu": 2 * 2 * 3, "eqprop_kernel.cu": 2 * 3 * 4 * 2}
 
 
