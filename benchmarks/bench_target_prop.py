@@ -23,7 +23,7 @@ implementation:
 
 Implementations:
 
-  localgrad   TargetProp.step (and K - 1 train_feedback calls before it),
+  localgrad   TargetProp.step (after train_feedback(x, optimizer, K - 1)),
               feedback="gated"; the S samples stacked into one product, and
               for the gated maps the feedback gradient in closed form (the
               fused op localgrad.ops.target_prop_feedback_grads where built)
@@ -210,10 +210,8 @@ def time_localgrad(model, x, y, variant, iterations, samples, closed_form, devic
     fb_opt = torch.optim.SGD(fb, lr=1e-4, momentum=0.9) if fb else None
 
     def step():
-        for _ in range(iterations - 1):
-            fb_opt.zero_grad()
-            learner.train_feedback(x)
-            fb_opt.step()
+        if iterations > 1:  # K - 1 feedback updates on this batch, one forward pass, then the step's own
+            learner.train_feedback(x, fb_opt, iterations - 1)
         opt.zero_grad()
         if fb_opt is not None:
             fb_opt.zero_grad()

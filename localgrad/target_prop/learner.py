@@ -367,12 +367,26 @@ class TargetProp:
         return loss
 
     @torch.no_grad()
-    def train_feedback(self, x: torch.Tensor) -> torch.Tensor:
+    def train_feedback(self, x: torch.Tensor, optimizer: torch.optim.Optimizer | None = None,
+                       iterations: int = 1) -> torch.Tensor:
         """The feedback's .grad only (feedback warm-up before training, as
-        Meulemans 2020 and Ernoult 2022 do); returns the batch-mean feedback loss."""
+        Meulemans 2020 and Ernoult 2022 do); returns the batch-mean feedback
+        loss. With `optimizer` (over the feedback parameters), runs
+        `iterations` updates on this batch (zero_grad, .grad, step), the
+        forward pass made once: the published per-batch feedback iterations
+        (Ernoult 2022: 20 to 55 per layer)."""
         check_replicated([*self.model.parameters(), *self.feedback_parameters()], self.name)
+        iterations = as_int(iterations, "TargetProp", "iterations")
+        if iterations < 1 or (optimizer is None and iterations != 1):
+            raise ValueError(f"TargetProp: iterations must be >= 1, and > 1 only with an optimizer; got {iterations}")
         x0 = self._input(x)
         weights, biases, hs, pre = self._forward(x0)
         self.last_feedback_loss = hs[0].new_zeros(())
-        average_gradients(self._feedback_grads(weights, biases, hs, pre), self.process_group)
+        for _ in range(iterations):
+            if optimizer is not None:
+                optimizer.zero_grad()
+            average_gradients(self._feedback_grads(weights, biases, hs, pre), self.process_group)
+            if optimizer is not None:
+                with torch.enable_grad():
+                    optimizer.step()
         return self.last_feedback_loss
