@@ -224,3 +224,30 @@ def test_learner_fused_equals_reference_path():
             grads.append([p.grad.clone() for p in [*model.parameters(), *learner.feedback_parameters()]])
         for a, b in zip(*grads):
             assert err(a, b) < 1e-12
+
+
+def test_compiled_fullgraph_matches_eager():
+    """The fake kernel lets torch.compile trace the op in one graph (its
+    in-place outputs functionalised) with the eager op's results."""
+    args = make_maps(5, 2, [8, 6, 3], "ldrl", True, seed=12)
+    lists = [args[k] for k in ("inputs", "outputs", "gates", "weights", "biases", "fb_weights", "fb_biases",
+                               "noise_in", "noise_out")]
+
+    def fn(*tensors):
+        *flat, gw0, gw1, gb0, gb1, loss = tensors
+        it = iter(flat)
+        parts = [[next(it) for _ in lst] for lst in lists]
+        torch.ops.localgrad.target_prop_feedback_grads(*parts, args["kinds"], args["slopes"], 1, [gw0, gw1],
+                                                       [gb0, gb1], loss)
+        return gw0 * 2, gb1 + 1, loss * 3
+
+    def outs():
+        return [torch.zeros_like(v) for v in args["fb_weights"]] + [torch.zeros_like(c) for c in args["fb_biases"]] + [
+            torch.zeros((), dtype=torch.float64)]
+
+    flat = [t for lst in lists for t in lst]
+    expected = fn(*flat, *outs())
+    torch._dynamo.reset()
+    got = torch.compile(fn, backend="aot_eager", fullgraph=True)(*flat, *outs())
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape and rel_err(g, e) <= 1e-12
