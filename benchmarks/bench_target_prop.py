@@ -39,8 +39,8 @@ Implementations:
               per-layer forward losses. Our re-implementation, not their code.
 
 The floor is the step's matrix products at the GEMM rate measured now
-(forward, the feedback products per iteration and sample, targets with
-G on [t; h] stacked, the weight gradients); elementwise work is not counted.
+(forward, the feedback products per iteration and sample, the targets'
+one product per map, the weight gradients); elementwise work is not counted.
 """
 
 from __future__ import annotations
@@ -188,13 +188,14 @@ def backprop_flops(sizes, batch) -> float:
 def tp_flops(sizes, batch, variant, iterations, samples) -> float:
     """The step's matrix products (closed-form feedback gradients): forward;
     per feedback map and iteration f(x + eps), then dtp: u V^T and r^T u,
-    ldrl: P V^T, (P V^T)^T P and eps^T Q, on S B rows; targets (G on [t; h],
-    2 B rows) and the forward weight gradients."""
+    ldrl: P V^T, (P V^T)^T P and eps^T Q, on S B rows; the targets (for
+    linear maps one product of the difference, ((t - h) q) V^T, on B rows)
+    and the forward weight gradients."""
     pairs = list(zip(sizes[:-1], sizes[1:]))
     forward = 2 * batch * sum(a * b for a, b in pairs)
     per_map = {"dtp": 3, "tp": 3, "ldrl": 4}.get(variant, 0)
     fb = iterations * samples * batch * 2 * per_map * sum(a * b for a, b in pairs[1:])
-    targets = 2 * 2 * batch * sum(a * b for a, b in pairs[1:])
+    targets = 2 * batch * sum(a * b for a, b in pairs[1:])
     return 2 * forward + fb + targets  # forward pass + weight gradients (same size) + the rest
 
 

@@ -331,12 +331,35 @@ class TargetProp:
         if self.variant == "ddtp":
             return ref.ddtp_targets(hs, t_out, [m.weight.detach() for m in self.feedback])
         gates = self._gates(pre) or [None] * len(self.feedback)
+        if self.closed_form and self.variant != "tp":
+            return self._difference_targets(hs, t_out, gates)
         inverses = [
             (lambda h, m=m, k=self.kinds[i], s=self.slopes[i], gate=gates[i]:
              ref.feedback(h, m.weight.detach(), m.bias.detach(), k, s, gate))
             for i, m in enumerate(self.feedback)
         ]
         return ref.tp_targets(hs, t_out, inverses, difference=self.variant != "tp")
+
+    def _difference_targets(self, hs, t_out, gates):
+        """DTP's t_{l-1} = h_{l-1} + g_l(t_l) - g_l(h_l) (ref.tp_targets) with g_l
+        applied once: for maps linear in h the difference is one product,
+        ((t_l - h_l) * q) V^T (c cancels); otherwise g_l runs on [t_l; h_l]
+        stacked into one product."""
+        n = len(hs) - 1
+        targets = [None] * n
+        targets[-1] = t_out
+        linear = self._linear_maps()
+        for l in range(n, 1, -1):
+            m, gate = self.feedback[l - 2], gates[l - 2]
+            v, c = m.weight.detach(), m.bias.detach()
+            t, h = targets[l - 1], hs[l]
+            if linear:
+                d = t - h if gate is None else (t - h) * gate
+                targets[l - 2] = hs[l - 1] + d @ v.T
+                continue
+            both = ref.feedback(torch.cat([t, h]), v, c, self.kinds[l - 2], self.slopes[l - 2])
+            targets[l - 2] = hs[l - 1] + both[: t.shape[0]] - both[t.shape[0]:]
+        return targets
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
