@@ -183,6 +183,22 @@ void define_ops(torch::Library& m) {
       "plastic_episode_backward(Tensor grad_ys, Tensor? grad_h, Tensor? x, Tensor weight, "
       "Tensor alpha, Tensor ys, Tensor h_T, Tensor? traces, float eta, int activation, "
       "Tensor? modulation=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // --- target propagation (localgrad/ops/target_prop.py) ---
+  set_module(m, "localgrad.ops.target_prop");
+  // Target propagation's feedback training (Lee 2015 DTP, Ernoult 2022 L-DRL;
+  // localgrad/reference/target_prop.py map_feedback_gradients): every linear
+  // or gated feedback map g(h) = V (q * h) + c in one call, the closed-form
+  // gradient of its feedback loss, the S noise samples (noise_in (S B, n),
+  // noise_out (S B, m), ldrl only) stacked into one product per map. Map k:
+  // inputs h_{l-1} (B, n), outputs h_l (B, m), gates q (B, m) or [] (q = 1),
+  // weights W_l (m, n), biases b_l, fb_weights V (n, m), fb_biases c (n,),
+  // kinds/slopes layer l's activation. variant 0 dtp/tp, 1 ldrl. Writes the
+  // batch means grad_weights[k] = dV, grad_biases[k] = dc and loss (summed over maps).
+  m.def(
+      "target_prop_feedback_grads(Tensor[] inputs, Tensor[] outputs, Tensor[] gates, Tensor[] weights, "
+      "Tensor[] biases, Tensor[] fb_weights, Tensor[] fb_biases, Tensor[] noise_in, Tensor[] noise_out, "
+      "int[] kinds, float[] slopes, int variant, Tensor(a!)[] grad_weights, Tensor(b!)[] grad_biases, "
+      "Tensor(c!) loss) -> ()");
 }
 
 }  // namespace

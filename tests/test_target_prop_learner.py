@@ -310,3 +310,40 @@ def test_gait_orthogonality_penalty():
         TargetProp(mlp(), "dtp", ortho=0.1)
     with pytest.raises(ValueError, match="ortho must not be NaN"):
         TargetProp(model, "gait", ortho=float("nan"))
+
+
+def test_train_feedback_iterations_equal_repeated_updates():
+    """train_feedback(x, optimizer, K) is K manual (zero_grad, train_feedback,
+    step) rounds on the batch: the forward pass, made once, is the same."""
+    from localgrad.demo import mlp
+
+    x = torch.randn(6, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    finals = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        learner = TargetProp(mlp([10, 8, 6, 3]).double(), variant="ldrl", feedback="gated", samples=2, seed=4)
+        opt = torch.optim.SGD(learner.feedback_parameters(), lr=0.1, momentum=0.9)
+        if fused:
+            learner.train_feedback(x, opt, 3)
+        else:
+            for _ in range(3):
+                opt.zero_grad()
+                learner.train_feedback(x)
+                opt.step()
+        finals.append([p.detach().clone() for p in learner.feedback_parameters()])
+    for a, b in zip(*finals):
+        assert torch.equal(a, b)
+    assert not torch.equal(finals[0][0], TargetProp(mlp([10, 8, 6, 3]).double(), variant="ldrl", feedback="gated",
+                                                    seed=4).feedback_parameters()[0])
+
+
+def test_samples_and_iterations_are_checked():
+    from localgrad.demo import mlp
+
+    with pytest.raises(ValueError, match="samples"):
+        TargetProp(mlp([4, 3, 2]), samples=0)
+    with pytest.raises(TypeError, match="samples"):
+        TargetProp(mlp([4, 3, 2]), samples=1.5)
+    learner = TargetProp(mlp([4, 3, 2]), variant="dtp")
+    with pytest.raises(ValueError, match="iterations"):
+        learner.train_feedback(torch.randn(2, 4), None, 2)

@@ -19,6 +19,7 @@ from localgrad.ops.eprop_lif import eprop_lif_chunk
 from localgrad.ops.hebbian import hebbian_update
 from localgrad.ops.predictive_coding import predictive_coding_infer, predictive_coding_update
 from localgrad.ops.kfrtrl import kfrtrl_step
+from localgrad.ops.target_prop import target_prop_feedback_grads
 
 __all__ = [
     "emulated",
@@ -35,4 +36,5 @@ __all__ = [
     "predictive_coding_infer",
     "predictive_coding_update",
     "kfrtrl_step",
+    "target_prop_feedback_grads",
 ]

@@ -252,3 +252,74 @@ def feedback_losses(variant, hs, weights, biases, kinds, slopes, fb, noise_in, n
         else:
             raise ValueError(f"target_prop: variant {variant!r} has no feedback loss")
     return losses
+
+
+
+def linear_feedback_gradients(variant, hs, pre, weights, biases, kinds, slopes, fb, noise_in, noise_out,
+                              gated: bool = True):
+    """The feedback losses' gradients in closed form (no autograd), for the
+    layer-wise maps that are linear in h: gated, g_l(h) = V_l (s_l'(a_l) * h) + c_l,
+    or (gated=False, for s_{l-1} the identity) g_l(h) = V_l h + c_l (gate 1).
+    Variants tp, dtp, ldrl; noise_in[k], noise_out[k]: (S B, .) for S noise
+    samples stacked sample-major over the B batch rows of hs and pre.
+    Returns ([(dV_l, dc_l)] for l = 2..L, the loss) as batch means over the
+    S B rows: what `feedback_losses` gives through autograd (see
+    `map_feedback_gradients`, one map's arguments as the fused op takes them)."""
+    n = len(weights)
+    maps = range(2, n + 1)
+    gates = [derivative(pre[l - 1], kinds[l - 1], slopes[l - 1]) for l in maps] if gated else None
+    return map_feedback_gradients(
+        variant, [hs[l - 1] for l in maps], [hs[l] for l in maps], gates, [weights[l - 1] for l in maps],
+        [biases[l - 1] for l in maps], [kinds[l - 1] for l in maps], [slopes[l - 1] for l in maps],
+        [fb[l - 2][0] for l in maps], [fb[l - 2][1] for l in maps], noise_in, noise_out)
+
+
+def map_feedback_gradients(variant, inputs, outputs, gates, weights, biases, kinds, slopes, fb_weights,
+                           fb_biases, noise_in, noise_out):
+    """Every map's closed-form feedback gradient, map k being g_l, l = k + 2:
+    inputs[k] = h_{l-1} (B, n), outputs[k] = h_l (B, m), gates[k] = s_l'(a_l)
+    (B, m) or gates None (gate 1), weights[k] = W_l (m, n), biases[k] = b_l,
+    kinds[k]/slopes[k] layer l's activation, fb_weights[k] = V_l (n, m),
+    fb_biases[k] = c_l (n,), noise_in[k] = eps (S B, n), noise_out[k] = eta
+    (S B, m; ldrl only). With x = h_{l-1} + eps (row s B + i of eps on batch
+    row i), f = s_l(x W^T + b), q the gate:
+
+        tp, dtp  u = q * f,  r = u V^T + c - x:    dV = 2 r^T u,  dc = 2 sum_n r,  loss ||r||^2
+        ldrl     Q = q * (f - h_l),  P = q * eta:  E = eps^T Q,
+                 dV = 2 ((P V^T)^T P - E),  dc = 0,  loss -2 <E, V> + ||P V^T||^2
+
+    (Ernoult 2022 eq. 10 with g linear in h: term1 = -2 eps . (Q V^T), c
+    cancels; term2 = ||P V^T||^2.) All divided by S B; returns
+    ([(dV_k, dc_k)], the loss summed over the maps)."""
+    if variant not in ("tp", "dtp", "ldrl"):
+        raise ValueError(f"target_prop: variant {variant!r} has no layer-wise linear feedback")
+    grads, total = [], None
+    for k in range(len(inputs)):
+        h_in, h_out, v, c, eps = inputs[k], outputs[k], fb_weights[k], fb_biases[k], noise_in[k]
+        batch, rows = h_in.shape[0], eps.shape[0]
+        samples = rows // batch if batch else 1
+        scale = 1.0 / max(rows, 1)
+
+        def rep(t):
+            return t.repeat(samples, 1) if samples != 1 else t
+
+        x = rep(h_in) + eps
+        f = layer(x, weights[k], biases[k], kinds[k], slopes[k])
+        q = None if gates is None else rep(gates[k])
+        if variant in ("tp", "dtp"):
+            u = f if q is None else f * q
+            r = u @ v.T + c - x
+            grads.append((2 * scale * (r.T @ u), 2 * scale * r.sum(0)))
+            loss = scale * r.pow(2).sum()
+        else:
+            d = f - rep(h_out)
+            qq = d if q is None else d * q
+            p = noise_out[k] if q is None else noise_out[k] * q
+            pv = p @ v.T
+            e = eps.T @ qq
+            grads.append((2 * scale * (pv.T @ p - e), torch.zeros_like(c)))
+            loss = scale * (pv.pow(2).sum() - 2 * (e * v).sum())
+        total = loss if total is None else total + loss
+    if total is None:
+        total = inputs[0].new_zeros(()) if inputs else torch.zeros(())
+    return grads, total

@@ -1,5 +1,7 @@
 """TargetProp: trains a stock nn.Sequential MLP by target propagation (the
-maths: localgrad.reference.target_prop). Python reference path; no fused op.
+maths: localgrad.reference.target_prop). The feedback gradient of linear or
+gated maps comes in closed form from the fused op
+localgrad.ops.target_prop_feedback_grads; the rest is ATen in Python.
 
     learner = TargetProp(model, variant="dtp", beta=0.1)
     optimizer = torch.optim.Adam([*model.parameters(), *learner.feedback_parameters()])
@@ -24,6 +26,7 @@ from localgrad import activations
 from localgrad.activations import Activation
 from localgrad.distributed import average_gradients, check_replicated, shard_offset
 from localgrad.ops._common import as_float, as_int
+from localgrad.ops.target_prop import target_prop_feedback_grads
 from localgrad.reference import target_prop as ref
 from localgrad.training import one_hot_targets
 
@@ -110,8 +113,10 @@ class TargetProp:
     ortho (gait): adds ortho W (W^T W - I), the gradient of
     (ortho/4) ||W^T W - I||^2, to the .grad of layers 2..L (Ahmad et al.'s
     orthogonality penalty, which keeps the inverses well conditioned).
-    loss: "ce" (class indices or one-hot y, cross-entropy of the output) or
-    "mse". seed: the learner's generator (feedback initialisation and noise).
+    samples: noise samples per feedback update, stacked into the batch of
+    one product (the loss is their mean; Ernoult 2022's layer-parallel DTP
+    averages 10). loss: "ce" (class indices or one-hot y, cross-entropy of
+    the output) or "mse". seed: the learner's generator (feedback initialisation and noise).
 
     `step(x, y)` adds to every forward parameter's `.grad` minus its update
     on backprop's scale (the local loss gradient divided by beta; GAIT:
@@ -132,7 +137,7 @@ class TargetProp:
 
     def __init__(self, model: nn.Sequential, variant: str = "dtp", beta: float = 0.1, noise: float = 0.1,
                  loss: str = "ce", lam: float = 0.0, gamma: float = 0.1, seed: int = 0,
-                 feedback: str = "nonlinear", ortho: float = 0.0):
+                 feedback: str = "nonlinear", ortho: float = 0.0, samples: int = 1):
         if variant not in VARIANTS:
             raise ValueError(f"TargetProp: variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
         if loss not in LOSSES:
@@ -152,6 +157,9 @@ class TargetProp:
         if ortho and variant != "gait":
             raise ValueError(f"TargetProp: ortho is GAIT-prop's orthogonality penalty; variant {variant!r} takes none")
         self.ortho = ortho
+        self.samples = as_int(samples, "TargetProp", "samples")
+        if self.samples < 1:
+            raise ValueError(f"TargetProp: samples must be >= 1, got {self.samples}")
         self.inputs, self.linears, self.kinds, self.slopes = _parse(model)
         self.model, self.variant, self.loss = model, variant, loss
         sizes = [self.linears[0].in_features] + [m.out_features for m in self.linears]
@@ -178,6 +186,9 @@ class TargetProp:
         elif variant == "ddtp":
             maps = [_Map(sizes[l], sizes[-1], False, self.generator, w.dtype, w.device) for l in range(1, n)]
         self.feedback = nn.ModuleList(maps)
+        # The feedback gradient in closed form (localgrad.ops.target_prop) where the maps are linear in h
+        # (gated, or the papers' form after an identity); False: autograd through the reference's losses.
+        self.closed_form = True
         self.process_group = None
         self._shard: tuple[int, int, int] | None = None
         # What broadcast_state gives every rank from rank 0 (localgrad.distributed.replicated_state).
@@ -231,14 +242,17 @@ class TargetProp:
         return weights, biases, hs, pre
 
     def _noise(self, shapes: list[int], batch: int, like: torch.Tensor) -> list[torch.Tensor]:
-        """N(0, noise^2) of the union batch, this rank's rows, one tensor per width."""
+        """N(0, noise^2) of the union batch, this rank's rows, one tensor per
+        width: (samples * batch, n), sample-major (row s * batch + i is sample
+        s of batch row i)."""
         if self._shard is None or self._shard[0] != batch:
             self._shard = (batch, *shard_offset(batch, self.process_group))
         _, first, union = self._shard
+        s = self.samples
         out = []
         for n in shapes:
-            z = torch.randn(union, n, generator=self.generator, dtype=like.dtype, device=like.device)
-            out.append(z[first:first + batch].mul_(self.noise))
+            z = torch.randn(s, union, n, generator=self.generator, dtype=like.dtype, device=like.device)
+            out.append(z[:, first:first + batch].reshape(s * batch, n).mul_(self.noise))
         return out
 
     def _gates(self, pre):
@@ -254,6 +268,9 @@ class TargetProp:
             return []
         batch = hs[0].shape[0]
         n = len(weights)
+        if self.samples > 1 and not self._linear_maps():  # every sample's rows stacked: one product for all
+            hs = [h.repeat(self.samples, 1) for h in hs]
+            pre = [a.repeat(self.samples, 1) for a in pre]
         if self.variant == "ddtp":
             noise_in = self._noise([self.sizes[l] for l in range(1, n)], batch, hs[0])
             noise_out = self._noise([self.sizes[-1]] * (n - 1), batch, hs[0]) if self.lam else [None] * (n - 1)
@@ -264,11 +281,13 @@ class TargetProp:
                          if self.variant == "ldrl" else [None] * (n - 1))
             fb = [(m.weight, m.bias) for m in self.feedback]
         if self.variant == "ddtp" and not self.lam:
-            noise_out = [hs[0].new_zeros(batch, self.sizes[-1])] * (n - 1)
+            noise_out = [hs[0].new_zeros(batch * self.samples, self.sizes[-1])] * (n - 1)
+        if self._linear_maps():
+            return self._closed_form_grads(params, weights, biases, hs, pre, noise_in, noise_out)
         with torch.enable_grad():
             losses = ref.feedback_losses(self.variant, hs, weights, biases, self.kinds, self.slopes, fb,
                                          noise_in, noise_out, self.lam, self._gates(pre))
-            total = sum(losses) / max(batch, 1)
+            total = sum(losses) / max(batch * self.samples, 1)
             grads = torch.autograd.grad(total, params, allow_unused=True)
         self.last_feedback_loss = total.detach()
         for p, g in zip(params, grads):
@@ -279,18 +298,68 @@ class TargetProp:
                 p.grad.add_(g)
         return params
 
+    def _linear_maps(self) -> bool:
+        """Whether the feedback gradient has the closed form of the fused op."""
+        if not self.closed_form or self.variant not in ("tp", "dtp", "ldrl"):
+            return False
+        return self.feedback_form == "gated" or all(k == Activation.IDENTITY for k in self.kinds[:-1])
+
+    def _closed_form_grads(self, params, weights, biases, hs, pre, noise_in, noise_out):
+        n = len(weights)
+        maps = range(2, n + 1)
+        gates = self._gates(pre)
+        out_v = [torch.empty_like(m.weight) for m in self.feedback]
+        out_c = [torch.empty_like(m.bias) for m in self.feedback]
+        _, _, total = target_prop_feedback_grads(
+            "ldrl" if self.variant == "ldrl" else "dtp", [hs[l - 1] for l in maps], [hs[l] for l in maps], gates,
+            [weights[l - 1] for l in maps], [biases[l - 1] for l in maps], [self.kinds[l - 1] for l in maps],
+            [self.slopes[l - 1] for l in maps], [m.weight.detach() for m in self.feedback],
+            [m.bias.detach() for m in self.feedback], noise_in,
+            noise_out if self.variant == "ldrl" else None, out_v, out_c)
+        self.last_feedback_loss = total
+        for m, gv, gc in zip(self.feedback, out_v, out_c):
+            for p, g in ((m.weight, gv), (m.bias, gc)):
+                if p.grad is None:
+                    p.grad = g
+                else:
+                    p.grad.add_(g)
+        return params
+
     def _targets(self, weights, biases, hs, pre, t_out):
         if self.variant == "gait":
             return ref.gait_targets(hs, pre, t_out, weights, biases, self.kinds, self.slopes, self.gamma)
         if self.variant == "ddtp":
             return ref.ddtp_targets(hs, t_out, [m.weight.detach() for m in self.feedback])
         gates = self._gates(pre) or [None] * len(self.feedback)
+        if self.closed_form and self.variant != "tp":
+            return self._difference_targets(hs, t_out, gates)
         inverses = [
             (lambda h, m=m, k=self.kinds[i], s=self.slopes[i], gate=gates[i]:
              ref.feedback(h, m.weight.detach(), m.bias.detach(), k, s, gate))
             for i, m in enumerate(self.feedback)
         ]
         return ref.tp_targets(hs, t_out, inverses, difference=self.variant != "tp")
+
+    def _difference_targets(self, hs, t_out, gates):
+        """DTP's t_{l-1} = h_{l-1} + g_l(t_l) - g_l(h_l) (ref.tp_targets) with g_l
+        applied once: for maps linear in h the difference is one product,
+        ((t_l - h_l) * q) V^T (c cancels); otherwise g_l runs on [t_l; h_l]
+        stacked into one product."""
+        n = len(hs) - 1
+        targets = [None] * n
+        targets[-1] = t_out
+        linear = self._linear_maps()
+        for l in range(n, 1, -1):
+            m, gate = self.feedback[l - 2], gates[l - 2]
+            v, c = m.weight.detach(), m.bias.detach()
+            t, h = targets[l - 1], hs[l]
+            if linear:
+                d = t - h if gate is None else (t - h) * gate
+                targets[l - 2] = hs[l - 1] + d @ v.T
+                continue
+            both = ref.feedback(torch.cat([t, h]), v, c, self.kinds[l - 2], self.slopes[l - 2])
+            targets[l - 2] = hs[l - 1] + both[: t.shape[0]] - both[t.shape[0]:]
+        return targets
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -321,12 +390,26 @@ class TargetProp:
         return loss
 
     @torch.no_grad()
-    def train_feedback(self, x: torch.Tensor) -> torch.Tensor:
+    def train_feedback(self, x: torch.Tensor, optimizer: torch.optim.Optimizer | None = None,
+                       iterations: int = 1) -> torch.Tensor:
         """The feedback's .grad only (feedback warm-up before training, as
-        Meulemans 2020 and Ernoult 2022 do); returns the batch-mean feedback loss."""
+        Meulemans 2020 and Ernoult 2022 do); returns the batch-mean feedback
+        loss. With `optimizer` (over the feedback parameters), runs
+        `iterations` updates on this batch (zero_grad, .grad, step), the
+        forward pass made once: the published per-batch feedback iterations
+        (Ernoult 2022: 20 to 55 per layer)."""
         check_replicated([*self.model.parameters(), *self.feedback_parameters()], self.name)
+        iterations = as_int(iterations, "TargetProp", "iterations")
+        if iterations < 1 or (optimizer is None and iterations != 1):
+            raise ValueError(f"TargetProp: iterations must be >= 1, and > 1 only with an optimizer; got {iterations}")
         x0 = self._input(x)
         weights, biases, hs, pre = self._forward(x0)
         self.last_feedback_loss = hs[0].new_zeros(())
-        average_gradients(self._feedback_grads(weights, biases, hs, pre), self.process_group)
+        for _ in range(iterations):
+            if optimizer is not None:
+                optimizer.zero_grad()
+            average_gradients(self._feedback_grads(weights, biases, hs, pre), self.process_group)
+            if optimizer is not None:
+                with torch.enable_grad():
+                    optimizer.step()
         return self.last_feedback_loss

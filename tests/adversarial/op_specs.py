@@ -396,3 +396,56 @@ class PlasticEpisodeBackward(OpSpec):
 
 
 SPECS.update({s.name: s for s in (PlasticEpisode(), PlasticEpisodeBackward())})
+# --- target propagation ---
+
+
+class TargetPropFeedbackGrads(OpSpec):
+    """Two maps (L-DRL, gated), 2 noise samples per batch row."""
+
+    name = "target_prop_feedback_grads"
+    outputs = ("grad_weights", "grad_biases", "loss")
+    anchor = "inputs"
+    scalars = {"slopes": [float("nan"), float("inf")]}
+    ints = ("kinds", "variant")
+
+    def make(self, dtype=torch.float64, batch=3):
+        g = _gen(11)
+        widths, s = [5, 4, 3], 2
+        nan = float("nan")
+        return dict(
+            inputs=[_rand(g, dtype, batch, widths[k]) for k in range(2)],
+            outputs=[_rand(g, dtype, batch, widths[k + 1]) for k in range(2)],
+            gates=[_rand(g, dtype, batch, widths[k + 1]).abs() for k in range(2)],
+            weights=[_rand(g, dtype, widths[k + 1], widths[k], scale=0.5) for k in range(2)],
+            biases=[_rand(g, dtype, widths[k + 1], scale=0.1) for k in range(2)],
+            fb_weights=[_rand(g, dtype, widths[k], widths[k + 1], scale=0.5) for k in range(2)],
+            fb_biases=[_rand(g, dtype, widths[k], scale=0.1) for k in range(2)],
+            noise_in=[_rand(g, dtype, s * batch, widths[k], scale=0.1) for k in range(2)],
+            noise_out=[_rand(g, dtype, s * batch, widths[k + 1], scale=0.1) for k in range(2)],
+            kinds=[2, 4],
+            slopes=[0.0, 0.0],
+            variant=1,
+            grad_weights=[torch.full((widths[k], widths[k + 1]), nan, dtype=dtype) for k in range(2)],
+            grad_biases=[torch.full((widths[k],), nan, dtype=dtype) for k in range(2)],
+            loss=torch.full((), nan, dtype=dtype),
+        )
+
+    def call_wrapper(self, a):
+        ops.target_prop_feedback_grads(
+            {0: "dtp", 1: "ldrl"}.get(a["variant"], a["variant"]), a["inputs"], a["outputs"], a["gates"],
+            a["weights"], a["biases"], a["kinds"], a["slopes"], a["fb_weights"], a["fb_biases"], a["noise_in"],
+            a["noise_out"], a["grad_weights"], a["grad_biases"], loss=a["loss"])
+
+    def reference(self, a):
+        from localgrad.reference import target_prop as ref_tp
+
+        grads, total = ref_tp.map_feedback_gradients(
+            "ldrl", a["inputs"], a["outputs"], a["gates"], a["weights"], a["biases"], a["kinds"], a["slopes"],
+            a["fb_weights"], a["fb_biases"], a["noise_in"], a["noise_out"])
+        out = {f"grad_weights[{k}]": gv for k, (gv, _) in enumerate(grads)}
+        out.update({f"grad_biases[{k}]": gc for k, (_, gc) in enumerate(grads)})
+        out["loss"] = total
+        return out
+
+
+SPECS[TargetPropFeedbackGrads.name] = TargetPropFeedbackGrads()

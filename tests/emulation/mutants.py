@@ -46,6 +46,7 @@ EQPROP = ["tests/test_eqprop_op.py"]
 SIGN = ["tests/test_sign_feedback_op.py"]
 HEBBIAN = ["tests/test_hebbian_op.py"]
 PC = ["tests/test_predictive_coding_op.py"]
+TP = ["tests/test_target_prop_op.py", "-k", "float64 or grid_stride"]
 
 
 def online(op):
@@ -185,6 +186,22 @@ MUTANTS = [
            "       r < p.batch; r += warps) {\n    for (int k = 0; k < p.n_hidden; ++k) {",
            "       r < p.batch; r += 2 * warps) {\n    for (int k = 0; k < p.n_hidden; ++k) {", PC,
            "the state pass's row loop skips every other stride of the grid"),
+    # --- target propagation ---
+    Mutant("tp-noisy-reads-row-0", "target_prop_kernel.cu",
+           "static_cast<const T*>(p.h)[(r % p.batch) * p.width + j]",
+           "static_cast<const T*>(p.h)[j]", TP,
+           "every noise sample is added to batch row 0's input, not its own row's"),
+    Mutant("tp-reduce-skips-last-row", "target_prop_kernel.cu",
+           "      for (int64_t r = first; r < last; ++r) {",
+           "      for (int64_t r = first; r < last - 1; ++r) {", TP,
+           "each reduction chunk leaves its last row out of dc and the loss"),
+    Mutant("tp-gate-ignored", "target_prop_kernel.cu",
+           "  const T q = p.gate == nullptr ? T(1) : static_cast<const T*>(p.gate)[b];",
+           "  const T q = T(1);", TP,
+           "the gated maps run as if ungated (q = 1)"),
+    Mutant("tp-residual-not-written", "target_prop_kernel.cu",
+           "          *a = v;\n", "", TP,
+           "DTP's residual r = u V^T + c - x summed but not stored: dV uses u V^T + c"),
 ]
 
 # KF-RTRL (kfrtrl_kernel.cu): the rank-1 reduction and update, the rank >= 2 terms.
