@@ -350,6 +350,9 @@ CASES: dict[str, Case] = {
     "tp-ldrl": _tp_case("ldrl", beta=0.3),
     "tp-ddtp": _tp_case("ddtp", lam=0.1, loss="mse"),
     "tp-gait": _tp_case("gait", gamma=0.5),
+    # The fused feedback-gradient op (linear in h: the gated maps), noise samples stacked.
+    "tp-dtp-gated": _tp_case("dtp", feedback="gated"),
+    "tp-ldrl-gated-samples": _tp_case("ldrl", beta=0.3, feedback="gated", samples=3),
 }
 
 
