@@ -207,7 +207,7 @@ def test_mse_targets():
     (nn.Sequential(nn.ReLU(), nn.Linear(3, 2)), r"model\[0\] \(ReLU\) comes before the first Linear"),
     (nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2), nn.Linear(2, 2)), r"model\[1\] is BatchNorm1d"),
     (nn.Sequential(nn.Linear(3, 2), nn.Dropout(0.1), nn.Linear(2, 2)), r"model\[1\] is Dropout"),
-    (nn.Sequential(nn.Conv2d(1, 2, 3)), r"model\[0\] \(Conv2d\)"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3)), "a conv model must end with an nn.Linear"),  # Conv2d: test_target_prop_conv
     (nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Tanh(), nn.Linear(2, 2)), "a second activation"),
     (nn.Sequential(nn.Linear(3, 2, bias=False)), "without bias"),
     (nn.Sequential(nn.Flatten()), "no nn.Linear"),

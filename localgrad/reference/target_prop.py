@@ -323,3 +323,79 @@ def map_feedback_gradients(variant, inputs, outputs, gates, weights, biases, kin
     if total is None:
         total = inputs[0].new_zeros(()) if inputs else torch.zeros(())
     return grads, total
+
+
+# --- Strided-conv nets (L-DRL with transposed-conv feedback) -----------------
+#
+# Ernoult et al. 2022 (sec. 5) train CNNs with L-DRL, the feedback of a
+# convolution being a transposed convolution of the same geometry. A layer
+# is f_l(h) = s_l(conv2d(h, W_l, b_l; stride, padding)) or, after Flatten,
+# s_l(W_l flatten(h) + b_l); its feedback maps h_l back to h_{l-1}'s shape:
+#
+#     g_l(h) = s_{l-1}(conv_transpose2d(h, V_l, c_l; stride, padding))   (papers' form)
+#     g_l(h) = conv_transpose2d(s_l'(a_l) * h, V_l, c_l; ...)           (gated, ours)
+#
+# with V_l shaped like W_l (C_out, C_in, k_h, k_w) and the output padding
+# chosen so that the output has h_{l-1}'s exact shape; with V_l = W_l the
+# linear part is the adjoint of the convolution (J_f^T for an identity s_l).
+# A Linear layer's feedback is the Linear one above, reshaped to h_{l-1}'s
+# shape (Flatten's feedback). The targets (tp_targets), the feedback losses
+# (layerwise_feedback_losses) and the forward update (module_forward_gradients)
+# are the MLP's equations with these maps; their gradients come from
+# autograd (no fused op).
+
+
+def conv_feedback(h: torch.Tensor, v: torch.Tensor, c: torch.Tensor, stride, padding, out_hw, kind: int,
+                  slope: float = 0.0, gate: torch.Tensor | None = None) -> torch.Tensor:
+    """g(h) for a Conv2d layer: h (batch, C_out, H_out, W_out) -> (batch,
+    C_in, *out_hw); V (C_out, C_in, kh, kw) like the Conv2d weight."""
+    tall, wide = out_hw
+    kh, kw = v.shape[-2:]
+    pad = [(h.shape[-2] - 1) * stride[0] - 2 * padding[0] + kh, (h.shape[-1] - 1) * stride[1] - 2 * padding[1] + kw]
+    extra = (tall - pad[0], wide - pad[1])  # output_padding: the shape maps back exactly
+    if gate is not None:
+        return torch.nn.functional.conv_transpose2d(h * gate, v, c, stride, padding, extra)
+    return activate(torch.nn.functional.conv_transpose2d(h, v, c, stride, padding, extra), kind, slope)
+
+
+def layerwise_feedback_losses(variant, inputs, outputs, layers, maps, noise_in, noise_out):
+    """The layer-wise feedback losses with the layers and maps as callables
+    (any tensor shapes): map k is g_l, l = k + 2, inputs[k] = h_{l-1},
+    outputs[k] = h_l (their rows repeated for stacked noise samples),
+    layers[k](x) = f_l(x) (forward weights held fixed), maps[k](h) = g_l(h)
+    (differentiable in its parameters), noise_in[k] / noise_out[k] shaped
+    like inputs[k] / outputs[k]. The tp/dtp reconstruction loss (Lee eq. 13)
+    or L-DRL's (Ernoult eq. 10), each the sum over the rows: as
+    `feedback_losses`."""
+    losses = []
+    for k in range(len(inputs)):
+        eps, g = noise_in[k], maps[k]
+        x = inputs[k] + eps
+        gfx = g(layers[k](x))
+        if variant in ("tp", "dtp"):
+            losses.append((gfx - x).pow(2).sum())
+        elif variant == "ldrl":
+            g0 = g(outputs[k])
+            term1 = -2 * (eps * (gfx - g0)).sum()
+            term2 = (g(outputs[k] + noise_out[k]) - g0).pow(2).sum()
+            losses.append(term1 + term2)
+        else:
+            raise ValueError(f"target_prop: variant {variant!r} has no layer-wise feedback loss")
+    return losses
+
+
+def module_forward_gradients(pre_fns, params, hs, pre, targets, kinds, slopes, scales):
+    """The forward .grad of the local losses 1/2 ||s_l(a_l) - t_l||^2
+    (h_{l-1}, t_l fixed), batch mean, divided by scales[l-1], for layers given
+    as pre_fns[l-1](h_{l-1}) = a_l (differentiable in params[l-1]): autograd
+    pulls delta_l = s_l'(a_l) (h_l - t_l) / (batch scale_l) back through a_l.
+    What `forward_gradients` gives for Linear layers."""
+    batch = max(hs[0].shape[0], 1)
+    grads = []
+    for l in range(1, len(hs)):
+        delta = derivative(pre[l - 1], kinds[l - 1], slopes[l - 1]) * (hs[l] - targets[l - 1])
+        delta = delta / (batch * scales[l - 1])
+        with torch.enable_grad():
+            a = pre_fns[l - 1](hs[l - 1])
+            grads.append(torch.autograd.grad(a, params[l - 1], delta))
+    return grads

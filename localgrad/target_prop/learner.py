@@ -28,6 +28,7 @@ from localgrad.distributed import average_gradients, check_replicated, shard_off
 from localgrad.ops._common import as_float, as_int
 from localgrad.ops.target_prop import target_prop_feedback_grads
 from localgrad.reference import target_prop as ref
+from localgrad.target_prop import conv
 from localgrad.training import one_hot_targets
 
 VARIANTS = ref.VARIANTS
@@ -160,31 +161,36 @@ class TargetProp:
         self.samples = as_int(samples, "TargetProp", "samples")
         if self.samples < 1:
             raise ValueError(f"TargetProp: samples must be >= 1, got {self.samples}")
-        self.inputs, self.linears, self.kinds, self.slopes = _parse(model)
-        self.model, self.variant, self.loss = model, variant, loss
-        sizes = [self.linears[0].in_features] + [m.out_features for m in self.linears]
-        self.sizes = sizes
-        n = len(self.linears)
-        if variant == "gait":
-            for l in range(2, n + 1):
-                m = self.linears[l - 1]
-                if m.in_features != m.out_features:
-                    raise ValueError(f"TargetProp: variant 'gait' needs square layers 2..L (each target passes "
-                                     f"through the layer's inverse); Linear layer {l} is {m.out_features} x "
-                                     f"{m.in_features}")
-                if Activation(self.kinds[l - 1]) not in ref.INVERTIBLE:
-                    raise ValueError(f"TargetProp: variant 'gait' needs invertible activations after layers 2..L "
-                                     f"(LeakyReLU, Tanh, Sigmoid or none); layer {l} has "
-                                     f"{Activation(self.kinds[l - 1]).name}")
-                if self.kinds[l - 1] == Activation.LEAKY_RELU and self.slopes[l - 1] == 0:
-                    raise ValueError(f"TargetProp: variant 'gait': layer {l}'s LeakyReLU has slope 0 (no inverse)")
-        w = self.linears[0].weight
-        self.generator = torch.Generator(device=w.device).manual_seed(seed)
-        maps = []
-        if variant in ("tp", "dtp", "ldrl"):
-            maps = [_Map(sizes[l - 1], sizes[l], True, self.generator, w.dtype, w.device) for l in range(2, n + 1)]
-        elif variant == "ddtp":
-            maps = [_Map(sizes[l], sizes[-1], False, self.generator, w.dtype, w.device) for l in range(1, n)]
+        self.loss_name = loss
+        self.layers = None  # the conv path's layers (localgrad.target_prop.conv), None for an MLP
+        if conv.has_conv(model):
+            maps = self._init_conv(model, variant, seed)
+        else:
+            self.inputs, self.linears, self.kinds, self.slopes = _parse(model)
+            self.model, self.variant, self.loss = model, variant, loss
+            sizes = [self.linears[0].in_features] + [m.out_features for m in self.linears]
+            self.sizes = sizes
+            n = len(self.linears)
+            if variant == "gait":
+                for l in range(2, n + 1):
+                    m = self.linears[l - 1]
+                    if m.in_features != m.out_features:
+                        raise ValueError(f"TargetProp: variant 'gait' needs square layers 2..L (each target passes "
+                                         f"through the layer's inverse); Linear layer {l} is {m.out_features} x "
+                                         f"{m.in_features}")
+                    if Activation(self.kinds[l - 1]) not in ref.INVERTIBLE:
+                        raise ValueError(f"TargetProp: variant 'gait' needs invertible activations after layers 2..L "
+                                         f"(LeakyReLU, Tanh, Sigmoid or none); layer {l} has "
+                                         f"{Activation(self.kinds[l - 1]).name}")
+                    if self.kinds[l - 1] == Activation.LEAKY_RELU and self.slopes[l - 1] == 0:
+                        raise ValueError(f"TargetProp: variant 'gait': layer {l}'s LeakyReLU has slope 0 (no inverse)")
+            w = self.linears[0].weight
+            self.generator = torch.Generator(device=w.device).manual_seed(seed)
+            maps = []
+            if variant in ("tp", "dtp", "ldrl"):
+                maps = [_Map(sizes[l - 1], sizes[l], True, self.generator, w.dtype, w.device) for l in range(2, n + 1)]
+            elif variant == "ddtp":
+                maps = [_Map(sizes[l], sizes[-1], False, self.generator, w.dtype, w.device) for l in range(1, n)]
         self.feedback = nn.ModuleList(maps)
         # The feedback gradient in closed form (localgrad.ops.target_prop) where the maps are linear in h
         # (gated, or the papers' form after an identity); False: autograd through the reference's losses.
@@ -195,6 +201,25 @@ class TargetProp:
         self.replicated = ("generator",) + tuple(f"_feedback_{i}" for i in range(len(self.feedback_parameters())))
         for i, p in enumerate(self.feedback_parameters()):
             setattr(self, f"_feedback_{i}", p)
+
+    def _init_conv(self, model, variant, seed) -> list[nn.Module]:
+        """The strided-conv path (localgrad.target_prop.conv): its layers and
+        feedback maps (ConvTranspose2d for a Conv2d layer, a _Map for a Linear one)."""
+        if variant not in conv.CONV_VARIANTS:
+            raise ValueError(f"TargetProp: variant {variant!r} takes Linear layers only; on a model with Conv2d "
+                             f"layers use one of {', '.join(conv.CONV_VARIANTS)}")
+        self.inputs, self.layers = conv.parse(model)
+        self.linears = [layer.module for layer in self.layers if not layer.conv]
+        self.kinds = [layer.kind for layer in self.layers]
+        self.slopes = [layer.slope for layer in self.layers]
+        self.model, self.variant, self.loss = model, variant, self.loss_name
+        first = self.layers[0].module
+        self.sizes = [first.in_channels] + [getattr(m.module, "out_channels", None) or m.module.out_features
+                                            for m in self.layers]
+        w = first.weight
+        self.generator = torch.Generator(device=w.device).manual_seed(seed)
+        return conv.make_feedback(self.layers, self.generator,
+                                  lambda n_in, n_out: _Map(n_in, n_out, True, self.generator, w.dtype, w.device))
 
     def __repr__(self) -> str:
         return (f"TargetProp(variant={self.variant!r}, beta={self.beta}, noise={self.noise}, loss={self.loss!r}, "
@@ -222,6 +247,15 @@ class TargetProp:
             raise ValueError(f"TargetProp: x must be a tensor, got {type(x).__name__}")
         for m in self.inputs:
             x = m(x)
+        if self.layers is not None:
+            first = self.layers[0].module
+            if x.dim() != 4 or x.shape[1] != first.in_channels:
+                raise ValueError(f"TargetProp: x must give (batch, {first.in_channels}, height, width) images, got "
+                                 f"{tuple(x.shape)}")
+            if x.dtype != first.weight.dtype or x.device != first.weight.device:
+                raise ValueError(f"TargetProp: x must be {first.weight.dtype} on {first.weight.device} like the "
+                                 f"weights, got {x.dtype} on {x.device}")
+            return x
         w = self.linears[0].weight
         if x.dim() != 2 or x.shape[1] != w.shape[1]:
             raise ValueError(f"TargetProp: x must give (batch, {w.shape[1]}) features, got {tuple(x.shape)}")
@@ -236,6 +270,8 @@ class TargetProp:
     # --- the rule ---------------------------------------------------------------
 
     def _forward(self, x0):
+        if self.layers is not None:
+            return (None, None, *conv.forward(self.layers, x0))
         weights = [m.weight.detach() for m in self.linears]
         biases = [m.bias.detach() for m in self.linears]
         hs, pre = ref.forward(x0, weights, biases, self.kinds, self.slopes)
@@ -251,8 +287,9 @@ class TargetProp:
         s = self.samples
         out = []
         for n in shapes:
-            z = torch.randn(s, union, n, generator=self.generator, dtype=like.dtype, device=like.device)
-            out.append(z[:, first:first + batch].reshape(s * batch, n).mul_(self.noise))
+            shape = (n,) if isinstance(n, int) else tuple(n)  # a width, or a conv feature map's (C, H, W)
+            z = torch.randn(s, union, *shape, generator=self.generator, dtype=like.dtype, device=like.device)
+            out.append(z[:, first:first + batch].reshape(s * batch, *shape).mul_(self.noise))
         return out
 
     def _gates(self, pre):
@@ -266,6 +303,8 @@ class TargetProp:
         params = self.feedback_parameters()
         if not params:
             return []
+        if self.layers is not None:
+            return self._conv_feedback_grads(params, hs, pre)
         batch = hs[0].shape[0]
         n = len(weights)
         if self.samples > 1 and not self._linear_maps():  # every sample's rows stacked: one product for all
@@ -300,7 +339,7 @@ class TargetProp:
 
     def _linear_maps(self) -> bool:
         """Whether the feedback gradient has the closed form of the fused op."""
-        if not self.closed_form or self.variant not in ("tp", "dtp", "ldrl"):
+        if self.layers is not None or not self.closed_form or self.variant not in ("tp", "dtp", "ldrl"):
             return False
         return self.feedback_form == "gated" or all(k == Activation.IDENTITY for k in self.kinds[:-1])
 
@@ -325,7 +364,49 @@ class TargetProp:
                     p.grad.add_(g)
         return params
 
+    def _conv_feedback_grads(self, params, hs, pre):
+        """The conv path's feedback gradients: autograd through the reference's
+        layer-wise losses (localgrad.reference.target_prop.layerwise_feedback_losses)."""
+        batch, s, n = hs[0].shape[0], self.samples, len(self.layers)
+
+        def rep(t):
+            return t.repeat(s, *[1] * (t.dim() - 1)) if s > 1 else t
+
+        noise_in = self._noise([tuple(hs[l - 1].shape[1:]) for l in range(2, n + 1)], batch, hs[0])
+        noise_out = (self._noise([tuple(hs[l].shape[1:]) for l in range(2, n + 1)], batch, hs[0])
+                     if self.variant == "ldrl" else [None] * (n - 1))
+        gates = self._gates(pre) or [None] * (n - 1)
+        maps = [
+            (lambda h, l=l, gate=None if gates[l - 2] is None else rep(gates[l - 2]):
+             conv.apply_map(self.layers[l - 1], self.layers[l - 2], self.feedback[l - 2], h, hs[l - 1].shape, gate,
+                            detach=False))
+            for l in range(2, n + 1)
+        ]
+        with torch.enable_grad():
+            losses = ref.layerwise_feedback_losses(
+                self.variant, [rep(hs[l - 1]) for l in range(2, n + 1)], [rep(hs[l]) for l in range(2, n + 1)],
+                self.layers[1:], maps, noise_in, noise_out)
+            total = sum(losses) / max(batch * s, 1)
+            grads = torch.autograd.grad(total, params, allow_unused=True)
+        self.last_feedback_loss = total.detach()
+        for p, g in zip(params, grads):
+            g = torch.zeros_like(p) if g is None else g
+            if p.grad is None:
+                p.grad = g.clone()
+            else:
+                p.grad.add_(g)
+        return params
+
     def _targets(self, weights, biases, hs, pre, t_out):
+        if self.layers is not None:
+            gates = self._gates(pre) or [None] * len(self.feedback)
+            inverses = [
+                (lambda h, l=l, gate=gates[l - 2]:
+                 conv.apply_map(self.layers[l - 1], self.layers[l - 2], self.feedback[l - 2], h, hs[l - 1].shape,
+                                gate, detach=True))
+                for l in range(2, len(self.layers) + 1)
+            ]
+            return ref.tp_targets(hs, t_out, inverses, difference=self.variant != "tp")
         if self.variant == "gait":
             return ref.gait_targets(hs, pre, t_out, weights, biases, self.kinds, self.slopes, self.gamma)
         if self.variant == "ddtp":
@@ -372,14 +453,21 @@ class TargetProp:
         written = self._feedback_grads(weights, biases, hs, pre)
         t_out = ref.output_target(hs[-1], target, self.beta, self.loss)
         targets = self._targets(weights, biases, hs, pre, t_out)
-        scales = ref.target_scales(self.variant, len(weights), self.beta, self.gamma)
-        grads = ref.forward_gradients(hs, pre, targets, self.kinds, self.slopes, scales)
+        scales = ref.target_scales(self.variant, len(pre), self.beta, self.gamma)
+        if self.layers is None:
+            modules = self.linears
+            grads = ref.forward_gradients(hs, pre, targets, self.kinds, self.slopes, scales)
+        else:
+            modules = [layer.module for layer in self.layers]
+            grads = ref.module_forward_gradients(
+                [(lambda h, layer=layer: layer.pre(h, layer.module.weight, layer.module.bias)) for layer in self.layers],
+                [(m.weight, m.bias) for m in modules], hs, pre, targets, self.kinds, self.slopes, scales)
         if self.ortho:
             for l in range(1, len(weights)):
                 w = weights[l]
                 gram = w.T @ w - torch.eye(w.shape[1], dtype=w.dtype, device=w.device)
                 grads[l] = (grads[l][0] + self.ortho * (w @ gram), grads[l][1])
-        for m, (gw, gb) in zip(self.linears, grads):
+        for m, (gw, gb) in zip(modules, grads):
             for param, g in ((m.weight, gw), (m.bias, gb)):
                 if param.grad is None:
                     param.grad = g
