@@ -38,12 +38,16 @@ PC_RULES = {"pc": "il", "pc-ipc": "ipc", "pc-zil": "zil", "pc-fpa": "fpa"}
 # Rows trained with synthetic gradients (localgrad.synthetic_gradients.DNI, BP(0),
 # every layer decoupled): demo rule -> conditioned on the label (cDNI).
 DNI_RULES = {"dni": False, "cdni": True}
-# Rows trained by target propagation (localgrad.target_prop), MLP only, on
-# request (not in DEFAULT_RULES): demo rule -> variant. The demo's MLP, except
-# "gait", whose layers 2..L must be square and invertible (tp_model).
+# Rows trained by target propagation (localgrad.target_prop), on request (not
+# in DEFAULT_RULES): demo rule -> variant. The demo's MLP, except "gait",
+# whose layers 2..L must be square and invertible (tp_model); with --model
+# cnn, "ldrl" trains a strided-conv net (strided_cnn: no pooling, whose
+# feedback the learner has no version of).
 TP_RULES = {"tp": "tp", "dtp": "dtp", "ddtp": "ddtp", "ldrl": "ldrl", "gait": "gait"}
+CNN_TP_RULES = ("ldrl",)
 # Rules the CNN has no version of (a linear SG module on a conv feature map
-# of C*H*W units would hold (C*H*W)^2 weights: the DNI rows are MLP-only).
+# of C*H*W units would hold (C*H*W)^2 weights: the DNI rows are MLP-only);
+# the TP rows too, but CNN_TP_RULES, which --model cnn takes on request.
 MLP_ONLY_RULES = (*EQPROP_RULES, *HEBBIAN_ROWS, *DNI_RULES, *TP_RULES)
 
 
@@ -114,9 +118,10 @@ def train(
     if rule in DNI_RULES and model_name != "mlp":
         raise ValueError(f"demo: rule {rule!r} puts linear SG modules on the MLP's layers; use --model mlp")
     if rule in TP_RULES:
-        if model_name != "mlp":
-            raise ValueError(f"demo: rule {rule!r} trains an MLP by target propagation; use --model mlp")
-        return train_tp(rule, dataset, hidden, epochs, batch_size, lr, seed, progress)
+        if model_name != "mlp" and rule not in CNN_TP_RULES:
+            raise ValueError(f"demo: rule {rule!r} trains an MLP by target propagation; use --model mlp "
+                             f"(on the CNN: {', '.join(CNN_TP_RULES)})")
+        return train_tp(rule, dataset, hidden, epochs, batch_size, lr, seed, progress, model_name)
     torch.manual_seed(seed)
     model = build_model(model_name, dataset, hidden).to(dataset.x_train.device)
     params: list = [{"params": list(model.parameters())}]
@@ -185,11 +190,35 @@ TP_SETTINGS = {
 _TRAINING_KNOBS = ("feedback_lr", "feedback_steps", "warmup")
 
 
-def tp_model(rule: str, dataset: data.Dataset, hidden: list[int]) -> nn.Sequential:
-    """The demo's MLP; for GAIT-prop, square invertible layers after the first
+def strided_cnn(n_classes: int, side: int = 28) -> nn.Sequential:
+    """The target-propagation rows' CNN for side x side images: two strided
+    convolutions, no pooling (16@5x5 stride 2, 28x28 -> 14x14, 32@5x5
+    stride 2 -> 7x7, ReLU), then a Linear read-out."""
+    out = (side + 1) // 2
+    out = (out + 1) // 2
+    return nn.Sequential(
+        nn.Unflatten(1, (1, side, side)),
+        nn.Conv2d(1, 16, 5, stride=2, padding=2),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 5, stride=2, padding=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * out * out, n_classes),
+    )
+
+
+def tp_model(rule: str, dataset: data.Dataset, hidden: list[int], model_name: str = "mlp") -> nn.Sequential:
+    """The demo's MLP (with --model cnn: strided_cnn); for GAIT-prop, square
+    invertible layers after the first
     (LeakyReLU, as in Ahmad et al. 2020): n_in-w-...-w with w the first hidden
     width, the classes read from its first outputs (cross-entropy over all w
     outputs, labels 0..n_classes-1)."""
+    if model_name == "cnn":
+        side = round(dataset.n_features ** 0.5)
+        if side * side != dataset.n_features:
+            raise ValueError(f"demo: the strided CNN takes square images; {dataset.name} has {dataset.n_features} "
+                             "features")
+        return strided_cnn(dataset.n_classes, side)
     if TP_RULES[rule] != "gait":
         return mlp([dataset.n_features, *hidden, dataset.n_classes])
     width = hidden[0]
@@ -212,11 +241,11 @@ def tp_learner(rule: str, model: nn.Module, seed: int):
     return TargetProp(model, variant=TP_RULES[rule], loss="ce", seed=seed, **options)
 
 
-def train_tp(rule, dataset, hidden, epochs, batch_size, lr, seed, progress) -> RuleResult:
+def train_tp(rule, dataset, hidden, epochs, batch_size, lr, seed, progress, model_name="mlp") -> RuleResult:
     """A target-propagation row: the forward weights by Adam at `lr` (as every
     row), the feedback by its own Adam (TP_SETTINGS)."""
     torch.manual_seed(seed)
-    model = tp_model(rule, dataset, list(hidden)).to(dataset.x_train.device)
+    model = tp_model(rule, dataset, list(hidden), model_name).to(dataset.x_train.device)
     learner = tp_learner(rule, model, seed)
     knobs = TP_SETTINGS[rule]
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)

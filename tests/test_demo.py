@@ -99,3 +99,20 @@ def test_dni_rnn_row_crosses_the_window_that_truncated_bptt_cannot():
     assert runs["dni-rnn"].test_accuracy > 0.9
     # Memory: one window's saved tensors, not the whole sequence's.
     assert runs["dni-rnn"].bytes_per_sample < 0.6 * runs["bptt"].bytes_per_sample
+
+
+def test_the_cnn_ldrl_row_learns_the_digits_on_a_strided_conv_net():
+    # --model cnn, --rules ldrl: L-DRL with transposed-conv feedback on demo.strided_cnn (8x8 digits here).
+    import pytest
+    from torch import nn
+
+    from localgrad import data
+
+    dataset = data.digits(0)
+    model = demo.tp_model("ldrl", dataset, [32], "cnn")
+    assert any(isinstance(m, nn.Conv2d) for m in model)
+    assert not any("Pool" in type(m).__name__ for m in model)
+    result = demo.train("ldrl", dataset, [32], 5, 64, 1e-3, 0, progress=False, model_name="cnn")
+    assert result.test_accuracy > 0.7, result.curve
+    with pytest.raises(ValueError, match="on the CNN: ldrl"):
+        demo.train("ddtp", dataset, [32], 1, 64, 1e-3, 0, progress=False, model_name="cnn")

@@ -96,7 +96,17 @@ class _Map(nn.Module):
 class TargetProp:
     """Target propagation learner for `model`, an nn.Sequential of nn.Linear
     layers (with bias), each followed by at most one elementwise activation
-    (ReLU, LeakyReLU, Tanh, Sigmoid), with Flatten/Unflatten in front.
+    (ReLU, LeakyReLU, Tanh, Sigmoid), with Flatten/Unflatten in front; or
+    (variants tp, dtp, ldrl) a strided-conv net: Conv2d layers (bias, any
+    stride and zero padding; no pooling, dilation or groups), one Flatten,
+    then Linear layers, each followed by at most one such activation. A
+    Conv2d layer's feedback is a ConvTranspose2d of its geometry (weight
+    shaped like the Conv2d's; the output padding chosen at each call so that
+    h_l maps back to h_{l-1}'s exact shape) followed by the activation of
+    the layer it reconstructs (Ernoult 2022), or gated; Flatten's feedback
+    is the reshape. That path's feedback losses, targets and forward
+    updates take their gradients by autograd (localgrad.target_prop.conv;
+    no fused op).
 
     variant: "dtp" (difference target propagation, Lee 2015), "tp" (targets
     through learned inverses, Bengio 2014), "ddtp" (DDTP-linear with the
@@ -459,8 +469,10 @@ class TargetProp:
             grads = ref.forward_gradients(hs, pre, targets, self.kinds, self.slopes, scales)
         else:
             modules = [layer.module for layer in self.layers]
+            pre_fns = [(lambda h, layer=layer: layer.pre(h, layer.module.weight, layer.module.bias))
+                       for layer in self.layers]
             grads = ref.module_forward_gradients(
-                [(lambda h, layer=layer: layer.pre(h, layer.module.weight, layer.module.bias)) for layer in self.layers],
+                pre_fns,
                 [(m.weight, m.bias) for m in modules], hs, pre, targets, self.kinds, self.slopes, scales)
         if self.ortho:
             for l in range(1, len(weights)):
