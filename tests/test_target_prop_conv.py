@@ -251,3 +251,49 @@ def test_conv_model_refuses_bad_input():
         learner.step(x.flatten(1), y)
     with pytest.raises(ValueError, match="x must be torch.float64"):
         learner.step(x.float(), y)
+
+
+def _twin_nets(act, seed=0):
+    """A conv net whose convolutions cover their whole input (kernel = input
+    size, then 1x1 on 1x1), and the MLP with the same weights."""
+    torch.manual_seed(seed)
+    c = nn.Sequential(nn.Unflatten(1, (2, 3, 3)), nn.Conv2d(2, 5, 3), act(), nn.Conv2d(5, 4, 1), act(),
+                      nn.Flatten(), nn.Linear(4, 6), act(), nn.Linear(6, 3)).to(DT)
+    m = nn.Sequential(nn.Linear(18, 5), act(), nn.Linear(5, 4), act(), nn.Linear(4, 6), act(), nn.Linear(6, 3)).to(DT)
+    with torch.no_grad():
+        for a, b in zip(layers(c), layers(m)):
+            b.weight.copy_(a.weight.reshape(b.weight.shape))
+            b.bias.copy_(a.bias)
+    return c, m
+
+
+@pytest.mark.parametrize("variant", ["tp", "dtp", "ldrl"])
+@pytest.mark.parametrize("form", ["nonlinear", "gated"])
+@pytest.mark.parametrize("samples", [1, 3])
+def test_a_conv_net_that_is_an_mlp_trains_as_the_mlp(variant, form, samples):
+    """Same noise draws (the generator makes as many draws at initialisation
+    and per step on both), the same feedback: the conv path's .grad (forward
+    and feedback) is the MLP path's."""
+    c, m = _twin_nets(nn.Tanh)
+    x, y = data(6)
+    x = x[:, :2, :3, :3].flatten(1)
+    lc = TargetProp(c, variant=variant, feedback=form, samples=samples, beta=0.2, seed=5)
+    lm = TargetProp(m, variant=variant, feedback=form, samples=samples, beta=0.2, seed=5)
+    with torch.no_grad():
+        for fc, fm in zip(lc.feedback, lm.feedback):
+            fm.weight.copy_(fc.weight.reshape(fm.weight.shape[::-1]).T if fc.weight.dim() == 4 else fc.weight)
+            fm.bias.copy_(fc.bias)
+    out = []
+    for learner in (lc, lm):
+        learner.model.zero_grad()
+        learner.feedback.zero_grad()
+        loss = learner.step(x, y)
+        out.append((loss, [p.grad.reshape(-1) for p in learner.model.parameters()],
+                    [p.grad for p in learner.feedback_parameters()]))
+    (loss_c, fw_c, fb_c), (loss_m, fw_m, fb_m) = out
+    assert torch.allclose(loss_c, loss_m, rtol=1e-13, atol=0)
+    for a, b in zip(fw_c, fw_m):
+        assert rel(a, b) < 1e-11
+    for a, b in zip(fb_c, fb_m):
+        b = b.T.reshape(a.shape) if a.dim() == 4 else b
+        assert (a - b).norm() <= 1e-11 * b.norm() + 1e-15  # L-DRL's bias gradient: 0 in closed form, ~1e-17 here
