@@ -73,6 +73,17 @@ def test_the_feedback_of_a_conv_layer_is_a_transposed_conv_of_its_geometry():
     assert t.weight.shape == c.weight.shape and t.stride == c.stride and t.padding == c.padding
 
 
+def test_the_feedback_is_drawn_from_the_learners_generator_only():
+    model = conv_net()
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    a, b = TargetProp(model, variant="ldrl", seed=3), TargetProp(model, variant="ldrl", seed=3)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert all(torch.equal(p, q) for p, q in zip(a.feedback_parameters(), b.feedback_parameters()))
+    c = TargetProp(model, variant="ldrl", seed=4)
+    assert not torch.equal(a.feedback[0].weight, c.feedback[0].weight)
+
+
 def test_conv_feedback_is_the_adjoint_with_the_conv_weight():
     g = torch.Generator().manual_seed(3)
     for size, k, stride, pad in ((8, 3, 2, 1), (9, 3, 2, 1), (7, 5, 3, 2), (6, 2, 1, 0)):

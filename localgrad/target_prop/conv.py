@@ -131,8 +131,10 @@ def make_feedback(layers: list[Layer], generator: torch.Generator, linear_map) -
         m = layer.module
         w = m.weight
         if layer.conv:
+            # Made on the meta device (its own initialisation draws nothing from torch's global generator),
+            # then filled from the learner's.
             t = nn.ConvTranspose2d(m.out_channels, m.in_channels, m.kernel_size, m.stride, m.padding, bias=True,
-                                   dtype=w.dtype, device=w.device)
+                                   dtype=w.dtype, device="meta").to_empty(device=w.device)
             bound = 1 / math.sqrt(m.out_channels * m.kernel_size[0] * m.kernel_size[1])
             with torch.no_grad():
                 t.weight.uniform_(-bound, bound, generator=generator)
