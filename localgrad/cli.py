@@ -76,7 +76,9 @@ def main(argv=None) -> int:
         f"{','.join(HEBBIAN_ROWS)}, Hebbian features + linear probe and its baselines; "
         f"{','.join(TP_RULES)}, target propagation, MLP only)"
     )
-    demo.add_argument("--model", default="mlp", choices=["mlp", "cnn"], help="MLP or LeNet-like CNN")
+    demo.add_argument("--model", default="mlp", choices=["mlp", "cnn", "strided"],
+                      help="MLP, LeNet-like CNN, or strided: the strided-conv net of the CNN ldrl row "
+                           "(default rules there: backprop, ldrl)")
     demo.add_argument("--dataset", default="mnist", choices=["mnist", "digits"])
     demo.add_argument("--hidden", type=_ints, default=[256, 256], help="hidden widths, e.g. 256,256")
     demo.add_argument("--epochs", type=_positive_int, default=15)
@@ -174,6 +176,8 @@ def main(argv=None) -> int:
         demo_module.run_online(args.task, rules, hidden, args.iterations, 32, lr, args.seed, args.alpha)
         return 0
     rules = given
+    if args.model == "strided" and default_rules:
+        rules = ["backprop", *demo_module.CNN_TP_RULES]
     if args.model == "cnn" and default_rules:
         rules = [r for r in rules if r not in MLP_ONLY_RULES]  # EqProp and Hebbian rows are MLPs
     demo_module.run(

@@ -25,7 +25,7 @@ class RuleResult:
 
 
 DEFAULT_RULES = ("backprop", "fa", "usf", "brsf", "frsf", "dfa", "eqprop", "pc", "pc-ipc", "pc-zil")
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn", "strided")  # strided: strided_cnn, the net of the CNN ldrl row
 # Rows trained as energy-based nets (localgrad.eqprop.EqPropMLP, MLP only).
 EQPROP_RULES = ("eqprop", "eqprop-positive", "eqprop-negative", "chl")
 # Rows of Hebbian features + a linear probe, and their baselines
@@ -80,6 +80,8 @@ def mlp(sizes: list[int]) -> nn.Sequential:
 
 
 def build_model(name: str, dataset: data.Dataset, hidden: list[int]) -> nn.Sequential:
+    if name == "strided":  # backprop on the net the ldrl row trains on --model cnn: like for like
+        return tp_model("ldrl", dataset, hidden, "strided")
     if name == "cnn":
         if dataset.n_features != 784:
             raise ValueError("demo: the CNN takes 28x28 images; use --dataset mnist")
@@ -213,7 +215,7 @@ def tp_model(rule: str, dataset: data.Dataset, hidden: list[int], model_name: st
     (LeakyReLU, as in Ahmad et al. 2020): n_in-w-...-w with w the first hidden
     width, the classes read from its first outputs (cross-entropy over all w
     outputs, labels 0..n_classes-1)."""
-    if model_name == "cnn":
+    if model_name in ("cnn", "strided"):
         side = round(dataset.n_features ** 0.5)
         if side * side != dataset.n_features:
             raise ValueError(f"demo: the strided CNN takes square images; {dataset.name} has {dataset.n_features} "

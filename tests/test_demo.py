@@ -1,5 +1,7 @@
 """The demo's promise: on the MNIST subset, DFA lands within 3 points of backprop."""
 
+import torch
+
 from localgrad import demo
 
 
@@ -116,3 +118,23 @@ def test_the_cnn_ldrl_row_learns_the_digits_on_a_strided_conv_net():
     assert result.test_accuracy > 0.7, result.curve
     with pytest.raises(ValueError, match="on the CNN: ldrl"):
         demo.train("ddtp", dataset, [32], 1, 64, 1e-3, 0, progress=False, model_name="cnn")
+
+
+def test_strided_model_is_the_cnn_ldrl_rows_net(monkeypatch):
+    # --model strided puts backprop on the very net (and initial weights) the
+    # cnn ldrl row trains, so the two compare like for like.
+    from localgrad import cli, data
+
+    dataset = data.digits(0)
+    torch.manual_seed(3)
+    plain = demo.build_model("strided", dataset, [16])
+    torch.manual_seed(3)
+    tp = demo.tp_model("ldrl", dataset, [16], "cnn")
+    assert [tuple(p.shape) for p in plain.parameters()] == [tuple(p.shape) for p in tp.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), tp.parameters()))
+    seen = {}
+    monkeypatch.setattr(demo, "run", lambda rules, **kw: seen.setdefault("rules", list(rules)) and [])
+    assert cli.main(["demo", "--model", "strided"]) == 0
+    assert seen["rules"] == ["backprop", "ldrl"]
+    result = demo.train("backprop", dataset, [16], 2, 64, 1e-3, 0, progress=False, model_name="strided")
+    assert result.test_accuracy > 0.5
