@@ -267,9 +267,17 @@ class _WithFeedback(nn.Module):
         return self.model(x)
 
 
-def _tp_builder(variant, **options):
+def _tp_conv(seed, dtype):
+    # A strided-conv net on the 12 features seen as a 3x4 image (the conv path's ConvTranspose2d feedback);
+    # tanh: no dead units whose feedback bias gradient would be rounding noise.
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Unflatten(1, (1, 3, 4)), nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.Tanh(),
+                         nn.Flatten(), nn.Linear(12, 4)).to(dtype)
+
+
+def _tp_builder(variant, conv=False, **options):
     def build(seed, dtype):
-        model = (_square_mlp if variant == "gait" else _mlp)(seed, dtype)
+        model = (_tp_conv if conv else _square_mlp if variant == "gait" else _mlp)(seed, dtype)
         learner = TargetProp(model, variant=variant, seed=seed, **options)
         # The optimizer trains the model and the feedback: one module holding both.
         return Trainer(_WithFeedback(model, learner.feedback), learner)
@@ -353,6 +361,10 @@ CASES: dict[str, Case] = {
     # The fused feedback-gradient op (linear in h: the gated maps), noise samples stacked.
     "tp-dtp-gated": _tp_case("dtp", feedback="gated"),
     "tp-ldrl-gated-samples": _tp_case("ldrl", beta=0.3, feedback="gated", samples=3),
+    # The conv path in the papers' form (the gated form's feedback bias has no
+    # gradient at all: a relative error of rounding noise).
+    "tp-ldrl-conv": _tp_case("ldrl", conv=True, beta=0.3, samples=2),
+    "tp-dtp-conv": _tp_case("dtp", conv=True),
 }
 
 
