@@ -339,13 +339,7 @@ class TargetProp:
             total = sum(losses) / max(batch * self.samples, 1)
             grads = torch.autograd.grad(total, params, allow_unused=True)
         self.last_feedback_loss = total.detach()
-        for p, g in zip(params, grads):
-            g = torch.zeros_like(p) if g is None else g
-            if p.grad is None:
-                p.grad = g.clone()
-            else:
-                p.grad.add_(g)
-        return params
+        return _add_to_grad(params, grads)
 
     def _linear_maps(self) -> bool:
         """Whether the feedback gradient has the closed form of the fused op."""
@@ -399,13 +393,7 @@ class TargetProp:
             total = sum(losses) / max(batch * s, 1)
             grads = torch.autograd.grad(total, params, allow_unused=True)
         self.last_feedback_loss = total.detach()
-        for p, g in zip(params, grads):
-            g = torch.zeros_like(p) if g is None else g
-            if p.grad is None:
-                p.grad = g.clone()
-            else:
-                p.grad.add_(g)
-        return params
+        return _add_to_grad(params, grads)
 
     def _targets(self, weights, biases, hs, pre, t_out):
         if self.layers is not None:
@@ -513,3 +501,14 @@ class TargetProp:
                 with torch.enable_grad():
                     optimizer.step()
         return self.last_feedback_loss
+
+
+def _add_to_grad(params, grads) -> list:
+    """Adds each gradient (None: zero) into its parameter's .grad; returns params."""
+    for p, g in zip(params, grads):
+        g = torch.zeros_like(p) if g is None else g
+        if p.grad is None:
+            p.grad = g.clone()
+        else:
+            p.grad.add_(g)
+    return params
