@@ -17,6 +17,7 @@ import sys
 from localgrad import activations, data, metrics, ops, reference
 from localgrad._extension import build_info, has_cuda_kernels, has_extension
 from localgrad.activations import Activation
+from localgrad.learner import Learner, StepOutput, UnsupportedModelError, learner, register_rule, rule_info, rules
 from localgrad.feedback_alignment import RULES, convert, unconvert
 from localgrad.feedback_alignment import conversion as _conversion
 
@@ -47,6 +48,13 @@ def __dir__():
 
 __all__ = [
     "Activation",
+    "Learner",
+    "StepOutput",
+    "UnsupportedModelError",
+    "learner",
+    "register_rule",
+    "rule_info",
+    "rules",
     "FAMILIES",
     "RULES",
     "activations",

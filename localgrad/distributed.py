@@ -27,6 +27,7 @@ process group (rules read theirs from a `process_group` attribute).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Iterable
@@ -35,6 +36,20 @@ import torch
 import torch.distributed as dist
 
 _warned_uninitialised = False
+_averaging = True  # False inside gradient_averaging(False): average_gradients does nothing
+
+
+@contextlib.contextmanager
+def gradient_averaging(enabled: bool):
+    """Inside `gradient_averaging(False)`, `average_gradients` leaves .grad
+    as it is: a Learner runs a family's step inside it and averages once
+    after (or, inside `Learner.no_sync()`, at the first step after it)."""
+    global _averaging
+    previous, _averaging = _averaging, bool(enabled)
+    try:
+        yield
+    finally:
+        _averaging = previous
 
 
 def is_initialized() -> bool:
@@ -131,6 +146,8 @@ def average_gradients(parameters: Iterable[torch.Tensor], group=None) -> None:
     n = world_size(group)
     if n == 1:
         _warn_if_launched_without_group()
+        return
+    if not _averaging:
         return
     params = list(parameters)
     check_replicated(params, "average_gradients")

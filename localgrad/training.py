@@ -69,11 +69,40 @@ def one_hot_targets(y, batch: int, like: torch.Tensor, owner: str) -> torch.Tens
     if not isinstance(y, torch.Tensor):
         raise ValueError(f"{owner}: y must be a tensor, got {type(y).__name__}")
     if not torch.is_floating_point(y):
-        if y.shape != (batch,):
-            raise ValueError(f"{owner}: class indices y must have shape ({batch},), got {tuple(y.shape)}")
-        if batch and (int(y.min()) < 0 or int(y.max()) >= n_out):
-            raise ValueError(f"{owner}: class indices y must lie in [0, {n_out}), got {int(y.min())}..{int(y.max())}")
+        check_labels(y, batch, n_out, owner)
         return F.one_hot(y.long(), n_out).to(like)
     if y.shape != (batch, n_out):
         raise ValueError(f"{owner}: float targets y must have shape ({batch}, {n_out}), got {tuple(y.shape)}")
     return y.to(like).contiguous()
+
+
+def check_labels(y: torch.Tensor, batch: int, n_out: int, owner: str) -> None:
+    """Integer class indices y: shape (batch,), values in [0, n_out); the
+    error starts with `owner` and names y."""
+    if y.dtype == torch.bool or y.is_complex():
+        raise TypeError(f"{owner}: class indices y must be an integer tensor, got {y.dtype}")
+    if y.shape != (batch,):
+        raise ValueError(f"{owner}: class indices y must have shape ({batch},), got {tuple(y.shape)}")
+    if batch and (int(y.min()) < 0 or int(y.max()) >= n_out):
+        raise ValueError(f"{owner}: class indices y must lie in [0, {n_out}), got {int(y.min())}..{int(y.max())}")
+
+
+def output_loss(out: torch.Tensor, y: torch.Tensor, loss: str, owner: str) -> torch.Tensor:
+    """The batch-mean loss of a static rule's output: "ce" (class indices,
+    or float class probabilities of out's shape) or "mse", 1/2 ||out - y||^2
+    summed over outputs (class indices become one-hot rows)."""
+    if out.dim() != 2:
+        raise ValueError(f"{owner}: the model's output must be (batch, n_out), got shape {tuple(out.shape)}")
+    if not y.is_floating_point():
+        check_labels(y, out.shape[0], out.shape[1], owner)
+        if loss == "ce":
+            return F.cross_entropy(out, y.long())
+        y = F.one_hot(y.long(), out.shape[1]).to(out)
+    elif y.shape != out.shape:
+        raise ValueError(f"{owner}: float targets y must have the output's shape {tuple(out.shape)}, got "
+                         f"{tuple(y.shape)}")
+    elif not bool(torch.isfinite(y).all()):
+        raise ValueError(f"{owner}: targets y contain NaN or inf")
+    if loss == "ce":
+        return F.cross_entropy(out, y)
+    return 0.5 * (out - y).pow(2).sum(1).mean()

@@ -20,6 +20,8 @@ from torch import nn
 
 from localgrad import ops
 from localgrad.distributed import average_gradients, check_replicated
+from localgrad.learner import add_to_grad
+from localgrad.training import check_labels
 from localgrad.ops._common import as_float, as_int
 from localgrad.reference.eqprop import ACTIVATIONS
 
@@ -87,6 +89,7 @@ class EqPropMLP(nn.Module):
         self.mode, self.tol = mode, float(tol)
         self.last_steps: dict[str, int] = {}  # steps each phase of the last call ran (max over rows)
         self.process_group = None
+        self.last_output: torch.Tensor | None = None  # the free phase's output units of the last eqprop_step
 
     def extra_repr(self) -> str:
         return (
@@ -111,10 +114,7 @@ class EqPropMLP(nn.Module):
     def _target(self, y: torch.Tensor, batch: int) -> torch.Tensor:
         n_out, w = self.sizes[-1], self.layers[0].weight
         if y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            if y.shape != (batch,):
-                raise ValueError(f"EqPropMLP: class indices y must have shape ({batch},), got {tuple(y.shape)}")
-            if batch and (int(y.min()) < 0 or int(y.max()) >= n_out):
-                raise ValueError(f"EqPropMLP: class indices must lie in [0, {n_out}), got {int(y.min())}..{int(y.max())}")
+            check_labels(y, batch, n_out, "EqPropMLP")
             return F.one_hot(y.long(), n_out).to(w)
         if y.shape != (batch, n_out):
             raise ValueError(f"EqPropMLP: float targets y must have shape ({batch}, {n_out}), got {tuple(y.shape)}")
@@ -207,11 +207,9 @@ class EqPropMLP(nn.Module):
                 a, b, scale = phase("negative", beta=-self.beta, nudge=nudge), free, 1.0 / (self.beta * n)
         weight_grads, bias_grads = ops.eqprop_update(x, a, b, scale)
         for layer, gw, gb in zip(self.layers, weight_grads, bias_grads):
-            for param, grad in ((layer.weight, gw), (layer.bias, gb)):
-                if param.grad is None:
-                    param.grad = grad
-                else:
-                    param.grad.add_(grad)
+            add_to_grad(layer.weight, gw, owned=True)
+            add_to_grad(layer.bias, gb, owned=True)
         average_gradients(self.parameters(), group=self.process_group)
         out = free[-1]
+        self.last_output = out
         return self.loss_of(out, target), out.argmax(1)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from localgrad import distributed, ops
+from localgrad.learner import add_to_grad
 from localgrad.reference import hebbian as ref
 
 # The forward activations the next layer or the probe sees; u is the
@@ -97,11 +98,7 @@ class _HebbianBase(nn.Module):
             norm_p = self.p if self.rule == "krotov" else 2.0
             rate = ref.adaptive_rate(w2d.double(), self.lr, self.lr_power, norm_p).to(grad.dtype)
             grad = torch.where(peak > 0, grad * (rate[:, None] / peak), torch.zeros_like(grad))
-        grad = grad.view_as(self.weight)
-        if self.weight.grad is None:
-            self.weight.grad = grad
-        else:
-            self.weight.grad.add_(grad)
+        add_to_grad(self.weight, grad, owned=True)
         if self.rule == "bcm":
             with torch.no_grad():
                 y2 = (u * u).mean(0) if x2d.shape[0] > 0 else torch.zeros_like(self.theta)

@@ -20,6 +20,7 @@ errors, then states and parameters moved from the same errors.
 from __future__ import annotations
 
 import torch
+from localgrad.learner import UnsupportedModelError
 from torch import nn
 
 PARAMETRIC = (nn.Linear, nn.Conv2d)
@@ -47,13 +48,13 @@ def parse_blocks(model: nn.Sequential) -> list[Block] | None:
             pending = []
             continue
         if any(True for _ in m.parameters()):
-            raise ValueError(f"PredictiveCoding: model[{i}] ({type(m).__name__}) has parameters; predictive "
+            raise UnsupportedModelError(f"PredictiveCoding: model[{i}] ({type(m).__name__}) has parameters; predictive "
                              "coding takes Linear and Conv2d layers")
         if isinstance(m, nn.Dropout) and m.p > 0:
-            raise ValueError(f"PredictiveCoding: model[{i}] is Dropout(p={m.p}); inference needs a deterministic model")
+            raise UnsupportedModelError(f"PredictiveCoding: model[{i}] is Dropout(p={m.p}); inference needs a deterministic model")
         pending.append(m)
     if pending or not isinstance(blocks[-1].layer, nn.Linear):
-        raise ValueError("PredictiveCoding: the model must end with a Linear layer (its output is the prediction "
+        raise UnsupportedModelError("PredictiveCoding: the model must end with a Linear layer (its output is the prediction "
                          "mu_L, (batch, classes))")
     return blocks
 

@@ -22,6 +22,7 @@ from localgrad.distributed import average_gradients, check_replicated, world_siz
 from localgrad.predictive_coding import generic
 from localgrad.reference import predictive_coding as ref
 from localgrad.training import one_hot_targets
+from localgrad.learner import UnsupportedModelError
 
 VARIANTS = tuple(ref.VARIANTS)
 LOSSES = tuple(ref.LOSSES)
@@ -33,13 +34,13 @@ def _parse(model: nn.Sequential):
     """(input modules, Linear layers, kinds, slopes): kinds[l] is the
     activation between layer l and l+1 (kinds[0] = identity on the input)."""
     if not isinstance(model, nn.Sequential):
-        raise TypeError(f"PredictiveCoding: model must be an nn.Sequential, got {type(model).__name__}")
+        raise UnsupportedModelError(f"PredictiveCoding: model must be an nn.Sequential, got {type(model).__name__}")
     inputs, linears, kinds, slopes = [], [], [], []
     pending = None
     for i, m in enumerate(model):
         if isinstance(m, nn.Linear):
             if m.bias is None:
-                raise ValueError(f"PredictiveCoding: model[{i}] is a Linear without bias; give it bias=True")
+                raise UnsupportedModelError(f"PredictiveCoding: model[{i}] is a Linear without bias; give it bias=True")
             kind, slope = pending if pending is not None else (activations.Activation.IDENTITY, 0.0)
             kinds.append(int(kind))
             slopes.append(float(slope))
@@ -65,9 +66,9 @@ def _parse(model: nn.Sequential):
             )
         pending = act
     if not linears:
-        raise ValueError("PredictiveCoding: model has no nn.Linear layer")
+        raise UnsupportedModelError("PredictiveCoding: model has no nn.Linear layer")
     if pending is not None:
-        raise ValueError("PredictiveCoding: the model must end with a Linear layer (its output is the prediction mu_L)")
+        raise UnsupportedModelError("PredictiveCoding: the model must end with a Linear layer (its output is the prediction mu_L)")
     return inputs, linears, kinds, slopes
 
 
@@ -105,7 +106,7 @@ class PredictiveCoding:
             raise ValueError(f"PredictiveCoding: loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         self.model = model
         if not isinstance(model, nn.Sequential):
-            raise TypeError(f"PredictiveCoding: model must be an nn.Sequential, got {type(model).__name__}")
+            raise UnsupportedModelError(f"PredictiveCoding: model must be an nn.Sequential, got {type(model).__name__}")
         # Models with Conv2d run the autograd-per-block path; MLPs the fused op.
         self.blocks = generic.parse_blocks(model)
         if self.blocks is None:

@@ -24,6 +24,7 @@ from localgrad.distributed import average_gradients, check_replicated
 from localgrad.ops._common import as_bool, as_float, as_int
 from localgrad.reference import synthetic_gradients as ref
 from localgrad.synthetic_gradients.modules import SyntheticGradient
+from localgrad.learner import UnsupportedModelError
 
 LOSSES = ("ce", "mse")
 # Modules after a block's last Linear that keep its output's shape: the
@@ -93,9 +94,9 @@ class DNI:
             if isinstance(getattr(model, "module", None), nn.Sequential):
                 hint = (" (pass the model itself, not its DistributedDataParallel wrapper: the learner writes "
                         ".grad and averages it over the ranks itself)")
-            raise TypeError(f"DNI: model must be an nn.Sequential, got {type(model).__name__}{hint}")
+            raise UnsupportedModelError(f"DNI: model must be an nn.Sequential, got {type(model).__name__}{hint}")
         if len(model) == 0:
-            raise ValueError("DNI: model is an empty nn.Sequential")
+            raise UnsupportedModelError("DNI: model is an empty nn.Sequential")
         self.conditioned = as_bool(conditioned, "DNI", "conditioned")
         self.lam = as_float(lam, "DNI", "lam", nonnegative=True)
         if self.lam > 1:
@@ -112,7 +113,7 @@ class DNI:
         self.blocks = [model[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
         params = [p for p in model.parameters()]
         if not params:
-            raise ValueError("DNI: model has no parameters")
+            raise UnsupportedModelError("DNI: model has no parameters")
         self._dtype, self._device = params[0].dtype, params[0].device
         shapes, n_out = self._interface_shapes(example_input)
         self._input_shape = None if example_input is None else tuple(example_input.shape[1:])
@@ -132,7 +133,7 @@ class DNI:
                                  f"got {split!r}")
             cuts = named_split(model, name)
             if not cuts:
-                raise ValueError("DNI: model has only one layer with parameters, so there is no interface to put a "
+                raise UnsupportedModelError("DNI: model has only one layer with parameters, so there is no interface to put a "
                                  "synthetic gradient on; give it at least two layers (or pass split=)")
             return cuts
         if isinstance(split, bytes) or not hasattr(split, "__iter__"):
@@ -158,7 +159,7 @@ class DNI:
                     h = block(h)
                     shapes.append(tuple(h.shape[1:]))
             if len(shapes[-1]) != 1:
-                raise ValueError(f"DNI: the model's output must be (batch, outputs), got (batch, *{shapes[-1]})")
+                raise UnsupportedModelError(f"DNI: the model's output must be (batch, outputs), got (batch, *{shapes[-1]})")
             return shapes[:-1], shapes[-1][0]
         widths = []
         for k, block in enumerate(self.blocks):
@@ -275,7 +276,7 @@ class DNI:
                 h = block(leaf)
                 outputs.append(h)
             if outputs[-1].dim() != 2 or outputs[-1].shape[1] != self.n_outputs:
-                raise ValueError(f"DNI: the model's output must be (batch, {self.n_outputs}), got "
+                raise UnsupportedModelError(f"DNI: the model's output must be (batch, {self.n_outputs}), got "
                                  f"{tuple(outputs[-1].shape)}")
             synthetic = [m(outputs[k].detach(), condition) for k, m in enumerate(self.synthesizers)]
             losses = self._per_sample_losses(outputs[-1], y)

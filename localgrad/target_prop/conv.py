@@ -20,6 +20,7 @@ from torch import nn
 from localgrad import activations
 from localgrad.activations import Activation
 from localgrad.reference import target_prop as ref
+from localgrad.learner import UnsupportedModelError
 
 CONV_VARIANTS = ("tp", "dtp", "ldrl")
 _INPUT_MODULES = (nn.Flatten, nn.Identity, nn.Unflatten)
@@ -77,11 +78,11 @@ def parse(model: nn.Sequential) -> tuple[list[nn.Module], list[Layer]]:
     for i, m in enumerate(model):
         name = type(m).__name__
         if "Pool" in name:
-            raise ValueError(f"TargetProp: model[{i}] is {name}; pooling is not supported on target propagation's "
+            raise UnsupportedModelError(f"TargetProp: model[{i}] is {name}; pooling is not supported on target propagation's "
                              "conv path (use a strided Conv2d)")
         if isinstance(m, nn.Conv2d):
             if layers and not layers[-1].conv or flat:
-                raise ValueError(f"TargetProp: model[{i}] is a Conv2d after the Flatten/Linear layers; the conv "
+                raise UnsupportedModelError(f"TargetProp: model[{i}] is a Conv2d after the Flatten/Linear layers; the conv "
                                  "path takes Conv2d layers, then Flatten, then Linear layers")
             _check_conv(i, m)
             layers.append(Layer(m, False))
@@ -89,9 +90,9 @@ def parse(model: nn.Sequential) -> tuple[list[nn.Module], list[Layer]]:
             continue
         if isinstance(m, nn.Linear):
             if m.bias is None:
-                raise ValueError(f"TargetProp: model[{i}] is a Linear without bias; give it bias=True")
+                raise UnsupportedModelError(f"TargetProp: model[{i}] is a Linear without bias; give it bias=True")
             if layers and layers[-1].conv and not flat:
-                raise ValueError(f"TargetProp: model[{i}] is a Linear right after a Conv2d; put an nn.Flatten "
+                raise UnsupportedModelError(f"TargetProp: model[{i}] is a Linear right after a Conv2d; put an nn.Flatten "
                                  "between them")
             layers.append(Layer(m, flat and layers[-1].conv))
             pending = False
@@ -100,25 +101,25 @@ def parse(model: nn.Sequential) -> tuple[list[nn.Module], list[Layer]]:
             if isinstance(m, _INPUT_MODULES):
                 inputs.append(m)
                 continue
-            raise ValueError(f"TargetProp: model[{i}] ({name}) comes before the first Conv2d; only "
+            raise UnsupportedModelError(f"TargetProp: model[{i}] ({name}) comes before the first Conv2d; only "
                              "Flatten/Unflatten/Identity may act on the input")
         if isinstance(m, nn.Identity):
             continue
         if isinstance(m, nn.Flatten):
             if flat or not layers[-1].conv or m.start_dim != 1 or m.end_dim != -1:
-                raise ValueError(f"TargetProp: model[{i}] is a Flatten that is not the one nn.Flatten() between "
+                raise UnsupportedModelError(f"TargetProp: model[{i}] is a Flatten that is not the one nn.Flatten() between "
                                  "the Conv2d and the Linear layers")
             flat = True
             continue
         act = activations.from_module(m)
         if act is None or pending or flat and layers[-1].conv:
             what = "a second activation after one layer" if act is not None else name
-            raise ValueError(f"TargetProp: model[{i}] is {what}; the conv path takes Conv2d and Linear layers, each "
+            raise UnsupportedModelError(f"TargetProp: model[{i}] is {what}; the conv path takes Conv2d and Linear layers, each "
                              "followed by at most one of ReLU, LeakyReLU, Tanh, Sigmoid, Identity (before Flatten)")
         layers[-1].kind, layers[-1].slope = int(act[0]), float(act[1])
         pending = True
     if not layers or layers[-1].conv:
-        raise ValueError("TargetProp: a conv model must end with an nn.Linear layer (the output)")
+        raise UnsupportedModelError("TargetProp: a conv model must end with an nn.Linear layer (the output)")
     return inputs, layers
 
 

@@ -30,6 +30,7 @@ from localgrad.ops.target_prop import target_prop_feedback_grads
 from localgrad.reference import target_prop as ref
 from localgrad.target_prop import conv
 from localgrad.training import one_hot_targets
+from localgrad.learner import UnsupportedModelError
 
 VARIANTS = ref.VARIANTS
 LOSSES = ref.LOSSES
@@ -41,14 +42,14 @@ def _parse(model) -> tuple[list[nn.Module], list[nn.Linear], list[int], list[flo
     """(input modules, Linear layers, kinds, slopes): kinds[l] is the
     activation after Linear l (identity when none follows)."""
     if not isinstance(model, nn.Sequential):
-        raise ValueError(f"TargetProp: model must be an nn.Sequential of Linear layers and activations, got "
+        raise UnsupportedModelError(f"TargetProp: model must be an nn.Sequential of Linear layers and activations, got "
                          f"{type(model).__name__}")
     inputs, linears, kinds, slopes = [], [], [], []
     pending = False
     for i, m in enumerate(model):
         if isinstance(m, nn.Linear):
             if m.bias is None:
-                raise ValueError(f"TargetProp: model[{i}] is a Linear without bias; give it bias=True")
+                raise UnsupportedModelError(f"TargetProp: model[{i}] is a Linear without bias; give it bias=True")
             linears.append(m)
             kinds.append(int(Activation.IDENTITY))
             slopes.append(0.0)
@@ -58,19 +59,19 @@ def _parse(model) -> tuple[list[nn.Module], list[nn.Linear], list[int], list[flo
             if isinstance(m, _INPUT_MODULES):
                 inputs.append(m)
                 continue
-            raise ValueError(f"TargetProp: model[{i}] ({type(m).__name__}) comes before the first Linear; only "
+            raise UnsupportedModelError(f"TargetProp: model[{i}] ({type(m).__name__}) comes before the first Linear; only "
                              "Flatten/Unflatten/Identity may act on the input")
         if isinstance(m, nn.Identity):
             continue
         act = activations.from_module(m)
         if act is None or pending:
             what = "a second activation after one Linear" if act is not None else f"{type(m).__name__}"
-            raise ValueError(f"TargetProp: model[{i}] is {what}; the model takes Linear layers, each followed by "
+            raise UnsupportedModelError(f"TargetProp: model[{i}] is {what}; the model takes Linear layers, each followed by "
                              "at most one of ReLU, LeakyReLU, Tanh, Sigmoid, Identity")
         kinds[-1], slopes[-1] = int(act[0]), float(act[1])
         pending = True
     if not linears:
-        raise ValueError("TargetProp: model has no nn.Linear layer")
+        raise UnsupportedModelError("TargetProp: model has no nn.Linear layer")
     return inputs, linears, kinds, slopes
 
 
@@ -185,11 +186,11 @@ class TargetProp:
                 for l in range(2, n + 1):
                     m = self.linears[l - 1]
                     if m.in_features != m.out_features:
-                        raise ValueError(f"TargetProp: variant 'gait' needs square layers 2..L (each target passes "
+                        raise UnsupportedModelError(f"TargetProp: variant 'gait' needs square layers 2..L (each target passes "
                                          f"through the layer's inverse); Linear layer {l} is {m.out_features} x "
                                          f"{m.in_features}")
                     if Activation(self.kinds[l - 1]) not in ref.INVERTIBLE:
-                        raise ValueError(f"TargetProp: variant 'gait' needs invertible activations after layers 2..L "
+                        raise UnsupportedModelError(f"TargetProp: variant 'gait' needs invertible activations after layers 2..L "
                                          f"(LeakyReLU, Tanh, Sigmoid or none); layer {l} has "
                                          f"{Activation(self.kinds[l - 1]).name}")
                     if self.kinds[l - 1] == Activation.LEAKY_RELU and self.slopes[l - 1] == 0:
@@ -216,7 +217,7 @@ class TargetProp:
         """The strided-conv path (localgrad.target_prop.conv): its layers and
         feedback maps (ConvTranspose2d for a Conv2d layer, a _Map for a Linear one)."""
         if variant not in conv.CONV_VARIANTS:
-            raise ValueError(f"TargetProp: variant {variant!r} takes Linear layers only; on a model with Conv2d "
+            raise UnsupportedModelError(f"TargetProp: variant {variant!r} takes Linear layers only; on a model with Conv2d "
                              f"layers use one of {', '.join(conv.CONV_VARIANTS)}")
         self.inputs, self.layers = conv.parse(model)
         self.linears = [layer.module for layer in self.layers if not layer.conv]
