@@ -1,8 +1,11 @@
 """localgrad: fused CUDA and C++ kernels for biologically plausible learning rules.
 
     import localgrad
-    model = localgrad.convert(model, rule="dfa")   # or fa, usf, brsf, frsf, ba; then train as usual
-    localgrad.metrics.alignment(model, x, y)         # how close the updates are to backprop's
+    learner = localgrad.learner(model, "dfa")        # any name of localgrad.rules()
+    opt = torch.optim.Adam([*model.parameters(), *learner.parameters()])
+    opt.zero_grad(); learner.step(x, y); opt.step()  # one minibatch, every rule the same way
+
+    model = localgrad.convert(model, rule="dfa")     # feedback alignment in your own loop
     localgrad.build_info()                           # what was compiled
 
 One subpackage per learning-rule family, imported on first use:
@@ -12,14 +15,12 @@ localgrad.target_prop, localgrad.meta.
 """
 
 import importlib
-import sys
 
 from localgrad import activations, data, metrics, ops, reference
 from localgrad._extension import build_info, has_cuda_kernels, has_extension
 from localgrad.activations import Activation
 from localgrad.learner import Learner, StepOutput, UnsupportedModelError, learner, register_rule, rule_info, rules
 from localgrad.feedback_alignment import RULES, convert, unconvert
-from localgrad.feedback_alignment import conversion as _conversion
 
 __version__ = "0.1.0"
 
@@ -29,11 +30,6 @@ __version__ = "0.1.0"
 FAMILIES = ("feedback_alignment", "eqprop", "online", "hebbian", "predictive_coding", "synthetic_gradients",
             "target_prop", "meta")
 _LAZY = (*FAMILIES, "training")
-
-# `from localgrad.convert import convert` kept working when the module moved
-# into localgrad.feedback_alignment; an alias, so that importing it cannot
-# rebind the function localgrad.convert to a module.
-sys.modules.setdefault("localgrad.convert", _conversion)
 
 
 def __getattr__(name: str):

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learner_models import batch_for, model_for
+
 import localgrad
 from localgrad.eqprop import EqPropMLP
 from localgrad.hebbian import HebbianLinear
@@ -39,7 +41,7 @@ class Trainer:
 
 @dataclass
 class Case:
-    family: str  # "convert": autograd delivers the gradients; "self": the rule averages them
+    family: str  # "convert": autograd delivers the gradients; "self": the rule averages them; "learner": its Learner does
     build: Callable[[int, torch.dtype], Trainer]
     batch: Callable[[int, torch.dtype], tuple]  # (step, dtype) -> union batch (x, y)
     shard: Callable[[tuple, int, int], tuple]  # (batch, rank, world) -> this rank's part
@@ -380,3 +382,24 @@ def feedback_state(trainer: Trainer) -> dict[str, torch.Tensor]:
         elif isinstance(value, torch.Generator):
             state[f"learner:{name}"] = value.get_state()
     return state
+
+
+# --- every registered rule through its Learner (batch first, sequences too) ---
+
+
+def _learner_case(rule):
+    def build(seed, dtype):
+        model = model_for(rule, seed, dtype)
+        # Each rank's own seed: the replicas agree only after broadcast_state.
+        return Trainer(model, localgrad.learner(model, rule, seed=seed))
+
+    def batch(step, dtype):
+        return batch_for(rule, UNION, step, dtype)
+
+    def step(trainer, batch):
+        trainer.learner.step(*batch)
+
+    return Case("learner", build, batch, _rows, step, torch.float64, rule)
+
+
+CASES.update({f"learner:{rule}": _learner_case(rule) for rule in localgrad.rules()})

@@ -30,7 +30,7 @@ import localgrad.distributed as ld  # noqa: E402
 from localgrad.online import RTRL, LeakyRNN  # noqa: E402
 from localgrad.predictive_coding import PredictiveCoding  # noqa: E402
 
-WRAPPERS = {"convert": ("ddp", "fsdp"), "self": ("none", "fsdp")}
+WRAPPERS = {"convert": ("ddp", "fsdp"), "self": ("none", "fsdp"), "learner": ("none",)}
 DFA_EXTRA = ("ddp-no-sync", "ddp-find-unused", "ddp-static-graph")
 # Rules that average .grad themselves, with their model wrapped in DDP anyway
 # (DDP sees none of their gradients; nothing may be averaged twice or lost).

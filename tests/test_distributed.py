@@ -43,6 +43,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-6}
 SELF_AVERAGING = [n for n, c in CASES.items() if c.family == "self"]
 THROUGH_AUTOGRAD = [n for n, c in CASES.items() if c.family == "convert"]
+LEARNERS = [n for n, c in CASES.items() if c.family == "learner"]
+# Registered rules that refuse data-parallel training, and what they say.
+REFUSE_DATA_PARALLEL = {"learner:pc-ipc": "variant 'ipc' cannot train data-parallel"}
 
 
 def _free_port() -> int:
@@ -231,6 +234,18 @@ def test_fsdp2_is_refused_naming_the_rule(ranks, name):
     rule_name = ranks[0][name, "fsdp"]["error"].split(":", 1)[1].split(" does not")[0].strip()
     assert rule_name in {"EqProp", "CHL", "RTRL", "SnAp", "RFLO", "EProp", "UORO", "KFRTRL", "BPTT", "SpikingEProp",
                          "SpikingBPTT", "Hebbian", "PredictiveCoding", "DNI", "RecurrentDNI", "TargetProp"}
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_every_registered_rule_equals_the_union_batch_or_refuses(ranks, name):
+    """localgrad.learner(model, rule) for every rule of the registry, each
+    rank on its half of the batch, no wrapper: the union batch's gradients,
+    the same feedback and RNG state on every rank, identical replicas."""
+    if name in REFUSE_DATA_PARALLEL:
+        for r in ranks:
+            assert REFUSE_DATA_PARALLEL[name] in r[name, "none"]["error"]
+        return
+    _check(ranks, name, "none")
 
 
 def test_grad_on_some_ranks_only_is_an_error(ranks):

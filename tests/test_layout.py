@@ -1,5 +1,5 @@
 """The package's shape: one subpackage per family, no import cycles, every
-module importable on its own, old import paths still working (deprecated)."""
+module importable on its own, the old shims gone."""
 
 import ast
 import importlib
@@ -117,25 +117,13 @@ def test_unknown_attribute_still_raises():
         localgrad.not_a_family
 
 
-@pytest.mark.parametrize("old, new, names", [
-    ("localgrad.nn", "localgrad.feedback_alignment", ["DFAConv2d", "DFALinear", "FAConv2d", "FALinear"]),
-    ("localgrad.rules", "localgrad.feedback_alignment", ["DirectFeedbackAlignment"]),
-])
-def test_moved_subpackages_still_import_with_a_deprecation_warning(old, new, names):
+@pytest.mark.parametrize("old", ["localgrad.nn", "localgrad.rules", "localgrad.convert"])
+def test_the_never_released_shims_are_gone(old):
     sys.modules.pop(old, None)
-    with pytest.warns(DeprecationWarning, match=new):
-        module = importlib.import_module(old)
-    target = importlib.import_module(new)
-    for name in names:
-        assert getattr(module, name) is getattr(target, name)
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(old)
 
 
-def test_convert_is_the_function_and_its_old_module_path_still_works():
-    from localgrad.convert import convert, unconvert
-
-    assert localgrad.convert is convert and callable(localgrad.convert)
-    assert localgrad.unconvert is unconvert
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        importlib.import_module("localgrad.convert")  # an alias: no rebinding, no warning
-    assert callable(localgrad.convert)
+def test_rules_and_convert_are_the_functions():
+    assert callable(localgrad.rules) and callable(localgrad.convert) and callable(localgrad.learner)
+    assert localgrad.rules is sys.modules["localgrad.learner"].rules
