@@ -2,6 +2,7 @@
 episode op and its hand-written backward against autograd through the
 reference episode (localgrad/reference/meta.py), and their contract."""
 
+import inspect
 import math
 
 import pytest
@@ -10,7 +11,7 @@ from testing import DEVICES, KERNEL_DEVICES, TOLERANCE, cpu_kernels, grid_cap, k
 
 import localgrad
 from localgrad.activations import Activation
-from localgrad.meta.plastic import PlasticEpisode, PlasticLayer
+from localgrad.meta.plastic import RECOMPUTE_TOLERANCE, PlasticEpisode, PlasticLayer, recompute_error_estimate
 from localgrad.ops import meta as ops
 from localgrad.reference import meta as ref
 
@@ -75,8 +76,14 @@ def loss_weights(case, seed=1):
             torch.randn(batch, n_out, n_in, generator=g, dtype=torch.float64).to(**kw))
 
 
-def fused_grads(case, activation, store_traces=False, through_h=True):
+# What PlasticEpisode does when the caller names no store_traces (apply takes
+# its arguments by position only, so a modulated call must spell it out).
+DEFAULT_STORE = inspect.signature(PlasticEpisode.forward).parameters["store_traces"].default
+
+
+def fused_grads(case, activation, store_traces=None, through_h=True):
     c = leaves(case)
+    store_traces = DEFAULT_STORE if store_traces is None else store_traces
     ys, h = PlasticEpisode.apply(c["u"], c["x"], c["weight"], c["alpha"], c["eta"], c["h0"], activation,
                                  store_traces, c.get("modulation"))
     gy, gh = loss_weights(case)
@@ -116,12 +123,99 @@ def test_meta_gradient_equals_autograd_through_reference(device, recurrent, acti
 @pytest.mark.parametrize("modulated", [False, True], ids=["plain", "modulated"])
 def test_recompute_backward_equals_stored_trace_backward(device, recurrent, modulated):
     # The recomputation divides rounding errors by 1 - η m_t every step:
-    # modulated rates up to 0.3 here, 0.2 plain.
+    # modulated rates up to 0.3 here, 0.2 plain. The modulated case is also
+    # accepted only because the guard multiplies the steps' own factors:
+    # 0.7^-50 times epsilon would exceed RECOMPUTE_TOLERANCE.
     case = make_case(50, 4, 6, 5, recurrent, device=device, eta=0.1 if modulated else 0.2, modulated=modulated)
     _, _, recomputed = fused_grads(case, TANH, store_traces=False)
     _, _, stored = fused_grads(case, TANH, store_traces=True)
     for name in names(case):
         assert rel_err(recomputed[name], stored[name]) <= 1e-10, name
+
+
+def layer_grads(case, **options):
+    """The gradients through a PlasticLayer holding the case's W and α."""
+    x = case["x"]
+    n_out, n_in = case["weight"].shape
+    layer = PlasticLayer(n_in, n_out, recurrent=x is None, eta=case["eta"], **options).to(case["u"].dtype)
+    with torch.no_grad():
+        layer.weight.copy_(case["weight"])
+        layer.alpha.copy_(case["alpha"])
+    u, h0 = case["u"].clone().requires_grad_(), case["h0"].clone().requires_grad_()
+    ys, h = layer(u, x, h0)
+    gy, gh = loss_weights(case)
+    ((ys * gy).sum() + (h * gh).sum()).backward()
+    return {"u": u.grad, "weight": layer.weight.grad, "alpha": layer.alpha.grad, "eta": layer.eta.grad,
+            "h0": h0.grad}
+
+
+def test_default_backward_is_exact_at_the_benchmark_setting():
+    # The README benchmark's layer: recurrent tanh, N = 64, batch 16, η = 0.1,
+    # T = 200, float32. Rebuilding the traces there grows rounding errors
+    # 0.9^-200 = 1.4e9-fold, which once made this meta-gradient wrong by 1e3
+    # to 1e5 relative; the float32 stored-trace gradient is off by ~2e-6.
+    case64 = make_case(200, 16, 64, 64, True, eta=0.1)
+    case32 = {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in case64.items()}
+    oracle = layer_grads(case64, store_traces=True)
+    got = layer_grads(case32)
+    for name in oracle:
+        assert rel_err(got[name], oracle[name]) <= 1e-4, name
+    with pytest.raises(ValueError, match="store_traces=False"):
+        layer_grads(case32, store_traces=False)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("recurrent", MODES)
+def test_default_backward_is_exact_where_recomputing_explodes(device, recurrent):
+    # At η = 0.7 rebuilt traces grow rounding errors 0.3^-50 = 1.4e26-fold:
+    # the recomputed float64 meta-gradient came out finite and wrong by 1e60.
+    case = make_case(50, 3, 5, 4, recurrent, device=device, eta=0.7)
+    _, _, grads = fused_grads(case, TANH)
+    _, _, rgrads = reference_grads(case, TANH)
+    for name in names(case):
+        assert rel_err(grads[name].cpu(), rgrads[name]) <= 1e-10, name
+    # The refusal names the option and the numbers, before running the episode.
+    message = ("store_traces=False .* 50 steps at eta = 0.7 rounding errors grow 1.39e\\+26-fold, .* "
+               "torch.float64 epsilon 2.22e-16 .* relative error of 3.09e\\+10 .* above the 1e-08 allowed")
+    with pytest.raises(ValueError, match=message):
+        fused_grads(case, TANH, store_traces=False)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("recurrent", MODES)
+@pytest.mark.parametrize("modulated", [False, True], ids=["plain", "modulated"])
+def test_recompute_option_where_its_error_is_small(device, recurrent, modulated):
+    case = make_case(7, 3, 5, 4, recurrent, device=device, eta=0.1, modulated=modulated)
+    growth, estimate = recompute_error_estimate(0.1, 7, torch.float64, case["modulation"])
+    assert 1 < growth < 10 and estimate < 1e-14
+    _, _, recomputed = fused_grads(case, TANH, store_traces=False)
+    _, _, stored = fused_grads(case, TANH, store_traces=True)
+    for name in names(case):
+        assert rel_err(recomputed[name], stored[name]) <= RECOMPUTE_TOLERANCE[torch.float64], name
+    # The threshold in float32 at η = 0.1: 0.9^-63 eps = 9.1e-5 is accepted,
+    # 0.9^-64 eps = 1.01e-4 refused.
+    short = make_case(63, 2, 3, 2, recurrent, dtype=torch.float32, device=device, eta=0.1)
+    fused_grads(short, TANH, store_traces=False)
+    long = make_case(64, 2, 3, 2, recurrent, dtype=torch.float32, device=device, eta=0.1)
+    with pytest.raises(ValueError, match="64 steps .* relative error of 0.000101 .* above the 0.0001 allowed"):
+        fused_grads(long, TANH, store_traces=False)
+
+
+def test_recompute_error_estimate():
+    assert recompute_error_estimate(0.1, 0, torch.float32) == (1.0, torch.finfo(torch.float32).eps)
+    growth, estimate = recompute_error_estimate(0.5, 10, torch.float64)
+    assert growth == pytest.approx(2.0**10, rel=1e-12) and estimate == pytest.approx(1024 * 2.0**-52, rel=1e-12)
+    # Modulated: the worst episode's product of its own steps' factors.
+    m = torch.tensor([[1.0, 0.0], [2.0, 1.0]], dtype=torch.float64)
+    growth, _ = recompute_error_estimate(0.25, 2, torch.float64, m)
+    assert growth == pytest.approx(1 / (0.75 * 0.5), rel=1e-12)
+    assert recompute_error_estimate(0.9, 10_000, torch.float64) == (math.inf, math.inf)
+    # Rates outside [0, 1) are the ops' to refuse, by name.
+    assert all(math.isnan(v) for v in recompute_error_estimate(1.0, 3, torch.float64))
+    assert all(math.isnan(v) for v in recompute_error_estimate(0.5, 2, torch.float64, m))
+    with pytest.raises(ValueError, match="eta \\* modulation must be in \\[0, 1\\)"):
+        case = make_case(2, 2, 3, 4, False, eta=0.5)
+        PlasticEpisode.apply(case["u"], case["x"], case["weight"], case["alpha"], 0.5, case["h0"], TANH, False, m)
 
 
 @pytest.mark.parametrize("device", DEVICES)

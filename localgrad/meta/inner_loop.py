@@ -6,8 +6,8 @@ Memory: autograd through T steps keeps every step's weights and activities,
 O(T (n_out n_in + batch (n_in + n_out))) per episode. checkpoint=s keeps the
 weights only every s steps and recomputes the steps in between during the
 backward (torch.utils.checkpoint): O((T/s) n_out n_in + s (...)) for one more
-forward. The fused inner-loop op of the plastic layers (PlasticLayer) does
-without storing anything."""
+forward. The fused inner-loop op of the plastic layers (PlasticLayer) keeps
+only its T Hebbian traces, none of the per-step temporaries."""
 
 from __future__ import annotations
 

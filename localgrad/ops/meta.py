@@ -66,8 +66,11 @@ def plastic_episode(u, x, weight, alpha, h0, eta: float, activation: int = Activ
 
 def plastic_episode_backward(grad_ys, grad_h, x, weight, alpha, ys, h_T, traces, eta: float,
                              activation: int = Activation.TANH, modulation=None):
-    """The backward of plastic_episode, recomputing the traces from h_T in
-    reverse (or reading `traces`, plastic_episode's third output). grad_h:
+    """The backward of plastic_episode, reading `traces` (plastic_episode's
+    third output), or with traces=None recomputing them from h_T in reverse,
+    which multiplies rounding errors by Π_t 1 / (1 - η m_t): exact only where
+    that times the dtype's epsilon is small. This op does not check it;
+    PlasticEpisode does (localgrad.meta.plastic.recompute_error_estimate). grad_h:
     dL/dh_T or None. Returns (grad_u, grad_x ((0,) when x is None),
     grad_weight, grad_alpha, grad_eta (0-d), grad_h0, grad_modulation ((0,)
     when modulation is None))."""
