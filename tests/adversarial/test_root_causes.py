@@ -571,3 +571,34 @@ def test_s1_every_op_names_the_argument_on_the_wrong_device(op, device):
                 spec.call_ops(bad)
             message = str(info.value)
             assert "must be on the device of" in message and "CUDAGuardImpl" not in message, (name, message)
+
+
+# Issue 29: no silent wrong answer ---------------------------------------------------
+# The Python side: scalars parsed by the strict helpers (a float for an int,
+# NaN, a string are refused, not coerced), frozen parameters left alone,
+# non-finite targets refused, checks before any write, and empty inputs with
+# the shapes the non-empty ones have.
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [(dict(rule=True), TypeError, "rule must be an int"), (dict(rule=1.0), TypeError, "rule must be an int"),
+     (dict(rank=2.5), TypeError, "rank must be an int"), (dict(temperature="1"), TypeError, "temperature must be a real"),
+     (dict(temperature=NAN), ValueError, "temperature must not be NaN"),
+     (dict(normalize=2), TypeError, "normalize must be a bool")],
+)  # fmt: skip
+def test_i29_hebbian_update_refuses_coercible_scalars(kwargs, exc, match):
+    with pytest.raises(exc, match=f"hebbian_update: {match}"):
+        ops.hebbian_update(torch.randn(3, 4), torch.randn(2, 4), **({"rule": "krotov"} | kwargs))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["grad", "u"])
+def test_i29_hebbian_update_refuses_an_output_that_requires_grad(device, name):
+    x, w = torch.randn(3, 4, device=device), torch.randn(2, 4, device=device)
+    out = torch.zeros((2, 4) if name == "grad" else (3, 2), device=device, requires_grad=True)
+    with pytest.raises(ValueError, match=rf"hebbian_update: {name} requires grad.*{name}\.detach\(\)"):
+        ops.hebbian_update(x, w, "oja", **{name: out})
+    assert (out == 0).all()
+    u, grad = ops.hebbian_update(x, w, "oja", **{name: out.detach()})
+    assert not grad.requires_grad and not u.requires_grad
