@@ -602,3 +602,57 @@ def test_i29_hebbian_update_refuses_an_output_that_requires_grad(device, name):
     assert (out == 0).all()
     u, grad = ops.hebbian_update(x, w, "oja", **{name: out.detach()})
     assert not grad.requires_grad and not u.requires_grad
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [(dict(rank=2.5), TypeError, "rank must be an int"), (dict(rank=0), ValueError, "rank must be >= 1"),
+     (dict(theta_rate=NAN), ValueError, "theta_rate must not be NaN"),
+     (dict(theta_rate=1.5), ValueError, r"theta_rate must be in \[0, 1\]"),
+     (dict(theta_rate=-0.1), ValueError, "theta_rate must be >= 0"),
+     (dict(theta_rate=INF), ValueError, "theta_rate must be finite"),
+     (dict(rule="bcm", power=NAN), ValueError, "power must not be NaN"),
+     (dict(lr="0.1"), TypeError, "lr must be a real"), (dict(normalize_input=2), TypeError, "normalize_input must be a bool"),
+     (dict(rule=1), TypeError, "rule must be a rule name")],
+)  # fmt: skip
+def test_i29_hebbian_layers_refuse_coercible_knobs(kwargs, exc, match):
+    from localgrad import hebbian
+
+    kwargs = {"rule": "bcm"} | kwargs
+    with pytest.raises(exc, match=f"HebbianLinear: {match}"):
+        hebbian.HebbianLinear(4, 3, **kwargs)
+    with pytest.raises(exc, match=f"HebbianConv2d: {match}"):
+        hebbian.HebbianConv2d(2, 3, 3, **kwargs)
+
+
+def test_i29_hebbian_conv_checks_channels_before_writing_grad():
+    from localgrad import hebbian
+
+    # 4 channels where 2 are expected: unfold's patches still reshape into
+    # rows of 2 x 3 x 3, so the rule ran on them before the old error.
+    conv = hebbian.HebbianConv2d(2, 3, 3, "oja")
+    with pytest.raises(ValueError, match=r"HebbianConv2d: x must be \(batch, 2, height, width\)"):
+        conv(torch.randn(2, 4, 5, 5))
+    assert conv.weight.grad is None
+
+
+def test_i29_hebbian_features_of_an_empty_input_have_the_feature_width():
+    from localgrad import hebbian
+
+    dense = nn.Sequential(hebbian.HebbianLinear(4, 3, "oja"))
+    assert hebbian.features(dense, torch.zeros(0, 4)).shape == (0, 3)
+    conv = nn.Sequential(hebbian.HebbianConv2d(2, 3, 3, "softhebb"), nn.Flatten())
+    assert hebbian.features(conv, torch.zeros(0, 2, 5, 5)).shape == (0, 27)
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [(dict(epochs=-1), ValueError, "epochs must be >= 0"),
+                                              (dict(epochs=1.5), TypeError, "epochs must be an int"),
+                                              (dict(batch_size=0), ValueError, "batch_size must be >= 1")])
+def test_i29_hebbian_learn_refuses_bad_epochs_and_batch_size(kwargs, exc, match):
+    from localgrad import hebbian
+
+    net = nn.Sequential(hebbian.HebbianLinear(4, 3, "oja"))
+    before = net[0].weight.detach().clone()
+    with pytest.raises(exc, match=f"hebbian.learn: {match}"):
+        hebbian.learn(net, torch.randn(8, 4), **kwargs)
+    assert torch.equal(net[0].weight, before)
