@@ -656,3 +656,50 @@ def test_i29_hebbian_learn_refuses_bad_epochs_and_batch_size(kwargs, exc, match)
     with pytest.raises(exc, match=f"hebbian.learn: {match}"):
         hebbian.learn(net, torch.randn(8, 4), **kwargs)
     assert torch.equal(net[0].weight, before)
+
+
+def _pc_args():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    weights = [torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(2, 5, generator=g, dtype=torch.float64)]
+    biases = [torch.zeros(5, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)]
+    return x, weights, biases, [torch.zeros(3, 5, dtype=torch.float64)], torch.zeros(3, 2, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [(dict(variant=1.0), TypeError, "variant must be an int"), (dict(loss=True), TypeError, "loss must be an int"),
+     (dict(steps=2.5), TypeError, "steps must be an int"), (dict(steps=-1), ValueError, "steps must be >= 0"),
+     (dict(gamma="0.1"), TypeError, "gamma must be a real"), (dict(gamma=NAN), ValueError, "gamma must not be NaN"),
+     (dict(lr=INF), ValueError, "lr must be finite"), (dict(kinds=[0, 1.5]), TypeError, r"kinds\[1\] must be an int"),
+     (dict(slopes=[0.0, "0"]), TypeError, r"slopes\[1\] must be a real")],
+)  # fmt: skip
+def test_i29_predictive_coding_infer_refuses_coercible_scalars(kwargs, exc, match):
+    x, weights, biases, states, target = _pc_args()
+    kinds = kwargs.pop("kinds", [0, 3])
+    slopes = kwargs.pop("slopes", None)
+    with pytest.raises(exc, match=f"predictive_coding_infer: {match}"):
+        ops.predictive_coding_infer(x, weights, biases, states, target, kinds, slopes, **kwargs)
+
+
+@pytest.mark.parametrize("kinds,slopes,scale,exc,match",
+                         [([0, 3.0], None, 1.0, TypeError, r"kinds\[1\] must be an int"),
+                          ([0, 3], [0.0, NAN], 1.0, ValueError, r"slopes\[1\] must not be NaN"),
+                          ([0, 3], None, "1", TypeError, "scale must be a real")])
+def test_i29_predictive_coding_update_refuses_coercible_scalars(kinds, slopes, scale, exc, match):
+    x, _, _, states, _ = _pc_args()
+    errors = [torch.zeros(3, 5, dtype=torch.float64), torch.zeros(3, 2, dtype=torch.float64)]
+    with pytest.raises(exc, match=f"predictive_coding_update: {match}"):
+        ops.predictive_coding_update(x, states, errors, kinds, slopes, scale)
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [(dict(steps=2.5), TypeError, "steps must be an int"),
+                                              (dict(steps=True), TypeError, "steps must be an int"),
+                                              (dict(gamma="0.1"), TypeError, "gamma must be a real"),
+                                              (dict(gamma=NAN), ValueError, "gamma must not be NaN"),
+                                              (dict(ipc_lr=NAN), ValueError, "ipc_lr must not be NaN")])
+def test_i29_predictive_coding_learner_refuses_coercible_scalars(kwargs, exc, match):
+    from localgrad.predictive_coding import PredictiveCoding
+
+    with pytest.raises(exc, match=f"PredictiveCoding: {match}"):
+        PredictiveCoding(nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)), **kwargs)
