@@ -703,3 +703,12 @@ def test_i29_predictive_coding_learner_refuses_coercible_scalars(kwargs, exc, ma
 
     with pytest.raises(exc, match=f"PredictiveCoding: {match}"):
         PredictiveCoding(nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)), **kwargs)
+
+
+@pytest.mark.parametrize("eta,exc,match", [("0.1", TypeError, "eta must be a real"), (True, TypeError, "eta must be a real"),
+                                           (NAN, ValueError, "eta must not be NaN")])
+def test_i29_plastic_layer_refuses_a_coercible_eta(eta, exc, match):
+    from localgrad.meta.plastic import PlasticLayer
+
+    with pytest.raises(exc, match=f"PlasticLayer: {match}"):
+        PlasticLayer(3, 2, eta=eta)
