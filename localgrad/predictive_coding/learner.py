@@ -163,6 +163,13 @@ class PredictiveCoding:
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         check_replicated(self.model.parameters(), "PredictiveCoding")
+        frozen = [p for p in self.model.parameters() if not p.requires_grad]
+        if self.variant == "ipc" and frozen and self.blocks is None:
+            # The fused op moves every layer inside inference: a frozen
+            # layer's working copy would move too and change the others' updates.
+            raise ValueError("PredictiveCoding: variant 'ipc' on an MLP moves every layer's weights during "
+                             "inference; a model with frozen parameters (requires_grad=False) needs variant 'il', "
+                             "or a Conv2d model (whose iPC path holds frozen parameters fixed)")
         if self.variant == "ipc" and world_size() > 1:
             # Its weights move at every inference step by each rank's own
             # batch: the replicas would follow different inner loops.
@@ -201,6 +208,8 @@ class PredictiveCoding:
         written = []
         for m, gw, gb in zip(self.linears, grads_w, grads_b):
             for param, grad in ((m.weight, gw), (m.bias, gb)):
+                if not param.requires_grad:
+                    continue
                 if param.grad is None:
                     param.grad = grad
                 else:
@@ -219,6 +228,8 @@ class PredictiveCoding:
         written = []
         for block, update in zip(self.blocks, updates):
             for param, u in zip(block.layer.parameters(), update):
+                if u is None:  # frozen (requires_grad=False)
+                    continue
                 grad = u.mul_(scale)
                 if param.grad is None:
                     param.grad = grad

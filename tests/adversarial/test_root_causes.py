@@ -712,3 +712,63 @@ def test_i29_plastic_layer_refuses_a_coercible_eta(eta, exc, match):
 
     with pytest.raises(exc, match=f"PlasticLayer: {match}"):
         PlasticLayer(3, 2, eta=eta)
+
+
+def _frozen_case(kind):
+    torch.manual_seed(0)
+    if kind == "mlp":
+        model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 3))
+        return model, torch.randn(6, 4)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), nn.Tanh(), nn.Flatten(), nn.Linear(18, 3))
+    return model, torch.randn(6, 1, 7, 7)
+
+
+def _learners():
+    from localgrad.predictive_coding import PredictiveCoding
+    from localgrad.target_prop import TargetProp
+
+    cases = [(lambda m, v=v: PredictiveCoding(m, variant=v), kind) for v in ("il", "fpa", "zil") for kind in ("mlp", "conv")]
+    cases.append((lambda m: PredictiveCoding(m, variant="ipc"), "conv"))
+    cases += [(lambda m, v=v: TargetProp(m, variant=v, seed=1), kind) for v in ("tp", "dtp", "ldrl") for kind in ("mlp", "conv")]
+    cases += [(lambda m: TargetProp(m, variant="ddtp", seed=1), "mlp"),
+              (lambda m: TargetProp(m, variant="dtp", seed=1, feedback="gated"), "mlp")]
+    return cases
+
+
+_IPC_CASE = 6
+
+
+@pytest.mark.parametrize("case", range(len(_learners())))
+def test_i29_frozen_parameters_get_no_grad_and_change_nothing_else(case):
+    make, kind = _learners()[case]
+    y = torch.randint(0, 3, (6,))
+    model, x = _frozen_case(kind)
+    make(model).step(x, y)
+    frozen, x = _frozen_case(kind)
+    frozen[0].weight.requires_grad_(False)
+    frozen[-1].bias.requires_grad_(False)
+    learner = make(frozen)
+    feedback = getattr(learner, "feedback_parameters", list)()
+    if feedback:
+        feedback[0].requires_grad_(False)
+    learner.step(x, y)  # the conv paths raised here: autograd refused the frozen weight
+    assert frozen[0].weight.grad is None and frozen[-1].bias.grad is None
+    if feedback:
+        assert feedback[0].grad is None and all(p.grad is not None for p in feedback[1:])
+    if case == _IPC_CASE:  # iPC holds the frozen weight fixed where it moved the others in inference
+        return
+    # Frozen or not, a parameter's values are read the same: the others' updates do not change.
+    for p, q in zip(model.parameters(), frozen.parameters()):
+        if q.requires_grad:
+            torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=0)
+
+
+def test_i29_predictive_coding_ipc_on_an_mlp_refuses_frozen_parameters():
+    from localgrad.predictive_coding import PredictiveCoding
+
+    model, x = _frozen_case("mlp")
+    model[0].weight.requires_grad_(False)
+    with pytest.raises(ValueError, match="variant 'ipc' on an MLP.*frozen parameters"):
+        PredictiveCoding(model, variant="ipc").step(x, torch.randint(0, 3, (6,)))
+    assert all(p.grad is None for p in model.parameters())
+
