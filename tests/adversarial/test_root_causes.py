@@ -772,3 +772,16 @@ def test_i29_predictive_coding_ipc_on_an_mlp_refuses_frozen_parameters():
         PredictiveCoding(model, variant="ipc").step(x, torch.randint(0, 3, (6,)))
     assert all(p.grad is None for p in model.parameters())
 
+
+@pytest.mark.parametrize("learner", ["PredictiveCoding", "TargetProp"])
+@pytest.mark.parametrize("value", [NAN, INF])
+def test_i29_non_finite_float_targets_are_refused_naming_y(learner, value):
+    from localgrad.predictive_coding import PredictiveCoding
+    from localgrad.target_prop import TargetProp
+
+    model, x = _frozen_case("mlp")
+    y = torch.zeros(6, 3)
+    y[2, 1] = value
+    with pytest.raises(ValueError, match=f"{learner}: float targets y contain NaN or inf"):
+        {"PredictiveCoding": PredictiveCoding, "TargetProp": TargetProp}[learner](model).step(x, y)
+    assert all(p.grad is None for p in model.parameters())
