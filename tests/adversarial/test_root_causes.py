@@ -785,3 +785,31 @@ def test_i29_non_finite_float_targets_are_refused_naming_y(learner, value):
     with pytest.raises(ValueError, match=f"{learner}: float targets y contain NaN or inf"):
         {"PredictiveCoding": PredictiveCoding, "TargetProp": TargetProp}[learner](model).step(x, y)
     assert all(p.grad is None for p in model.parameters())
+
+
+_ONLINE = ["RTRL", "SnAp", "RFLO", "UORO", "KFRTRL", "EProp", "BPTT"]
+
+
+@pytest.mark.parametrize("rule", _ONLINE)
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_i29_online_learners_empty_batch_has_loss_zero(rule, loss):
+    from localgrad import online
+
+    model = online.LeakyRNN(3, 4, 2)
+    learner = getattr(online, rule)(model, loss=loss)
+    learner.reset(0)
+    targets = torch.zeros(5, 0, 2) if loss == "mse" else torch.zeros(5, 0, dtype=torch.long)
+    assert learner.run(torch.zeros(5, 0, 3), targets).item() == 0.0  # the mean over no samples was NaN
+    assert all(p.grad is not None and not p.grad.isnan().any() for p in model.parameters())
+
+
+@pytest.mark.parametrize("rule", _ONLINE)
+def test_i29_online_learners_refuse_integer_targets_for_mse(rule):
+    from localgrad import online
+
+    model = online.LeakyRNN(3, 4, 2)
+    learner = getattr(online, rule)(model)
+    learner.reset(2)
+    with pytest.raises(TypeError, match=f"{rule}: targets must be floating for loss 'mse'"):
+        learner.run(torch.zeros(5, 2, 3), torch.ones(5, 2, 2, dtype=torch.long))
+    assert all(p.grad is None for p in model.parameters())
