@@ -813,3 +813,25 @@ def test_i29_online_learners_refuse_integer_targets_for_mse(rule):
     with pytest.raises(TypeError, match=f"{rule}: targets must be floating for loss 'mse'"):
         learner.run(torch.zeros(5, 2, 3), torch.ones(5, 2, 2, dtype=torch.long))
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_i29_evolution_strategies_refuses_integer_parameters():
+    from localgrad.meta.evolution import EvolutionStrategies
+
+    # The noise cast to int64 is 0: every member was theta, the estimate zeros.
+    with pytest.raises(TypeError, match=r"EvolutionStrategies: params\[1\] must be floating, got torch.int64"):
+        EvolutionStrategies([torch.ones(2), torch.ones(3, dtype=torch.int64)], sigma=0.1, population=4)
+
+
+@pytest.mark.parametrize("dtype,sigma", [(torch.float32, 1e-40), (torch.float32, 1e-300), (torch.float16, 1e-5),
+                                         (torch.float64, 1e-310)])
+def test_i29_evolution_strategies_refuses_a_subnormal_sigma(dtype, sigma):
+    from localgrad.meta.evolution import EvolutionStrategies
+
+    with pytest.raises(ValueError, match=f"EvolutionStrategies: sigma = .* below the smallest normal {dtype}"):
+        EvolutionStrategies([torch.ones(3, dtype=torch.float64), torch.ones(3, dtype=dtype)], sigma=sigma,
+                            population=4)
+    # The smallest normal sigma itself gives a finite estimate.
+    es = EvolutionStrategies([torch.ones(3, dtype=dtype)], sigma=torch.finfo(dtype).tiny, population=4)
+    grads, _ = es.estimate(lambda q: (q.double() ** 2).sum(1))
+    assert grads[0].isfinite().all()
