@@ -705,7 +705,8 @@ def test_i29_predictive_coding_learner_refuses_coercible_scalars(kwargs, exc, ma
         PredictiveCoding(nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)), **kwargs)
 
 
-@pytest.mark.parametrize("eta,exc,match", [("0.1", TypeError, "eta must be a real"), (True, TypeError, "eta must be a real"),
+@pytest.mark.parametrize("eta,exc,match", [("0.1", TypeError, "eta must be a real"),
+                                           (True, TypeError, "eta must be a real"),
                                            (NAN, ValueError, "eta must not be NaN")])
 def test_i29_plastic_layer_refuses_a_coercible_eta(eta, exc, match):
     from localgrad.meta.plastic import PlasticLayer
@@ -727,9 +728,10 @@ def _learners():
     from localgrad.predictive_coding import PredictiveCoding
     from localgrad.target_prop import TargetProp
 
-    cases = [(lambda m, v=v: PredictiveCoding(m, variant=v), kind) for v in ("il", "fpa", "zil") for kind in ("mlp", "conv")]
+    kinds = ("mlp", "conv")
+    cases = [(lambda m, v=v: PredictiveCoding(m, variant=v), kind) for v in ("il", "fpa", "zil") for kind in kinds]
     cases.append((lambda m: PredictiveCoding(m, variant="ipc"), "conv"))
-    cases += [(lambda m, v=v: TargetProp(m, variant=v, seed=1), kind) for v in ("tp", "dtp", "ldrl") for kind in ("mlp", "conv")]
+    cases += [(lambda m, v=v: TargetProp(m, variant=v, seed=1), kind) for v in ("tp", "dtp", "ldrl") for kind in kinds]
     cases += [(lambda m: TargetProp(m, variant="ddtp", seed=1), "mlp"),
               (lambda m: TargetProp(m, variant="dtp", seed=1, feedback="gated"), "mlp")]
     return cases
