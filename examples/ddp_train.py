@@ -1,18 +1,17 @@
-"""Data-parallel training of any localgrad rule on the MNIST subset.
+"""Data-parallel training of any registered localgrad rule on the MNIST subset.
 
     torchrun --nproc_per_node=2 examples/ddp_train.py --rule dfa           # CPU: gloo
     torchrun --nproc_per_node=8 examples/ddp_train.py --rule dfa --device cuda   # GPUs: nccl
 
 Every rank reads the same shuffled order and trains on its own slice of each
-global batch (--batch-size is the global batch, split evenly). Rules trained
-through autograd (backprop, fa, usf, brsf, frsf, dfa, ba) run under
-DistributedDataParallel with default arguments; EqProp / CHL and the online
-learners (rtrl, snap, rflo, eprop, uoro, kfrtrl, bptt: the image read row by
-row, 28 steps, the class predicted at the last), predictive coding (pc,
-pc-zil, pc-fpa), synthetic gradients (dni, cdni) and target propagation
-(dtp, ddtp, ldrl; their feedback trained by the same optimizer) average
-their gradients themselves, so their models are not wrapped. At the end rank 0 prints the test accuracy
-and whether the replicas' parameters are identical on all ranks.
+global batch (--batch-size is the global batch, split evenly). Every rule runs
+the same loop through its Learner (localgrad.learner), which averages its
+`.grad` over the ranks itself: no DistributedDataParallel wrapper is needed.
+A static rule trains the MLP 784-h-h-10; a sequence rule reads the image row
+by row (28 steps of 28 pixels, batch first) with a leaky RNN (a LIF network
+for the spiking rules) and names the class at the last row. At the end rank 0
+prints the test accuracy and whether the replicas' parameters are identical on
+all ranks. A rule that cannot train data-parallel (pc-ipc) says so.
 """
 
 from __future__ import annotations
@@ -23,28 +22,20 @@ import time
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 import localgrad
 import localgrad.distributed as ld
-from localgrad import data
-
-CONVERT_RULES = localgrad.RULES
-EQPROP_RULES = ("eqprop", "chl")
-ONLINE_RULES = ("rtrl", "snap", "rflo", "eprop", "uoro", "kfrtrl", "bptt")
-# Learners of the MLP with a step(x, y) that averages over the ranks itself.
-LEARNER_RULES = ("pc", "pc-zil", "pc-fpa", "dni", "cdni", "dtp", "ddtp", "ldrl")
+from localgrad import data, online
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rule", default="dfa", choices=(*CONVERT_RULES, *EQPROP_RULES, *LEARNER_RULES, *ONLINE_RULES))
+    parser.add_argument("--rule", default="dfa", choices=localgrad.rules())
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128, help="global batch, split evenly over the ranks")
     parser.add_argument("--hidden", type=int, default=None, help="default: 256; online rules 32")
-    parser.add_argument("--lr", type=float, default=None, help="default: 1e-3 (Adam), EqProp 0.1 (SGD)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
     parser.add_argument("--train-samples", type=int, default=4000, help="the first N of the 4,000 training digits")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--seed", type=int, default=0)
@@ -64,73 +55,19 @@ def setup(device_arg: str) -> torch.device:
     return device
 
 
-def build(rule: str, hidden: int, lr: float | None, device: torch.device):
-    """(model to train, step(x, y) -> loss, optimizer)."""
-    if rule in CONVERT_RULES:
-        model = nn.Sequential(nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                              nn.Linear(hidden, 10))
-        localgrad.convert(model, rule=rule, seed=0)
-        model.to(device)
-        net = DDP(model) if ld.world_size() > 1 else model  # default arguments
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr or 1e-3)
+def build(rule: str, hidden: int, device: torch.device) -> nn.Module:
+    """The model a rule of the registry trains, by the kind of input it takes."""
+    if localgrad.rule_info(rule).inputs == "static":
+        return nn.Sequential(nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                             nn.Linear(hidden, 10)).to(device)
+    if rule.endswith("-spiking"):
+        return online.LIF(28, hidden, 10).to(device)
+    return online.LeakyRNN(28, hidden, 10, alpha=0.5).to(device)
 
-        def step(x, y):
-            loss = F.cross_entropy(net(x), y)
-            loss.backward()
-            return loss
 
-        return model, step, optimizer
-    if rule in EQPROP_RULES:
-        from localgrad.eqprop import EqPropMLP
-
-        model = EqPropMLP([784, hidden, 10], mode=rule).to(device)
-        ld.broadcast_state(model)
-        lr = lr or 0.1
-        groups = [{"params": layer.parameters(), "lr": lr / 2**i} for i, layer in enumerate(model.layers)]
-        optimizer = torch.optim.SGD(groups, momentum=0.9)
-        return model, lambda x, y: model.eqprop_step(x, y)[0], optimizer
-    if rule in LEARNER_RULES:
-        model = nn.Sequential(nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                              nn.Linear(hidden, 10)).to(device)
-        if rule.startswith("pc"):
-            from localgrad.predictive_coding import PredictiveCoding
-
-            learner = PredictiveCoding(model, variant={"pc": "il", "pc-zil": "zil", "pc-fpa": "fpa"}[rule], loss="ce")
-            extra = []
-        elif rule in ("dni", "cdni"):
-            from localgrad.synthetic_gradients import DNI
-
-            learner = DNI(model, split="pre-activation", conditioned=rule == "cdni", loss="ce")
-            extra = learner.sg_parameters()
-        else:
-            from localgrad.target_prop import TargetProp
-
-            learner = TargetProp(model, variant=rule, loss="ce", feedback="nonlinear" if rule == "ddtp" else "gated")
-            extra = learner.feedback_parameters()
-        ld.broadcast_state(learner)  # the model, and the learner's modules and generator
-        optimizer = torch.optim.Adam([*model.parameters(), *extra], lr=lr or 1e-3)
-        return model, learner.step, optimizer
-    from localgrad import online
-
-    model = online.LeakyRNN(28, hidden, 10, alpha=0.5).to(device)
-    learner = {"rtrl": online.RTRL, "snap": online.SnAp, "rflo": online.RFLO, "eprop": online.EProp,
-               "uoro": online.UORO, "kfrtrl": online.KFRTRL, "bptt": online.BPTT}[rule](model, loss="ce")
-    ld.broadcast_state(learner)  # the model, and the learner's random feedback / RNG state
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr or 1e-3)
-    last_step_only = torch.zeros(28, dtype=torch.bool)
-    last_step_only[-1] = True
-
-    def step(x, y):
-        xs = x.view(-1, 28, 28).transpose(0, 1)  # (28 rows, batch, 28 pixels)
-        learner.reset(xs.shape[1])
-        return learner.run(xs, y.expand(28, -1), loss_mask=last_step_only)
-
-    class Reader(nn.Module):  # the RNN's class prediction at the last row, for the accuracy
-        def forward(self, x):
-            ys, _ = model(x.view(-1, 28, 28).transpose(0, 1))
-            return ys[-1]
-
-    return Reader(), step, optimizer
+def inputs(rule: str, x: torch.Tensor) -> torch.Tensor:
+    """The images as the rule reads them: flat, or 28 rows of 28 pixels (batch, time, features)."""
+    return x if localgrad.rule_info(rule).inputs == "static" else x.view(-1, 28, 28)
 
 
 def replicas_identical(params) -> bool:
@@ -152,9 +89,13 @@ def main():
     torch.manual_seed(args.seed)
     ds = data.mnist_subset(args.seed).to(device)
     x_train, y_train = ds.x_train[: args.train_samples].flatten(1), ds.y_train[: args.train_samples]
-    hidden = args.hidden or (32 if args.rule in ONLINE_RULES else 256)
-    model, step, optimizer = build(args.rule, hidden, args.lr, device)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    sequence = localgrad.rule_info(args.rule).inputs == "sequence"
+    hidden = args.hidden or (32 if sequence else 256)
+    model = build(args.rule, hidden, device)
+    learner = localgrad.learner(model, args.rule, seed=args.seed)
+    ld.broadcast_state(learner)  # rank 0's model, feedback and RNG state on every rank
+    params = [*model.parameters(), *learner.parameters()]
+    optimizer = torch.optim.Adam(params, lr=args.lr)
     local = args.batch_size // world
     order_rng = torch.Generator().manual_seed(args.seed)  # the same order on every rank
     t0 = time.perf_counter()
@@ -165,7 +106,7 @@ def main():
                 break  # equal shards only: the mean of the ranks' means is the union batch's mean
             xs, ys = xb[rank * local:(rank + 1) * local], yb[rank * local:(rank + 1) * local]
             optimizer.zero_grad()
-            total += float(step(xs, ys).detach())
+            total += float(learner.step(inputs(args.rule, xs), ys).loss)
             count += 1
             optimizer.step()
         if rank == 0:
@@ -173,7 +114,9 @@ def main():
     seconds = time.perf_counter() - t0
     identical = replicas_identical(params)
     if rank == 0:
-        acc = localgrad.training.accuracy(model, ds.x_test.flatten(1), ds.y_test)
+        with torch.no_grad():
+            predicted = learner.predict(inputs(args.rule, ds.x_test.flatten(1))).argmax(1)
+        acc = (predicted == ds.y_test).float().mean().item()
         print(f"rule {args.rule}, {world} rank(s) on {device.type}: test accuracy {acc:.4f}, "
               f"{seconds:.1f} s, replicas identical: {identical}", flush=True)
     if ld.is_initialized():

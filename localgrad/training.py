@@ -73,6 +73,9 @@ def one_hot_targets(y, batch: int, like: torch.Tensor, owner: str) -> torch.Tens
         return F.one_hot(y.long(), n_out).to(like)
     if y.shape != (batch, n_out):
         raise ValueError(f"{owner}: float targets y must have shape ({batch}, {n_out}), got {tuple(y.shape)}")
+    # A NaN target would spread through inference into every layer's .grad.
+    if not bool(torch.isfinite(y).all()):
+        raise ValueError(f"{owner}: float targets y contain NaN or inf")
     return y.to(like).contiguous()
 
 

@@ -111,7 +111,7 @@ def test_refuses_bad_arguments_and_batches():
         PredictiveCoding(model, variant="bp")
     with pytest.raises(ValueError, match="loss must be one of"):
         PredictiveCoding(model, loss="hinge")
-    with pytest.raises(ValueError, match="gamma must be finite"):
+    with pytest.raises(ValueError, match="gamma must not be NaN"):
         PredictiveCoding(model, gamma=float("nan"))
     with pytest.raises(ValueError, match="ipc_lr must be > 0"):
         PredictiveCoding(model, variant="ipc", ipc_lr=0)

@@ -13,6 +13,7 @@ from torch import nn
 
 from localgrad import distributed, ops
 from localgrad.learner import add_to_grad
+from localgrad.ops._common import as_bool, as_float, as_int
 from localgrad.reference import hebbian as ref
 
 # The forward activations the next layer or the probe sees; u is the
@@ -44,22 +45,30 @@ def _activate(u: torch.Tensor, kind: str, power: float, dim: int = 1) -> torch.T
 class _HebbianBase(nn.Module):
     def _setup(self, rule, n_out, fan_in, lr, temperature, p, rank, anti, lr_power, normalize, theta_rate,
                activation, power, normalize_input):
-        self.rule = rule
+        if not isinstance(rule, str):
+            raise TypeError(f"{type(self).__name__}: rule must be a rule name ({', '.join(ref.RULES)}), got {rule!r}")
         ref.rule_code(rule)
+        self.rule = rule
         if activation not in ACTIVATIONS:
             raise ValueError(f"hebbian: activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         d = DEFAULTS[rule]
-        self.lr = d.get("lr", 0.01) if lr is None else float(lr)
-        self.temperature = d.get("temperature", 1.0) if temperature is None else float(temperature)
-        self.p = d.get("p", 3.0) if p is None else float(p)
-        self.rank = d.get("rank", 2) if rank is None else int(rank)
-        self.anti = d.get("anti", 0.4) if anti is None else float(anti)
-        self.lr_power = d.get("lr_power", 0.0) if lr_power is None else float(lr_power)
-        self.normalize = d.get("normalize", False) if normalize is None else bool(normalize)
-        self.theta_rate = float(theta_rate)
+        op = type(self).__name__
+        self.lr = d.get("lr", 0.01) if lr is None else as_float(lr, op, "lr")
+        self.temperature = (d.get("temperature", 1.0) if temperature is None
+                            else as_float(temperature, op, "temperature", positive=True))
+        self.p = d.get("p", 3.0) if p is None else as_float(p, op, "p")
+        self.rank = d.get("rank", 2) if rank is None else as_int(rank, op, "rank", minimum=1)
+        self.anti = d.get("anti", 0.4) if anti is None else as_float(anti, op, "anti")
+        self.lr_power = d.get("lr_power", 0.0) if lr_power is None else as_float(lr_power, op, "lr_power")
+        self.normalize = d.get("normalize", False) if normalize is None else as_bool(normalize, op, "normalize")
+        # theta is a running mean of y^2: a rate outside [0, 1] extrapolates
+        # past y^2 (or away from it) and the threshold no longer tracks it.
+        self.theta_rate = as_float(theta_rate, op, "theta_rate", nonnegative=True)
+        if self.theta_rate > 1:
+            raise ValueError(f"{op}: theta_rate must be in [0, 1], got {self.theta_rate}")
         self.activation = activation
-        self.power = float(power)
-        self.normalize_input = bool(normalize_input)
+        self.power = as_float(power, op, "power")
+        self.normalize_input = as_bool(normalize_input, op, "normalize_input")
         self.learning = True
         # BCM's sliding threshold, a running mean of y^2 (a buffer: in state_dict).
         self.register_buffer("theta", torch.zeros(n_out) if rule == "bcm" else None)
@@ -165,6 +174,12 @@ class HebbianConv2d(_HebbianBase):
             self.theta = self.theta.to(device=device, dtype=self.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Checked before the step: unfold of the wrong channel count can still
+        # reshape into patches, and the step would write weight.grad from them
+        # before any later shape error.
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"HebbianConv2d: x must be (batch, {self.in_channels}, height, width), "
+                             f"got shape {tuple(x.shape)}")
         b, _, h, w = x.shape
         k, s, pad = self.kernel_size, self.stride, self.padding
         oh, ow = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1

@@ -11,6 +11,7 @@ from torch import nn
 
 from localgrad import data
 from localgrad.hebbian.layers import _HebbianBase
+from localgrad.ops._common import as_bool, as_int
 
 
 def hebbian_layers(model: nn.Module) -> list[_HebbianBase]:
@@ -25,9 +26,14 @@ def learn(model: nn.Sequential, x: torch.Tensor, epochs: int = 1, batch_size: in
     write -rate dW into .grad) and optimizer.step(); the optimizer
     (`optimizer_factory(params)`, default SGD lr 1: W += rate dW) is free.
     Returns the seconds spent."""
+    op = "hebbian.learn"
+    epochs = as_int(epochs, op, "epochs", minimum=0)
+    batch_size = as_int(batch_size, op, "batch_size", minimum=1)
+    greedy = as_bool(greedy, op, "greedy")
+    seed = as_int(seed, op, "seed")
     layers = hebbian_layers(model)
     if not layers:
-        raise ValueError("hebbian.learn: the model has no Hebbian layer")
+        raise ValueError(f"{op}: the model has no Hebbian layer")
     factory = optimizer_factory or (lambda params: torch.optim.SGD(params, lr=1.0))
     order = torch.Generator().manual_seed(seed)
     model.train()
@@ -67,7 +73,9 @@ def features(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch
     """The frozen model's output for `x`, flattened (eval mode: no learning)."""
     was = model.training
     model.eval()
-    out = torch.cat([model(xb).flatten(1) for xb in x.split(batch_size)]) if len(x) else x.new_zeros(0, 0)
+    # An empty x still goes through the model, so that the result has the
+    # model's feature width: (0, 0) would fail a probe built on the width.
+    out = torch.cat([model(xb).flatten(1) for xb in x.split(batch_size)]) if len(x) else model(x).flatten(1)
     model.train(was)
     return out
 

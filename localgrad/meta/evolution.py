@@ -40,7 +40,18 @@ class EvolutionStrategies:
         self.params = list(params)
         if not self.params or not all(isinstance(p, torch.Tensor) for p in self.params):
             raise ValueError(f"{op}: params must be a non-empty iterable of tensors")
+        for i, p in enumerate(self.params):
+            # An integer parameter would take the perturbations rounded (or
+            # the noise cast to 0) and give a gradient of zeros.
+            if not p.is_floating_point():
+                raise TypeError(f"{op}: params[{i}] must be floating, got {p.dtype}")
         self.sigma = as_float(sigma, op, "sigma", positive=True)
+        # Below the smallest normal number of a parameter's dtype, sigma * eps
+        # loses its bits (or is 0) and the 1 / sigma of the estimate overflows.
+        dtype = max({p.dtype for p in self.params}, key=lambda d: torch.finfo(d).tiny)
+        if self.sigma < torch.finfo(dtype).tiny:
+            raise ValueError(f"{op}: sigma = {self.sigma} is below the smallest normal {dtype} number "
+                             f"({torch.finfo(dtype).tiny}); the estimate would overflow")
         self.population = as_int(population, op, "population", minimum=2)
         if self.population % 2:
             raise ValueError(f"{op}: population must be even (antithetic pairs), got {self.population}")

@@ -28,6 +28,7 @@ from torch.autograd.function import once_differentiable
 
 from localgrad.activations import Activation
 from localgrad.ops import meta as ops
+from localgrad.ops._common import as_float
 
 _ACTIVATIONS = {"tanh": Activation.TANH, "identity": Activation.IDENTITY}
 
@@ -145,7 +146,8 @@ class PlasticLayer(nn.Module):
         if recurrent and in_features != out_features:
             raise ValueError(f"PlasticLayer: a recurrent layer needs in_features = out_features, "
                              f"got {in_features} and {out_features}")
-        if not 0.0 <= float(eta) < 1.0:
+        eta = as_float(eta, "PlasticLayer", "eta")
+        if not 0.0 <= eta < 1.0:
             raise ValueError(f"PlasticLayer: eta must be in [0, 1), got {eta}")
         self.in_features, self.out_features = in_features, out_features
         self.recurrent, self.activation, self.store_traces = recurrent, activation, store_traces

@@ -101,12 +101,23 @@ class OnlineLearner:
                 want = (t, b)
             if tuple(targets.shape) != want:
                 raise ValueError(f"{name}: targets must have shape {want} for loss {self.loss!r}, got {tuple(targets.shape)}")
+            # mse_loss promotes integer targets silently: class indices meant
+            # for 'ce' would be read as output values.
+            if self.loss == "mse" and not targets.is_floating_point():
+                raise TypeError(f"{name}: targets must be floating for loss 'mse', got {targets.dtype} (class "
+                                "indices need loss 'ce')")
             if targets.is_floating_point() and not torch.isfinite(targets).all():
                 raise ValueError(f"{name}: targets contain NaN or inf")
         if loss_mask is not None and tuple(loss_mask.shape) != (xs.shape[0],):
             raise ValueError(f"{name}: loss_mask must have shape ({xs.shape[0]},) (one flag per step), got {tuple(loss_mask.shape)}")
 
     def _step_loss(self, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # The mean over no samples is NaN; an empty batch has no loss, as the
+        # spiking learners say (0). A sum over y, not a constant, keeps the
+        # readout in the graph: its .grad is written (zeros), as on a rank
+        # whose shard is not empty.
+        if y.shape[0] == 0:
+            return y.sum()
         if self.loss == "mse":
             return F.mse_loss(y, target)
         return F.cross_entropy(y, target)

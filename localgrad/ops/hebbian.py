@@ -9,7 +9,15 @@ import math
 import torch
 
 from localgrad._extension import has_extension
-from localgrad.ops._common import compiled_ops, fall_back, register_fake, register_missing_cuda
+from localgrad.ops._common import (
+    as_bool,
+    as_float,
+    as_int,
+    compiled_ops,
+    fall_back,
+    register_fake,
+    register_missing_cuda,
+)
 from localgrad.reference import hebbian as _ref
 
 _OP = "hebbian_update"
@@ -84,12 +92,22 @@ def hebbian_update(
     Returns (u, grad). An optimizer stepping with grad in weight.grad
     applies the rule (SGD with lr 1: W += rate dW).
     """
-    code = _ref.rule_code(rule)
+    # A code given as a number goes through as_int: True would otherwise be
+    # rule 1 (sanger) and 1.0 a confusing "not one of the rule names".
+    code = _ref.rule_code(rule if isinstance(rule, str) else as_int(rule, _OP, "rule"))
+    args = (as_float(temperature, _OP, "temperature"), as_float(p, _OP, "p"), as_int(rank, _OP, "rank"),
+            as_float(anti, _OP, "anti"), as_float(lr, _OP, "lr"), as_float(lr_power, _OP, "lr_power"),
+            as_bool(normalize, _OP, "normalize"))
+    # The glue does not refuse outputs that require grad, and an in-place
+    # write into one bypasses autograd without a word.
+    for name, t in (("u", u), ("grad", grad)):
+        if isinstance(t, torch.Tensor) and t.requires_grad:
+            raise ValueError(f"{_OP}: {name} requires grad, but localgrad's ops write it in place outside autograd; "
+                             f"pass {name}.detach() (or a buffer that does not require grad)")
     if u is None:
         u = x.new_empty((x.shape[0], weight.shape[0])) if x.dim() == 2 and weight.dim() == 2 else x.new_empty(0)
     if grad is None:
         grad = torch.empty_like(weight)
-    args = (float(temperature), float(p), int(rank), float(anti), float(lr), float(lr_power), bool(normalize))
     if (lib := compiled_ops(has_extension())) is not None:
         lib.hebbian_update(x, weight, theta, code, *args, u, grad)
         return u, grad

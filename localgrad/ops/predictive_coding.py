@@ -12,17 +12,32 @@ import torch
 
 from localgrad import activations
 from localgrad._extension import has_extension
-from localgrad.ops._common import compiled_ops, fall_back, register_fake, register_missing_cuda
+from localgrad.ops._common import (
+    as_float,
+    as_int,
+    compiled_ops,
+    fall_back,
+    register_fake,
+    register_missing_cuda,
+)
 from localgrad.reference import predictive_coding as ref
 from localgrad.reference.predictive_coding import LOSSES, VARIANTS
 
 
 def _code(value, table: dict, what: str) -> int:
+    op = "predictive_coding_infer"
     if isinstance(value, str):
         if value not in table:
-            raise ValueError(f"predictive_coding_infer: {what} must be one of {', '.join(table)}, got {value!r}")
+            raise ValueError(f"{op}: {what} must be one of {', '.join(table)}, got {value!r}")
         return table[value]
-    return int(value)
+    return as_int(value, op, what)
+
+
+def _activations(op: str, kinds, slopes) -> tuple[list[int], list[float]]:
+    kinds = [as_int(k, op, f"kinds[{i}]") for i, k in enumerate(kinds)]
+    if slopes is None:
+        return kinds, [0.0] * len(kinds)
+    return kinds, [as_float(s, op, f"slopes[{i}]") for i, s in enumerate(slopes)]
 
 
 def _compiled() -> bool:
@@ -58,18 +73,22 @@ def predictive_coding_infer(
     hidden value nodes; target: (batch, n_L); kinds/slopes: the activation of
     a_0..a_{L-1} (localgrad.activations codes); output_precision: the
     weight of the output energy (eps_L = -output_precision dloss/dmu_L)."""
+    op = "predictive_coding_infer"
     variant = _code(variant, VARIANTS, "variant")
     loss = _code(loss, LOSSES, "loss")
+    output_precision = as_float(output_precision, op, "output_precision")
+    steps = as_int(steps, op, "steps", minimum=0)
+    gamma = as_float(gamma, op, "gamma")
+    lr = as_float(lr, op, "lr")
     weights, biases, states = list(weights), list(biases), list(states)
-    kinds = [int(k) for k in kinds]
-    slopes = [0.0] * len(kinds) if slopes is None else [float(s) for s in slopes]
+    kinds, slopes = _activations(op, kinds, slopes)
     if errors is None:
         errors = [x.new_empty((x.shape[0], w.shape[0])) for w in weights]
     errors = list(errors)
     if (lib := _compiled_ops()) is not None:
         lib.predictive_coding_infer(
-            x, weights, biases, states, errors, target, kinds, slopes, variant, loss, float(output_precision),
-            int(steps), float(gamma), float(lr),
+            x, weights, biases, states, errors, target, kinds, slopes, variant, loss, output_precision, steps, gamma,
+            lr,
         )
         return errors
     fall_back("predictive_coding_infer", x)
@@ -97,9 +116,10 @@ def predictive_coding_update(
     """weight_grads[l] = scale * errors[l]^T f_l(a_l), bias_grads[l] = scale *
     sum over the batch of errors[l], a_0 = x, a_l = states[l-1], for every
     layer in one call; allocated when not given. Returns both lists."""
+    op = "predictive_coding_update"
     states, errors = list(states), list(errors)
-    kinds = [int(k) for k in kinds]
-    slopes = [0.0] * len(kinds) if slopes is None else [float(s) for s in slopes]
+    kinds, slopes = _activations(op, kinds, slopes)
+    scale = as_float(scale, op, "scale")
     widths = [x.shape[1]] + [e.shape[1] for e in errors]
     if weight_grads is None:
         weight_grads = [x.new_empty((widths[l + 1], widths[l])) for l in range(len(errors))]
@@ -108,7 +128,7 @@ def predictive_coding_update(
     weight_grads, bias_grads = list(weight_grads), list(bias_grads)
     if (lib := _compiled_ops()) is not None:
         lib.predictive_coding_update(
-            x, states, errors, kinds, slopes, float(scale), weight_grads, bias_grads
+            x, states, errors, kinds, slopes, scale, weight_grads, bias_grads
         )
         return weight_grads, bias_grads
     fall_back("predictive_coding_update", x)

@@ -66,10 +66,24 @@ def _vjp_input(block: Block, a: torch.Tensor, cotangent: torch.Tensor) -> torch.
     return grad
 
 
-def _vjp_params(block: Block, a: torch.Tensor, cotangent: torch.Tensor) -> list[torch.Tensor]:
-    params = list(block.layer.parameters())
+def _trainable(blocks: list[Block]) -> list[torch.Tensor]:
+    # Frozen parameters (requires_grad=False) get no update and, for iPC, do not move.
+    return [p for b in blocks for p in b.layer.parameters() if p.requires_grad]
+
+
+def _per_block(blocks: list[Block], grads) -> list[list[torch.Tensor | None]]:
+    """`grads`, one per trainable parameter in order, as one list per block
+    with None at each frozen parameter."""
+    grads = iter(grads)
+    return [[next(grads) if p.requires_grad else None for p in b.layer.parameters()] for b in blocks]
+
+
+def _vjp_params(block: Block, a: torch.Tensor, cotangent: torch.Tensor) -> list[torch.Tensor | None]:
+    params = _trainable([block])
+    if not params:
+        return _per_block([block], [])[0]
     with torch.enable_grad():
-        return list(torch.autograd.grad(block(a.detach()), params, cotangent))
+        return _per_block([block], torch.autograd.grad(block(a.detach()), params, cotangent))[0]
 
 
 def _graph_step(blocks: list[Block], a: list[torch.Tensor], output_error, params: list[torch.Tensor]):
@@ -126,7 +140,7 @@ def infer_and_update(blocks: list[Block], x: torch.Tensor, output_error, variant
         pre = ff
     else:
         ipc = variant == "ipc"
-        params = [p for b in blocks for p in b.layer.parameters()] if ipc else []
+        params = _trainable(blocks) if ipc else []
         start = [p.detach().clone() for p in params]
         for _ in range(steps):
             eps, backs, moves = _graph_step(blocks, a, output_error, params)
@@ -138,20 +152,10 @@ def infer_and_update(blocks: list[Block], x: torch.Tensor, output_error, variant
             moved = [(p - p0).div_(ipc_lr) for p, p0 in zip(params, start)]
             for p, p0 in zip(params, start):
                 p.copy_(p0)  # the learner writes the move into .grad; the optimizer applies it
-            updates, i = [], 0
-            for b in blocks:
-                n = len(list(b.layer.parameters()))
-                updates.append(moved[i:i + n])
-                i += n
-            return mu_out, updates
+            return mu_out, _per_block(blocks, moved)
         # The final errors and every block's update from one more pass.
-        params = [p for b in blocks for p in b.layer.parameters()]
+        params = _trainable(blocks)
         _, _, grads = _graph_step(blocks, a, output_error, params)
-        updates, i = [], 0
-        for b in blocks:
-            n = len(list(b.layer.parameters()))
-            updates.append([torch.zeros_like(p) if g is None else g for p, g in zip(b.layer.parameters(), grads[i:i + n])])
-            i += n
-        return mu_out, updates
+        return mu_out, _per_block(blocks, [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)])
     updates = [_vjp_params(blocks[l], pre[l], eps[l]) for l in range(L)]
     return mu_out, updates

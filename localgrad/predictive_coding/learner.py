@@ -19,6 +19,7 @@ from torch import nn
 
 from localgrad import activations, ops
 from localgrad.distributed import average_gradients, check_replicated, world_size
+from localgrad.ops._common import as_float, as_int
 from localgrad.predictive_coding import generic
 from localgrad.reference import predictive_coding as ref
 from localgrad.training import one_hot_targets
@@ -100,6 +101,7 @@ class PredictiveCoding:
 
     def __init__(self, model: nn.Sequential, variant: str = "il", steps: int | None = None,
                  gamma: float | None = None, loss: str = "mse", ipc_lr: float = 0.01):
+        op = "PredictiveCoding"
         if variant not in VARIANTS:
             raise ValueError(f"PredictiveCoding: variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
         if loss not in LOSSES:
@@ -116,15 +118,13 @@ class PredictiveCoding:
         n_layers = len(self.linears)
         default_steps = {"il": 20, "ipc": 20, "fpa": n_layers, "zil": n_layers - 1}[variant]
         default_gamma = {"il": 0.1, "ipc": 0.1, "fpa": 1.0, "zil": 1.0}[variant]
-        self.steps = default_steps if steps is None else int(steps)
-        self.gamma = default_gamma if gamma is None else float(gamma)
-        if self.steps < 0:
-            raise ValueError(f"PredictiveCoding: steps must be >= 0, got {self.steps}")
-        if not (self.gamma == self.gamma and abs(self.gamma) != float("inf")):
-            raise ValueError(f"PredictiveCoding: gamma must be finite, got {self.gamma}")
+        self.steps = default_steps if steps is None else as_int(steps, op, "steps", minimum=0)
+        self.gamma = default_gamma if gamma is None else as_float(gamma, op, "gamma")
+        # Only iPC reads ipc_lr, but a NaN or a string is a mistake whatever the variant.
+        ipc_lr = as_float(ipc_lr, op, "ipc_lr")
         if variant == "ipc" and not ipc_lr > 0:
             raise ValueError(f"PredictiveCoding: ipc_lr must be > 0, got {ipc_lr}")
-        self.variant, self.loss, self.ipc_lr = variant, loss, float(ipc_lr)
+        self.variant, self.loss, self.ipc_lr = variant, loss, ipc_lr
 
     def __repr__(self) -> str:
         return (f"PredictiveCoding(variant={self.variant!r}, steps={self.steps}, gamma={self.gamma}, "
@@ -164,6 +164,13 @@ class PredictiveCoding:
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         check_replicated(self.model.parameters(), "PredictiveCoding")
+        frozen = [p for p in self.model.parameters() if not p.requires_grad]
+        if self.variant == "ipc" and frozen and self.blocks is None:
+            # The fused op moves every layer inside inference: a frozen
+            # layer's working copy would move too and change the others' updates.
+            raise ValueError("PredictiveCoding: variant 'ipc' on an MLP moves every layer's weights during "
+                             "inference; a model with frozen parameters (requires_grad=False) needs variant 'il', "
+                             "or a Conv2d model (whose iPC path holds frozen parameters fixed)")
         if self.variant == "ipc" and world_size() > 1:
             # Its weights move at every inference step by each rank's own
             # batch: the replicas would follow different inner loops.
@@ -202,6 +209,8 @@ class PredictiveCoding:
         written = []
         for m, gw, gb in zip(self.linears, grads_w, grads_b):
             for param, grad in ((m.weight, gw), (m.bias, gb)):
+                if not param.requires_grad:
+                    continue
                 if param.grad is None:
                     param.grad = grad
                 else:
@@ -220,6 +229,8 @@ class PredictiveCoding:
         written = []
         for block, update in zip(self.blocks, updates):
             for param, u in zip(block.layer.parameters(), update):
+                if u is None:  # frozen (requires_grad=False)
+                    continue
                 grad = u.mul_(scale)
                 if param.grad is None:
                     param.grad = grad

@@ -311,7 +311,9 @@ class TargetProp:
 
     def _feedback_grads(self, weights, biases, hs, pre) -> list[nn.Parameter]:
         """Writes the feedback losses' batch-mean gradients into .grad; returns the parameters written."""
-        params = self.feedback_parameters()
+        # Frozen feedback parameters (requires_grad=False) keep no .grad and
+        # would make autograd.grad refuse the whole call.
+        params = [p for p in self.feedback_parameters() if p.requires_grad]
         if not params:
             return []
         if self.layers is not None:
@@ -363,6 +365,8 @@ class TargetProp:
         self.last_feedback_loss = total
         for m, gv, gc in zip(self.feedback, out_v, out_c):
             for p, g in ((m.weight, gv), (m.bias, gc)):
+                if not p.requires_grad:
+                    continue
                 if p.grad is None:
                     p.grad = g
                 else:
@@ -458,11 +462,12 @@ class TargetProp:
             grads = ref.forward_gradients(hs, pre, targets, self.kinds, self.slopes, scales)
         else:
             modules = [layer.module for layer in self.layers]
-            pre_fns = [(lambda h, layer=layer: layer.pre(h, layer.module.weight, layer.module.bias))
-                       for layer in self.layers]
+            # Leaves of their own: autograd needs them to require grad, a
+            # frozen layer's parameter does not (its .grad is skipped below).
+            leaves = [(m.weight.detach().requires_grad_(), m.bias.detach().requires_grad_()) for m in modules]
+            pre_fns = [(lambda h, layer=layer, wb=wb: layer.pre(h, *wb)) for layer, wb in zip(self.layers, leaves)]
             grads = ref.module_forward_gradients(
-                pre_fns,
-                [(m.weight, m.bias) for m in modules], hs, pre, targets, self.kinds, self.slopes, scales)
+                pre_fns, leaves, hs, pre, targets, self.kinds, self.slopes, scales)
         if self.ortho:
             for l in range(1, len(weights)):
                 w = weights[l]
@@ -470,6 +475,8 @@ class TargetProp:
                 grads[l] = (grads[l][0] + self.ortho * (w @ gram), grads[l][1])
         for m, (gw, gb) in zip(modules, grads):
             for param, g in ((m.weight, gw), (m.bias, gb)):
+                if not param.requires_grad:
+                    continue
                 if param.grad is None:
                     param.grad = g
                 else:

@@ -571,3 +571,269 @@ def test_s1_every_op_names_the_argument_on_the_wrong_device(op, device):
                 spec.call_ops(bad)
             message = str(info.value)
             assert "must be on the device of" in message and "CUDAGuardImpl" not in message, (name, message)
+
+
+# Issue 29: no silent wrong answer ---------------------------------------------------
+# The Python side: scalars parsed by the strict helpers (a float for an int,
+# NaN, a string are refused, not coerced), frozen parameters left alone,
+# non-finite targets refused, checks before any write, and empty inputs with
+# the shapes the non-empty ones have.
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [(dict(rule=True), TypeError, "rule must be an int"), (dict(rule=1.0), TypeError, "rule must be an int"),
+     (dict(rank=2.5), TypeError, "rank must be an int"), (dict(temperature="1"), TypeError, "temperature must be a real"),
+     (dict(temperature=NAN), ValueError, "temperature must not be NaN"),
+     (dict(normalize=2), TypeError, "normalize must be a bool")],
+)  # fmt: skip
+def test_i29_hebbian_update_refuses_coercible_scalars(kwargs, exc, match):
+    with pytest.raises(exc, match=f"hebbian_update: {match}"):
+        ops.hebbian_update(torch.randn(3, 4), torch.randn(2, 4), **({"rule": "krotov"} | kwargs))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["grad", "u"])
+def test_i29_hebbian_update_refuses_an_output_that_requires_grad(device, name):
+    x, w = torch.randn(3, 4, device=device), torch.randn(2, 4, device=device)
+    out = torch.zeros((2, 4) if name == "grad" else (3, 2), device=device, requires_grad=True)
+    with pytest.raises(ValueError, match=rf"hebbian_update: {name} requires grad.*{name}\.detach\(\)"):
+        ops.hebbian_update(x, w, "oja", **{name: out})
+    assert (out == 0).all()
+    u, grad = ops.hebbian_update(x, w, "oja", **{name: out.detach()})
+    assert not grad.requires_grad and not u.requires_grad
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [(dict(rank=2.5), TypeError, "rank must be an int"), (dict(rank=0), ValueError, "rank must be >= 1"),
+     (dict(theta_rate=NAN), ValueError, "theta_rate must not be NaN"),
+     (dict(theta_rate=1.5), ValueError, r"theta_rate must be in \[0, 1\]"),
+     (dict(theta_rate=-0.1), ValueError, "theta_rate must be >= 0"),
+     (dict(theta_rate=INF), ValueError, "theta_rate must be finite"),
+     (dict(rule="bcm", power=NAN), ValueError, "power must not be NaN"),
+     (dict(lr="0.1"), TypeError, "lr must be a real"), (dict(normalize_input=2), TypeError, "normalize_input must be a bool"),
+     (dict(rule=1), TypeError, "rule must be a rule name")],
+)  # fmt: skip
+def test_i29_hebbian_layers_refuse_coercible_knobs(kwargs, exc, match):
+    from localgrad import hebbian
+
+    kwargs = {"rule": "bcm"} | kwargs
+    with pytest.raises(exc, match=f"HebbianLinear: {match}"):
+        hebbian.HebbianLinear(4, 3, **kwargs)
+    with pytest.raises(exc, match=f"HebbianConv2d: {match}"):
+        hebbian.HebbianConv2d(2, 3, 3, **kwargs)
+
+
+def test_i29_hebbian_conv_checks_channels_before_writing_grad():
+    from localgrad import hebbian
+
+    # 4 channels where 2 are expected: unfold's patches still reshape into
+    # rows of 2 x 3 x 3, so the rule ran on them before the old error.
+    conv = hebbian.HebbianConv2d(2, 3, 3, "oja")
+    with pytest.raises(ValueError, match=r"HebbianConv2d: x must be \(batch, 2, height, width\)"):
+        conv(torch.randn(2, 4, 5, 5))
+    assert conv.weight.grad is None
+
+
+def test_i29_hebbian_features_of_an_empty_input_have_the_feature_width():
+    from localgrad import hebbian
+
+    dense = nn.Sequential(hebbian.HebbianLinear(4, 3, "oja"))
+    assert hebbian.features(dense, torch.zeros(0, 4)).shape == (0, 3)
+    conv = nn.Sequential(hebbian.HebbianConv2d(2, 3, 3, "softhebb"), nn.Flatten())
+    assert hebbian.features(conv, torch.zeros(0, 2, 5, 5)).shape == (0, 27)
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [(dict(epochs=-1), ValueError, "epochs must be >= 0"),
+                                              (dict(epochs=1.5), TypeError, "epochs must be an int"),
+                                              (dict(batch_size=0), ValueError, "batch_size must be >= 1")])
+def test_i29_hebbian_learn_refuses_bad_epochs_and_batch_size(kwargs, exc, match):
+    from localgrad import hebbian
+
+    net = nn.Sequential(hebbian.HebbianLinear(4, 3, "oja"))
+    before = net[0].weight.detach().clone()
+    with pytest.raises(exc, match=f"hebbian.learn: {match}"):
+        hebbian.learn(net, torch.randn(8, 4), **kwargs)
+    assert torch.equal(net[0].weight, before)
+
+
+def _pc_args():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    weights = [torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(2, 5, generator=g, dtype=torch.float64)]
+    biases = [torch.zeros(5, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)]
+    return x, weights, biases, [torch.zeros(3, 5, dtype=torch.float64)], torch.zeros(3, 2, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [(dict(variant=1.0), TypeError, "variant must be an int"), (dict(loss=True), TypeError, "loss must be an int"),
+     (dict(steps=2.5), TypeError, "steps must be an int"), (dict(steps=-1), ValueError, "steps must be >= 0"),
+     (dict(gamma="0.1"), TypeError, "gamma must be a real"), (dict(gamma=NAN), ValueError, "gamma must not be NaN"),
+     (dict(lr=INF), ValueError, "lr must be finite"), (dict(kinds=[0, 1.5]), TypeError, r"kinds\[1\] must be an int"),
+     (dict(slopes=[0.0, "0"]), TypeError, r"slopes\[1\] must be a real")],
+)  # fmt: skip
+def test_i29_predictive_coding_infer_refuses_coercible_scalars(kwargs, exc, match):
+    x, weights, biases, states, target = _pc_args()
+    kinds = kwargs.pop("kinds", [0, 3])
+    slopes = kwargs.pop("slopes", None)
+    with pytest.raises(exc, match=f"predictive_coding_infer: {match}"):
+        ops.predictive_coding_infer(x, weights, biases, states, target, kinds, slopes, **kwargs)
+
+
+@pytest.mark.parametrize("kinds,slopes,scale,exc,match",
+                         [([0, 3.0], None, 1.0, TypeError, r"kinds\[1\] must be an int"),
+                          ([0, 3], [0.0, NAN], 1.0, ValueError, r"slopes\[1\] must not be NaN"),
+                          ([0, 3], None, "1", TypeError, "scale must be a real")])
+def test_i29_predictive_coding_update_refuses_coercible_scalars(kinds, slopes, scale, exc, match):
+    x, _, _, states, _ = _pc_args()
+    errors = [torch.zeros(3, 5, dtype=torch.float64), torch.zeros(3, 2, dtype=torch.float64)]
+    with pytest.raises(exc, match=f"predictive_coding_update: {match}"):
+        ops.predictive_coding_update(x, states, errors, kinds, slopes, scale)
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [(dict(steps=2.5), TypeError, "steps must be an int"),
+                                              (dict(steps=True), TypeError, "steps must be an int"),
+                                              (dict(gamma="0.1"), TypeError, "gamma must be a real"),
+                                              (dict(gamma=NAN), ValueError, "gamma must not be NaN"),
+                                              (dict(ipc_lr=NAN), ValueError, "ipc_lr must not be NaN")])
+def test_i29_predictive_coding_learner_refuses_coercible_scalars(kwargs, exc, match):
+    from localgrad.predictive_coding import PredictiveCoding
+
+    with pytest.raises(exc, match=f"PredictiveCoding: {match}"):
+        PredictiveCoding(nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)), **kwargs)
+
+
+@pytest.mark.parametrize("eta,exc,match", [("0.1", TypeError, "eta must be a real"),
+                                           (True, TypeError, "eta must be a real"),
+                                           (NAN, ValueError, "eta must not be NaN")])
+def test_i29_plastic_layer_refuses_a_coercible_eta(eta, exc, match):
+    from localgrad.meta.plastic import PlasticLayer
+
+    with pytest.raises(exc, match=f"PlasticLayer: {match}"):
+        PlasticLayer(3, 2, eta=eta)
+
+
+def _frozen_case(kind):
+    torch.manual_seed(0)
+    if kind == "mlp":
+        model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 3))
+        return model, torch.randn(6, 4)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), nn.Tanh(), nn.Flatten(), nn.Linear(18, 3))
+    return model, torch.randn(6, 1, 7, 7)
+
+
+def _learners():
+    from localgrad.predictive_coding import PredictiveCoding
+    from localgrad.target_prop import TargetProp
+
+    kinds = ("mlp", "conv")
+    cases = [(lambda m, v=v: PredictiveCoding(m, variant=v), kind) for v in ("il", "fpa", "zil") for kind in kinds]
+    cases.append((lambda m: PredictiveCoding(m, variant="ipc"), "conv"))
+    cases += [(lambda m, v=v: TargetProp(m, variant=v, seed=1), kind) for v in ("tp", "dtp", "ldrl") for kind in kinds]
+    cases += [(lambda m: TargetProp(m, variant="ddtp", seed=1), "mlp"),
+              (lambda m: TargetProp(m, variant="dtp", seed=1, feedback="gated"), "mlp")]
+    return cases
+
+
+_IPC_CASE = 6
+
+
+@pytest.mark.parametrize("case", range(len(_learners())))
+def test_i29_frozen_parameters_get_no_grad_and_change_nothing_else(case):
+    make, kind = _learners()[case]
+    y = torch.randint(0, 3, (6,))
+    model, x = _frozen_case(kind)
+    make(model).step(x, y)
+    frozen, x = _frozen_case(kind)
+    frozen[0].weight.requires_grad_(False)
+    frozen[-1].bias.requires_grad_(False)
+    learner = make(frozen)
+    feedback = getattr(learner, "feedback_parameters", list)()
+    if feedback:
+        feedback[0].requires_grad_(False)
+    learner.step(x, y)  # the conv paths raised here: autograd refused the frozen weight
+    assert frozen[0].weight.grad is None and frozen[-1].bias.grad is None
+    if feedback:
+        assert feedback[0].grad is None and all(p.grad is not None for p in feedback[1:])
+    if case == _IPC_CASE:  # iPC holds the frozen weight fixed where it moved the others in inference
+        return
+    # Frozen or not, a parameter's values are read the same: the others' updates do not change.
+    for p, q in zip(model.parameters(), frozen.parameters()):
+        if q.requires_grad:
+            torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=0)
+
+
+def test_i29_predictive_coding_ipc_on_an_mlp_refuses_frozen_parameters():
+    from localgrad.predictive_coding import PredictiveCoding
+
+    model, x = _frozen_case("mlp")
+    model[0].weight.requires_grad_(False)
+    with pytest.raises(ValueError, match="variant 'ipc' on an MLP.*frozen parameters"):
+        PredictiveCoding(model, variant="ipc").step(x, torch.randint(0, 3, (6,)))
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("learner", ["PredictiveCoding", "TargetProp"])
+@pytest.mark.parametrize("value", [NAN, INF])
+def test_i29_non_finite_float_targets_are_refused_naming_y(learner, value):
+    from localgrad.predictive_coding import PredictiveCoding
+    from localgrad.target_prop import TargetProp
+
+    model, x = _frozen_case("mlp")
+    y = torch.zeros(6, 3)
+    y[2, 1] = value
+    with pytest.raises(ValueError, match=f"{learner}: float targets y contain NaN or inf"):
+        {"PredictiveCoding": PredictiveCoding, "TargetProp": TargetProp}[learner](model).step(x, y)
+    assert all(p.grad is None for p in model.parameters())
+
+
+_ONLINE = ["RTRL", "SnAp", "RFLO", "UORO", "KFRTRL", "EProp", "BPTT"]
+
+
+@pytest.mark.parametrize("rule", _ONLINE)
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_i29_online_learners_empty_batch_has_loss_zero(rule, loss):
+    from localgrad import online
+
+    model = online.LeakyRNN(3, 4, 2)
+    learner = getattr(online, rule)(model, loss=loss)
+    learner.reset(0)
+    targets = torch.zeros(5, 0, 2) if loss == "mse" else torch.zeros(5, 0, dtype=torch.long)
+    assert learner.run(torch.zeros(5, 0, 3), targets).item() == 0.0  # the mean over no samples was NaN
+    assert all(p.grad is not None and not p.grad.isnan().any() for p in model.parameters())
+
+
+@pytest.mark.parametrize("rule", _ONLINE)
+def test_i29_online_learners_refuse_integer_targets_for_mse(rule):
+    from localgrad import online
+
+    model = online.LeakyRNN(3, 4, 2)
+    learner = getattr(online, rule)(model)
+    learner.reset(2)
+    with pytest.raises(TypeError, match=f"{rule}: targets must be floating for loss 'mse'"):
+        learner.run(torch.zeros(5, 2, 3), torch.ones(5, 2, 2, dtype=torch.long))
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_i29_evolution_strategies_refuses_integer_parameters():
+    from localgrad.meta.evolution import EvolutionStrategies
+
+    # The noise cast to int64 is 0: every member was theta, the estimate zeros.
+    with pytest.raises(TypeError, match=r"EvolutionStrategies: params\[1\] must be floating, got torch.int64"):
+        EvolutionStrategies([torch.ones(2), torch.ones(3, dtype=torch.int64)], sigma=0.1, population=4)
+
+
+@pytest.mark.parametrize("dtype,sigma", [(torch.float32, 1e-40), (torch.float32, 1e-300), (torch.float16, 1e-5),
+                                         (torch.float64, 1e-310)])
+def test_i29_evolution_strategies_refuses_a_subnormal_sigma(dtype, sigma):
+    from localgrad.meta.evolution import EvolutionStrategies
+
+    with pytest.raises(ValueError, match=f"EvolutionStrategies: sigma = .* below the smallest normal {dtype}"):
+        EvolutionStrategies([torch.ones(3, dtype=torch.float64), torch.ones(3, dtype=dtype)], sigma=sigma,
+                            population=4)
+    # The smallest normal sigma itself gives a finite estimate.
+    es = EvolutionStrategies([torch.ones(3, dtype=dtype)], sigma=torch.finfo(dtype).tiny, population=4)
+    grads, _ = es.estimate(lambda q: (q.double() ** 2).sum(1))
+    assert grads[0].isfinite().all()
