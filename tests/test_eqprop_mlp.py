@@ -121,7 +121,7 @@ def test_bad_input_is_refused_with_a_clear_error():
         model(torch.zeros(2, 5))
     with pytest.raises(TypeError, match="x must be torch.float32"):
         model(torch.zeros(2, 4, dtype=torch.float64))
-    with pytest.raises(ValueError, match=r"class indices must lie in \[0, 2\)"):
+    with pytest.raises(ValueError, match=r"class indices y must lie in \[0, 2\)"):
         model.eqprop_step(torch.zeros(2, 4), torch.tensor([0, 2]))
     with pytest.raises(ValueError, match="float targets y must have shape"):
         model.eqprop_step(torch.zeros(2, 4), torch.zeros(2, 3))
