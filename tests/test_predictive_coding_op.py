@@ -90,12 +90,18 @@ def test_infer_matches_reference_float64(device, batch, widths, variant, loss):
     args = (kinds, slopes, code, loss, 0.7, steps, gamma, 0.03)
     exp_states, exp_errors, exp_w, exp_b = expected_of(x, weights, biases, states, target, *args)
     errors = call(x, weights, biases, states, target, *args)
+    # iPC moves the weights with the states at every step, and its errors are
+    # differences of nearly equal terms that shrink as inference converges:
+    # relative to their own size the rounding grows (4.7e-11 measured at
+    # widths 30-300-200-10 on this Intel machine's BLAS; 1e-12 held on the
+    # previous AMD one).
+    tol = 1e-10 if code == ref.IPC else 1e-12
     for got, want in zip(states + errors, exp_states + exp_errors):
         assert got.shape == want.shape
-        assert err(got, want) <= 1e-12
+        assert err(got, want) <= tol
     if code == ref.IPC:
         for got, want in zip(weights + biases, exp_w + exp_b):
-            assert err(got, want) <= 1e-12
+            assert err(got, want) <= tol
 
 
 @pytest.mark.parametrize("device", DEVICES)
