@@ -7,7 +7,7 @@ import json
 import math
 import re
 
-from localgrad.demo import DEFAULT_RULES, DNI_RULES, EQPROP_RULES, HEBBIAN_ROWS, MLP_ONLY_RULES, PC_RULES, TP_RULES
+from localgrad.demo import DEFAULT_RULES, HEBBIAN_ROWS
 
 META_TASKS = ("oja", "fewshot", "fixed-weight")  # localgrad.meta.demos.TASKS (tests/test_meta_demo.py checks)
 
@@ -71,10 +71,8 @@ def main(argv=None) -> int:
     demo = sub.add_parser("demo", help="train one model with several rules on MNIST digits and compare")
     demo.add_argument(
         "--rules", default=",".join(DEFAULT_RULES), help=f"comma-separated rules (default: {','.join(DEFAULT_RULES)}; "
-        f"also {','.join(EQPROP_RULES)}, energy-based MLPs; {','.join(PC_RULES)}, predictive coding; "
-        f"{','.join(DNI_RULES)}, synthetic gradients (MLP); "
-        f"{','.join(HEBBIAN_ROWS)}, Hebbian features + linear probe and its baselines; "
-        f"{','.join(TP_RULES)}, target propagation, MLP only)"
+        "any name of localgrad.rules(): static ones in the static mode, sequence ones in the online mode; "
+        f"hebbian mode: {','.join(HEBBIAN_ROWS)})"
     )
     demo.add_argument("--model", default="mlp", choices=["mlp", "cnn", "strided"],
                       help="MLP, LeNet-like CNN, or strided: the strided-conv net of the CNN ldrl row "
@@ -83,16 +81,17 @@ def main(argv=None) -> int:
     demo.add_argument("--hidden", type=_ints, default=[256, 256], help="hidden widths, e.g. 256,256")
     demo.add_argument("--epochs", type=_positive_int, default=15)
     demo.add_argument("--batch-size", type=_positive_int, default=64)
-    demo.add_argument("--lr", type=_positive_float, default=1e-3)
+    demo.add_argument("--lr", type=_positive_float, default=None,
+                      help="learning rate (default: each rule's own, Learner.default_optimizer; online mode 1e-2)")
     demo.add_argument("--hebbian-width", type=_positive_int, default=2000,
-                      help="units of the Hebbian rows' layer (and of probe-random's random features)")
-    demo.add_argument("--beta", type=_positive_float, default=0.5, help="nudging strength of the EqProp rows")
+                      help="hebbian mode: units of the Hebbian layer (and of probe-random's random features)")
     demo.add_argument("--seed", type=_nonnegative_int, default=0)
     demo.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda")
     demo.add_argument("--plot", default="demo_accuracy.png", help="accuracy plot file ('' for none)")
     demo.add_argument("--no-progress", action="store_true")
-    demo.add_argument("--mode", default="static", choices=["static", "online", "meta"],
+    demo.add_argument("--mode", default="static", choices=["static", "online", "hebbian", "meta"],
                       help="online: a leaky RNN on a sequence task, online rules vs BPTT (localgrad.online); "
+                      "hebbian: one wide Hebbian layer's features read by a linear probe; "
                       "meta: meta-learned plasticity (localgrad.meta)")
     demo.add_argument("--task", default="delayed", choices=["delayed", "mnist1d", "spiking", *META_TASKS],
                       help="online mode's task: delayed recall or MNIST-1D with the leaky RNN, or spiking: "
@@ -142,19 +141,26 @@ def main(argv=None) -> int:
         demo_module.run_meta(None if args.task == "delayed" else (args.task,), args.seed, plot, not args.no_progress)
         return 0
     given = [r for r in args.rules.split(",") if r]
+    default_rules = args.rules == ",".join(DEFAULT_RULES)
+    if args.mode == "hebbian":
+        rows = HEBBIAN_ROWS if default_rules else given
+        unknown = [r for r in rows if r not in HEBBIAN_ROWS]
+        if unknown:
+            parser.error(f"argument --rules: unknown row(s) {', '.join(unknown)}; choose from {', '.join(HEBBIAN_ROWS)}")
+        demo_module.run_hebbian(rows, args.dataset, args.hebbian_width, args.epochs, args.batch_size, args.seed,
+                                args.device)
+        return 0
     if args.mode == "online":
         from localgrad.online import spiking_task, tasks
 
-        # Every rule the task tables build (snap2 too); the default is ONLINE_RULES.
-        known = spiking_task.RULES if args.task == "spiking" else tuple(tasks.RULES)
+        known = spiking_task.RULES if args.task == "spiking" else tuple(tasks.rules())
     else:
-        from localgrad.feedback_alignment.conversion import RULES as converted_rules
+        import localgrad
 
-        known = (*converted_rules, *MLP_ONLY_RULES, *PC_RULES)  # MLP_ONLY_RULES holds TP_RULES
+        known = tuple(localgrad.rules("static"))
     unknown = [r for r in given if r not in known]
     if not given or unknown:
         parser.error(f"argument --rules: unknown rule(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}")
-    default_rules = args.rules == ",".join(DEFAULT_RULES)
     if args.mode == "online" and args.task == "spiking":
         from localgrad.online import spiking_task
 
@@ -171,15 +177,13 @@ def main(argv=None) -> int:
         return 0
     if args.mode == "online":
         hidden = 32 if args.hidden == [256, 256] else args.hidden[0]
-        lr = 1e-2 if args.lr == 1e-3 else args.lr
+        lr = 1e-2 if args.lr is None else args.lr
         rules = demo_module.ONLINE_RULES if default_rules else given
         demo_module.run_online(args.task, rules, hidden, args.iterations, 32, lr, args.seed, args.alpha)
         return 0
     rules = given
     if args.model == "strided" and default_rules:
-        rules = ["backprop", *demo_module.CNN_TP_RULES]
-    if args.model == "cnn" and default_rules:
-        rules = [r for r in rules if r not in MLP_ONLY_RULES]  # EqProp and Hebbian rows are MLPs
+        rules = ["backprop", "ldrl"]
     demo_module.run(
         rules=rules,
         dataset_name=args.dataset,
@@ -192,7 +196,6 @@ def main(argv=None) -> int:
         progress=not args.no_progress,
         model_name=args.model,
         plot_path=args.plot or None,
-        beta=args.beta,
-        hebbian_width=args.hebbian_width,
+        skip_refused=default_rules,  # the default rows on the CNN leave out the MLP-only rules, saying so
     )
     return 0

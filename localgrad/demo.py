@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 import localgrad
 from localgrad import data
-from localgrad.training import accuracy, fit, resolve_device
+from localgrad.training import fit, resolve_device
 
 
 @dataclass
@@ -26,29 +26,20 @@ class RuleResult:
 
 DEFAULT_RULES = ("backprop", "fa", "usf", "brsf", "frsf", "dfa", "eqprop", "pc", "pc-ipc", "pc-zil")
 MODELS = ("mlp", "cnn", "strided")  # strided: strided_cnn, the net of the CNN ldrl row
-# Rows trained as energy-based nets (localgrad.eqprop.EqPropMLP, MLP only).
-EQPROP_RULES = ("eqprop", "eqprop-positive", "eqprop-negative", "chl")
-# Rows of Hebbian features + a linear probe, and their baselines
-# (localgrad.hebbian.rows; features of width `hebbian_width`).
+# The Hebbian probe rows (`--mode hebbian`, localgrad.hebbian.rows): one wide
+# Hebbian layer with the rule's published activation, then a linear probe on
+# its frozen features, and the probe's two baselines.
 HEBBIAN_ROWS = ("softhebb", "krotov", "oja", "probe-raw", "probe-random")
-# Rows trained by predictive coding (localgrad.predictive_coding): demo rule ->
-# variant, on the demo's own model (cross-entropy output energy, Adam); on the
-# CNN they take the Conv2d path (autograd through each block, no fused op).
-PC_RULES = {"pc": "il", "pc-ipc": "ipc", "pc-zil": "zil", "pc-fpa": "fpa"}
-# Rows trained with synthetic gradients (localgrad.synthetic_gradients.DNI, BP(0),
-# every layer decoupled): demo rule -> conditioned on the label (cDNI).
-DNI_RULES = {"dni": False, "cdni": True}
-# Rows trained by target propagation (localgrad.target_prop), on request (not
-# in DEFAULT_RULES): demo rule -> variant. The demo's MLP, except "gait",
-# whose layers 2..L must be square and invertible (tp_model); with --model
-# cnn, "ldrl" trains a strided-conv net (strided_cnn: no pooling, whose
-# feedback the learner has no version of).
-TP_RULES = {"tp": "tp", "dtp": "dtp", "ddtp": "ddtp", "ldrl": "ldrl", "gait": "gait"}
-CNN_TP_RULES = ("ldrl",)
-# Rules the CNN has no version of (a linear SG module on a conv feature map
-# of C*H*W units would hold (C*H*W)^2 weights: the DNI rows are MLP-only);
-# the TP rows too, but CNN_TP_RULES, which --model cnn takes on request.
-MLP_ONLY_RULES = (*EQPROP_RULES, *HEBBIAN_ROWS, *DNI_RULES, *TP_RULES)
+
+
+@torch.no_grad()
+def accuracy(learner: localgrad.Learner, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Fraction of x whose arg-max prediction (the rule's own inference) is y, in eval mode."""
+    learner.eval()
+    correct = sum((learner.predict(xb).argmax(1) == yb).sum().item()
+                  for xb, yb in data.batches(x, y, batch_size, shuffle=False))
+    learner.train()
+    return correct / max(len(y), 1)
 
 
 def lenet(n_classes: int) -> nn.Sequential:
@@ -81,115 +72,12 @@ def mlp(sizes: list[int]) -> nn.Sequential:
 
 def build_model(name: str, dataset: data.Dataset, hidden: list[int]) -> nn.Sequential:
     if name == "strided":  # backprop on the net the ldrl row trains on --model cnn: like for like
-        return tp_model("ldrl", dataset, hidden, "strided")
+        return strided_model(dataset, hidden)
     if name == "cnn":
         if dataset.n_features != 784:
             raise ValueError("demo: the CNN takes 28x28 images; use --dataset mnist")
         return lenet(dataset.n_classes)
     return mlp([dataset.n_features, *hidden, dataset.n_classes])
-
-
-def train(
-    rule: str,
-    dataset: data.Dataset,
-    hidden: list[int],
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    progress: bool = True,
-    model_name: str = "mlp",
-    beta: float = 0.5,
-    hebbian_width: int = 2000,
-) -> RuleResult:
-    if rule in EQPROP_RULES:
-        if model_name != "mlp":
-            raise ValueError(f"demo: rule {rule!r} trains an EqPropMLP; use --model mlp")
-        from localgrad.eqprop import training
-
-        bar = tqdm(range(epochs), desc=f"{rule:>9}", disable=not progress, leave=True, dynamic_ncols=True)
-        acc, loss, seconds, curve = training.train(rule, dataset, list(hidden), epochs, batch_size, seed, bar, beta)
-        return RuleResult(rule, acc, loss, seconds, curve)
-    if rule in HEBBIAN_ROWS:
-        if model_name != "mlp":
-            raise ValueError(f"demo: rule {rule!r} is a Hebbian layer and a linear probe; use --model mlp")
-        from localgrad.hebbian import rows
-
-        acc, loss, seconds, curve = rows.train_row(rule, dataset, hebbian_width, epochs, batch_size, seed)
-        return RuleResult(rule, acc, loss, seconds, curve)
-    if rule in DNI_RULES and model_name != "mlp":
-        raise ValueError(f"demo: rule {rule!r} puts linear SG modules on the MLP's layers; use --model mlp")
-    if rule in TP_RULES:
-        if model_name != "mlp" and rule not in CNN_TP_RULES:
-            raise ValueError(f"demo: rule {rule!r} trains an MLP by target propagation; use --model mlp "
-                             f"(on the CNN: {', '.join(CNN_TP_RULES)})")
-        return train_tp(rule, dataset, hidden, epochs, batch_size, lr, seed, progress, model_name)
-    torch.manual_seed(seed)
-    model = build_model(model_name, dataset, hidden).to(dataset.x_train.device)
-    params: list = [{"params": list(model.parameters())}]
-    if rule in PC_RULES:
-        learner = pc_learner(rule, model, model_name)
-    elif rule in DNI_RULES:
-        learner = dni_learner(rule, model)
-        params.append({"params": list(learner.sg_parameters())})
-    else:
-        localgrad.convert(model, rule=rule, seed=seed, example_input=dataset.x_train[:2])
-    optimizer = torch.optim.Adam(params, lr=lr)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step(xb: torch.Tensor, yb: torch.Tensor) -> float:
-        optimizer.zero_grad()
-        if rule in PC_RULES or rule in DNI_RULES:
-            loss = learner.step(xb, yb)
-        else:
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    bar = tqdm(range(epochs), desc=f"{rule:>9}", disable=not progress, leave=True, dynamic_ncols=True)
-    curve, loss, seconds = fit(step, dataset, batch_size, seed, bar,
-                               lambda: accuracy(model, dataset.x_test, dataset.y_test))
-    return RuleResult(rule, curve[-1], loss, seconds, curve)
-
-
-def pc_learner(rule: str, model: nn.Module, model_name: str):
-    """The demo's PredictiveCoding learner for a PC row."""
-    from localgrad.predictive_coding import PredictiveCoding
-
-    # iPC's in-inference weight step is plain SGD; a Conv2d weight's gradient
-    # sums over every output position, and at the default 0.01 the CNN's
-    # weights blow up within the first batch (stable up to about 0.002).
-    extra = {"ipc_lr": 1e-3} if rule == "pc-ipc" and model_name == "cnn" else {}
-    return PredictiveCoding(model, variant=PC_RULES[rule], loss="ce", **extra)
-
-
-def dni_learner(rule: str, model: nn.Module):
-    """The demo's learner for a DNI row: BP(0), every layer decoupled, a
-    linear SG module at each hidden layer's output before its ReLU
-    (split="pre-activation": on the demo's MLP that beat the activations'
-    interfaces, 92.3 against 88.1 % for DNI at seed 0), cross-entropy; the
-    SG modules train with the model's optimizer."""
-    from localgrad.synthetic_gradients import DNI
-
-    return DNI(model, split="pre-activation", conditioned=DNI_RULES[rule], loss="ce")
-
-
-# The target-propagation rows' settings, tuned on this demo (README, Target
-# propagation): the learner's (beta, feedback noise and form, DRL's lam,
-# GAIT's gamma) and the feedback's training: its own Adam at feedback_lr,
-# feedback_steps updates per minibatch (the last with the forward step),
-# warmup epochs of feedback training alone first. tp, dtp and ldrl take the
-# gated feedback (ours): in the papers' form s(V h + c) the demo's ReLU net
-# ends 3.4 (dtp) and 7.8 (ldrl) points behind backprop, gated 2.0 and 1.8.
-TP_SETTINGS = {
-    "tp": {"beta": 0.1, "noise": 0.1, "feedback": "gated", "feedback_lr": 1e-2, "feedback_steps": 1, "warmup": 0},
-    "dtp": {"beta": 0.1, "noise": 0.1, "feedback": "gated", "feedback_lr": 1e-2, "feedback_steps": 1, "warmup": 0},
-    "ddtp": {"beta": 0.1, "noise": 0.1, "lam": 0.0, "feedback_lr": 1e-2, "feedback_steps": 1, "warmup": 0},
-    "ldrl": {"beta": 0.1, "noise": 0.1, "feedback": "gated", "feedback_lr": 1e-2, "feedback_steps": 1, "warmup": 0},
-    "gait": {"beta": 0.1, "gamma": 0.1},
-}
-_TRAINING_KNOBS = ("feedback_lr", "feedback_steps", "warmup")
 
 
 def strided_cnn(n_classes: int, side: int = 28) -> nn.Sequential:
@@ -209,20 +97,11 @@ def strided_cnn(n_classes: int, side: int = 28) -> nn.Sequential:
     )
 
 
-def tp_model(rule: str, dataset: data.Dataset, hidden: list[int], model_name: str = "mlp") -> nn.Sequential:
-    """The demo's MLP (with --model cnn: strided_cnn); for GAIT-prop, square
-    invertible layers after the first
-    (LeakyReLU, as in Ahmad et al. 2020): n_in-w-...-w with w the first hidden
-    width, the classes read from its first outputs (cross-entropy over all w
-    outputs, labels 0..n_classes-1)."""
-    if model_name in ("cnn", "strided"):
-        side = round(dataset.n_features ** 0.5)
-        if side * side != dataset.n_features:
-            raise ValueError(f"demo: the strided CNN takes square images; {dataset.name} has {dataset.n_features} "
-                             "features")
-        return strided_cnn(dataset.n_classes, side)
-    if TP_RULES[rule] != "gait":
-        return mlp([dataset.n_features, *hidden, dataset.n_classes])
+def gait_mlp(dataset: data.Dataset, hidden: list[int]) -> nn.Sequential:
+    """GAIT-prop's net (Ahmad et al. 2020): square invertible layers after
+    the first (LeakyReLU), n_in-w-...-w with w the first hidden width, the
+    classes read from its first outputs (cross-entropy over all w outputs,
+    labels 0..n_classes-1)."""
     width = hidden[0]
     layers: list[nn.Module] = [nn.Flatten()]
     sizes = [dataset.n_features, *([width] * (len(hidden) + 1))]
@@ -235,51 +114,52 @@ def tp_model(rule: str, dataset: data.Dataset, hidden: list[int], model_name: st
     return nn.Sequential(*layers)
 
 
-def tp_learner(rule: str, model: nn.Module, seed: int):
-    """The demo's TargetProp learner for a target-propagation row."""
-    from localgrad.target_prop import TargetProp
+def strided_model(dataset: data.Dataset, hidden: list[int]) -> nn.Sequential:
+    side = round(dataset.n_features ** 0.5)
+    if side * side != dataset.n_features:
+        raise ValueError(f"demo: the strided CNN takes square images; {dataset.name} has {dataset.n_features} "
+                         "features")
+    return strided_cnn(dataset.n_classes, side)
 
-    options = {k: v for k, v in TP_SETTINGS[rule].items() if k not in _TRAINING_KNOBS}
-    return TargetProp(model, variant=TP_RULES[rule], loss="ce", seed=seed, **options)
+
+# Rows whose net is not the --model's own: GAIT-prop's square layers, and on
+# --model cnn L-DRL's strided conv net (LeNet's pooling has no feedback in
+# target propagation).
+ROW_MODELS = {("gait", "mlp"): gait_mlp, ("ldrl", "cnn"): strided_model}
+# Rows' options besides the registry's defaults: iPC's in-inference weight
+# step is plain SGD, and a Conv2d weight's gradient sums over every output
+# position; at the default 0.01 the CNN's weights blow up within the first
+# batch (stable up to about 0.002).
+ROW_OPTIONS = {("pc-ipc", "cnn"): {"ipc_lr": 1e-3}}
 
 
-def train_tp(rule, dataset, hidden, epochs, batch_size, lr, seed, progress, model_name="mlp") -> RuleResult:
-    """A target-propagation row: the forward weights by Adam at `lr` (as every
-    row), the feedback by its own Adam (TP_SETTINGS)."""
+def row_model(rule: str, model_name: str, dataset: data.Dataset, hidden: list[int]) -> nn.Module:
+    make = ROW_MODELS.get((rule, model_name))
+    return make(dataset, hidden) if make else build_model(model_name, dataset, hidden)
+
+
+def train(rule: str, dataset: data.Dataset, hidden: list[int], epochs: int, batch_size: int, lr: float | None,
+          seed: int, progress: bool = True, model_name: str = "mlp") -> RuleResult:
+    """One row: the rule's learner (localgrad.learner) on the row's model,
+    trained by the rule's default optimizer (Learner.default_optimizer; lr
+    None: the rule's own rate), same data order and budget for every row."""
+    if localgrad.rule_info(rule).inputs != "static":
+        raise ValueError(f"demo: {rule!r} learns sequences; use --mode online")
     torch.manual_seed(seed)
-    model = tp_model(rule, dataset, list(hidden), model_name).to(dataset.x_train.device)
-    learner = tp_learner(rule, model, seed)
-    knobs = TP_SETTINGS[rule]
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    feedback = learner.feedback_parameters()
-    fb_optimizer = torch.optim.Adam(feedback, lr=knobs.get("feedback_lr", lr)) if feedback else None
-
-    def feedback_step(xb):
-        fb_optimizer.zero_grad()
-        learner.train_feedback(xb)
-        fb_optimizer.step()
-
-    if fb_optimizer is not None:
-        order = torch.Generator().manual_seed(seed + 1)
-        for _ in range(knobs.get("warmup", 0)):
-            for xb, _ in data.batches(dataset.x_train, dataset.y_train, batch_size, generator=order):
-                feedback_step(xb)
+    model = row_model(rule, model_name, dataset, list(hidden)).to(dataset.x_train.device)
+    learner = localgrad.learner(model, rule, seed=seed, example_input=dataset.x_train[:2],
+                                **ROW_OPTIONS.get((rule, model_name), {}))
+    optimizer = learner.default_optimizer(lr)
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> float:
-        if fb_optimizer is not None:
-            for _ in range(knobs.get("feedback_steps", 1) - 1):
-                feedback_step(xb)
-            fb_optimizer.zero_grad()
         optimizer.zero_grad()
-        loss = learner.step(xb, yb)
+        loss = learner.step(xb, yb).loss
         optimizer.step()
-        if fb_optimizer is not None:
-            fb_optimizer.step()
         return loss.item()
 
     bar = tqdm(range(epochs), desc=f"{rule:>9}", disable=not progress, leave=True, dynamic_ncols=True)
     curve, loss, seconds = fit(step, dataset, batch_size, seed, bar,
-                               lambda: accuracy(model, dataset.x_test, dataset.y_test))
+                               lambda: accuracy(learner, dataset.x_test, dataset.y_test))
     return RuleResult(rule, curve[-1], loss, seconds, curve)
 
 
@@ -324,26 +204,29 @@ def run(
     hidden=(256, 256),
     epochs: int = 15,
     batch_size: int = 64,
-    lr: float = 1e-3,
+    lr: float | None = None,
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
     model_name: str = "mlp",
     plot_path: str | None = None,
-    beta: float = 0.5,
-    hebbian_width: int = 2000,
+    skip_refused: bool = False,
 ) -> list[RuleResult]:
+    """Trains each rule's row and prints the table. skip_refused: a rule
+    whose learner refuses the model (UnsupportedModelError) is left out with
+    a line saying why, instead of stopping the demo."""
     device = resolve_device(device)
-    loaders = {"mnist": data.mnist_subset, "digits": data.digits}
-    if dataset_name not in loaders:
-        raise ValueError(f"demo: dataset must be one of {', '.join(loaders)}, got {dataset_name!r}")
-    dataset = loaders[dataset_name](seed=seed).to(device)
+    dataset = load(dataset_name, seed, device)
     if model_name not in MODELS:
         raise ValueError(f"demo: model must be one of {', '.join(MODELS)}, got {model_name!r}")
-    results = [
-        train(rule, dataset, list(hidden), epochs, batch_size, lr, seed, progress, model_name, beta, hebbian_width)
-        for rule in rules
-    ]
+    results = []
+    for rule in rules:
+        try:
+            results.append(train(rule, dataset, list(hidden), epochs, batch_size, lr, seed, progress, model_name))
+        except localgrad.UnsupportedModelError as e:
+            if not skip_refused:
+                raise
+            print(f"{rule}: left out ({e})")
     print(format_table(results, dataset, model_name))
     if plot_path:
         try:
@@ -354,7 +237,30 @@ def run(
     return results
 
 
-ONLINE_RULES = ("bptt", "rtrl", "snap1", "rflo", "eprop", "uoro", "kfrtrl", "tbptt", "dni-rnn")
+def load(dataset_name: str, seed: int, device: str) -> data.Dataset:
+    loaders = {"mnist": data.mnist_subset, "digits": data.digits}
+    if dataset_name not in loaders:
+        raise ValueError(f"demo: dataset must be one of {', '.join(loaders)}, got {dataset_name!r}")
+    return loaders[dataset_name](seed=seed).to(device)
+
+
+def run_hebbian(rows=HEBBIAN_ROWS, dataset_name: str = "mnist", width: int = 2000, epochs: int = 15,
+                batch_size: int = 64, seed: int = 0, device: str = "auto") -> list[RuleResult]:
+    """The Hebbian probe rows (localgrad.hebbian.rows): features of one wide
+    Hebbian layer, frozen, read by a linear probe; with the probe on the raw
+    pixels and on random features as the baselines that judge them."""
+    from localgrad.hebbian import rows as hebbian_rows
+
+    dataset = load(dataset_name, seed, resolve_device(device))
+    results = []
+    for row in rows:
+        acc, loss, seconds, curve = hebbian_rows.train_row(row, dataset, width, epochs, batch_size, seed)
+        results.append(RuleResult(row, acc, loss, seconds, curve))
+    print(format_table(results, dataset, f"Hebbian layer ({width} units) + probe"))
+    return results
+
+
+ONLINE_RULES = ("bptt", "rtrl", "snap-1", "rflo", "eprop", "uoro", "kfrtrl", "tbptt", "dni-rnn")
 
 
 # The leak of each task's RNN: MNIST-1D's single loss at step 40 needs long

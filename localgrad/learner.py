@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
@@ -117,10 +118,17 @@ def learner(model: nn.Module, rule: str, *, seed: int = 0, process_group=None, *
     """The learner that trains `model` by `rule` (a name of `rules()`).
     seed: the rule's own random draws (feedback matrices, noise); they never
     touch torch's global generator. process_group: the ranks whose `.grad`
-    each step averages (default: the default group, when initialised)."""
+    each step averages (default: the default group, when initialised).
+    options: the rule's (see its learner class, `rule_info(rule).factory`);
+    `example_input`, one batch of inputs for the rules that size feedback
+    from a layer's output map (DFA and BA on conv layers), is dropped for
+    the others."""
     info = rule_info(rule)
     if not isinstance(model, nn.Module):
         raise TypeError(f"localgrad.learner: model must be an nn.Module, got {type(model).__name__}")
+    if "example_input" in options and "example_input" not in inspect.signature(info.factory).parameters:
+        # A sizing hint, not a setting: rules that size nothing from activations have no use for it.
+        options.pop("example_input")
     return info.factory(model, rule=rule, seed=seed, process_group=process_group, **{**info.defaults, **options})
 
 
@@ -196,16 +204,29 @@ class Learner:
         """The rule's own inference on x (here: the model's forward pass)."""
         return self.model(x)
 
+    def default_optimizer(self, lr: float | None = None) -> torch.optim.Optimizer:
+        """The optimizer the rule is published (and demonstrated) with, over
+        the model's parameters and the learner's: here Adam, lr 1e-3 unless
+        given. Nothing obliges you to use it."""
+        return torch.optim.Adam([*self.model.parameters(), *self.parameters()], lr=1e-3 if lr is None else lr)
+
     def state_dict(self) -> dict[str, Any]:
         """The rule's state (feedback, RNG, traces, thresholds), not the
         model's: save both, and a learner built with another seed continues
         bit-exactly after load_state_dict."""
-        return {"rule": self.rule}
+        state = {"rule": self.rule}
+        inner = getattr(self, "inner", None)
+        if hasattr(inner, "state_dict"):
+            state["inner"] = inner.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("rule") != self.rule:
             raise ValueError(f"{type(self).__name__}.load_state_dict: the state is of rule {state.get('rule')!r}, "
                              f"this learner's is {self.rule!r}")
+        inner = getattr(self, "inner", None)
+        if hasattr(inner, "load_state_dict"):
+            inner.load_state_dict(state["inner"])
 
     def train(self, mode: bool = True) -> "Learner":
         self.training = bool(mode)
@@ -230,7 +251,8 @@ class Learner:
     # -- for subclasses --------------------------------------------------------
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
-        raise NotImplementedError
+        """Here: the adopted engine's own step(x, y), which returns the loss."""
+        return StepOutput(self.inner.step(x, y), None)
 
     def _adopt(self, inner):
         """Makes `inner` (a family's own learner object) this learner's

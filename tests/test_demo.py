@@ -1,7 +1,9 @@
 """The demo's promise: on the MNIST subset, DFA lands within 3 points of backprop."""
 
+import pytest
 import torch
 
+import localgrad
 from localgrad import demo
 
 
@@ -14,14 +16,22 @@ def test_demo_dfa_within_three_points_of_backprop(capsys):
     assert bp.test_accuracy - dfa.test_accuracy <= 0.03
 
 
-def test_default_rules_include_eqprop_on_the_mlp_only(monkeypatch):
+def test_default_rules_on_the_cnn_leave_out_the_refused_ones_saying_so(monkeypatch, capsys):
     from localgrad import cli
 
     seen = {}
-    monkeypatch.setattr(demo, "run", lambda rules, **kw: seen.setdefault(kw["model_name"], rules))
+    monkeypatch.setattr(demo, "run", lambda rules, **kw: seen.setdefault(kw["model_name"], (rules, kw)))
     assert cli.main(["demo"]) == 0 and cli.main(["demo", "--model", "cnn"]) == 0
-    assert seen["mlp"] == list(demo.DEFAULT_RULES) and "eqprop" in seen["mlp"]
-    assert seen["cnn"] == [r for r in demo.DEFAULT_RULES if r not in demo.MLP_ONLY_RULES]
+    assert seen["mlp"][0] == list(demo.DEFAULT_RULES) and "eqprop" in seen["mlp"][0]
+    assert seen["cnn"][1]["skip_refused"] and seen["mlp"][1]["skip_refused"]
+    monkeypatch.undo()
+    trained = []
+    monkeypatch.setattr(demo, "train", lambda rule, *a, **kw: trained.append(rule) or demo.RuleResult(rule, 0, 0, 0, [0]))
+    monkeypatch.setattr(demo, "load", lambda *a: __import__("localgrad").data.digits(0))
+    demo.run(rules=("backprop", "eqprop"), progress=False, skip_refused=True)
+    assert trained == ["backprop", "eqprop"]
+    with pytest.raises(localgrad.UnsupportedModelError, match="is not a Linear layer"):
+        localgrad.learner(demo.lenet(10), "eqprop")
 
 
 def test_the_cnn_ipc_row_takes_a_step_its_weights_survive():
@@ -34,7 +44,7 @@ def test_the_cnn_ipc_row_takes_a_step_its_weights_survive():
     dataset = data.mnist_subset(0)
     torch.manual_seed(0)
     model = demo.build_model("cnn", dataset, [256, 256])
-    learner = demo.pc_learner("pc-ipc", model, "cnn")
+    learner = localgrad.learner(model, "pc-ipc", **demo.ROW_OPTIONS["pc-ipc", "cnn"])
     learner.step(dataset.x_train[:64], dataset.y_train[:64])
     largest = max(p.grad.abs().max().item() for p in model.parameters())
     assert largest < 100, largest
@@ -49,43 +59,40 @@ def test_demo_dni_rows_within_three_points_of_backprop(capsys):
     assert bp.test_accuracy - cdni.test_accuracy <= 0.03
 
 
-def test_target_prop_rows_are_on_request_and_mlp_only(monkeypatch):
+def test_target_prop_rows_are_on_request_and_refuse_lenet(monkeypatch):
     from localgrad import cli
 
-    assert not set(demo.TP_RULES) & set(demo.DEFAULT_RULES)
+    tp_rules = localgrad.rules(family="target_prop")
+    assert not set(tp_rules) & set(demo.DEFAULT_RULES)
     seen = {}
     monkeypatch.setattr(demo, "run", lambda rules, **kw: seen.setdefault("rules", rules))
     assert cli.main(["demo", "--rules", "backprop,tp,dtp,ddtp,ldrl,gait"]) == 0
     assert seen["rules"] == ["backprop", "tp", "dtp", "ddtp", "ldrl", "gait"]
-    import pytest
-
-    from localgrad import data
-
-    with pytest.raises(ValueError, match="use --model mlp"):
-        demo.train("dtp", data.digits(0), [16], 1, 64, 1e-3, 0, progress=False, model_name="cnn")
+    with pytest.raises(localgrad.UnsupportedModelError, match="pooling"):
+        localgrad.learner(demo.lenet(10), "dtp")
 
 
 def test_target_prop_rows_learn_the_digits():
     from localgrad import data
 
     dataset = data.digits(0)
-    for rule in demo.TP_RULES:
+    for rule in localgrad.rules(family="target_prop"):
         if rule == "tp":
             continue  # plain TP does not learn the demo's nets (README)
-        result = demo.train(rule, dataset, [32, 32], 10, 64, 1e-3, 0, progress=False)
+        result = demo.train(rule, dataset, [32, 32], 10, 64, None, 0, progress=False)
         assert result.test_accuracy > 0.6, (rule, result.curve)
 
 
 def test_online_mode_takes_every_rule_of_the_task_table(monkeypatch):
-    # The README's online table was made with --rules ...,snap2,...: snap2 is
+    # The README's online table was made with --rules ...,snap-2,...: snap-2 is
     # not a default row but must be accepted.
     from localgrad import cli
     from localgrad.online import tasks
 
     seen = {}
     monkeypatch.setattr(demo, "run_online", lambda task, rules, *rest: seen.setdefault("rules", rules) and [])
-    assert cli.main(["demo", "--mode", "online", "--rules", ",".join(tasks.RULES)]) == 0
-    assert list(seen["rules"]) == list(tasks.RULES)
+    assert cli.main(["demo", "--mode", "online", "--rules", ",".join(tasks.rules())]) == 0
+    assert list(seen["rules"]) == tasks.rules() and "snap-2" in seen["rules"]
 
 
 def test_dni_rnn_row_crosses_the_window_that_truncated_bptt_cannot():
@@ -105,19 +112,18 @@ def test_dni_rnn_row_crosses_the_window_that_truncated_bptt_cannot():
 
 def test_the_cnn_ldrl_row_learns_the_digits_on_a_strided_conv_net():
     # --model cnn, --rules ldrl: L-DRL with transposed-conv feedback on demo.strided_cnn (8x8 digits here).
-    import pytest
     from torch import nn
 
     from localgrad import data
 
     dataset = data.digits(0)
-    model = demo.tp_model("ldrl", dataset, [32], "cnn")
+    model = demo.row_model("ldrl", "cnn", dataset, [32])
     assert any(isinstance(m, nn.Conv2d) for m in model)
     assert not any("Pool" in type(m).__name__ for m in model)
-    result = demo.train("ldrl", dataset, [32], 5, 64, 1e-3, 0, progress=False, model_name="cnn")
+    result = demo.train("ldrl", dataset, [32], 5, 64, None, 0, progress=False, model_name="cnn")
     assert result.test_accuracy > 0.7, result.curve
-    with pytest.raises(ValueError, match="on the CNN: ldrl"):
-        demo.train("ddtp", dataset, [32], 1, 64, 1e-3, 0, progress=False, model_name="cnn")
+    with pytest.raises(localgrad.UnsupportedModelError, match="takes Linear layers only"):
+        localgrad.learner(model, "ddtp")
 
 
 def test_strided_model_is_the_cnn_ldrl_rows_net(monkeypatch):
@@ -129,12 +135,12 @@ def test_strided_model_is_the_cnn_ldrl_rows_net(monkeypatch):
     torch.manual_seed(3)
     plain = demo.build_model("strided", dataset, [16])
     torch.manual_seed(3)
-    tp = demo.tp_model("ldrl", dataset, [16], "cnn")
+    tp = demo.row_model("ldrl", "cnn", dataset, [16])
     assert [tuple(p.shape) for p in plain.parameters()] == [tuple(p.shape) for p in tp.parameters()]
     assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), tp.parameters()))
     seen = {}
     monkeypatch.setattr(demo, "run", lambda rules, **kw: seen.setdefault("rules", list(rules)) and [])
     assert cli.main(["demo", "--model", "strided"]) == 0
     assert seen["rules"] == ["backprop", "ldrl"]
-    result = demo.train("backprop", dataset, [16], 2, 64, 1e-3, 0, progress=False, model_name="strided")
+    result = demo.train("backprop", dataset, [16], 2, 64, None, 0, progress=False, model_name="strided")
     assert result.test_accuracy > 0.5

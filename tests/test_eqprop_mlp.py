@@ -180,28 +180,15 @@ def test_learns_digits(mode, nudging):
     assert accuracy > 0.75, accuracy
 
 
-def test_demo_rows_train_an_eqprop_mlp():
-    """The demo's eqprop rows run through localgrad.eqprop.training."""
+def test_demo_rows_train_the_stock_mlp_as_an_eqprop_network():
+    """The demo's eqprop rows: localgrad.learner on the demo's MLP, SGD with per-layer rates."""
     from localgrad import demo
 
     dataset = data.digits(seed=0)
-    for rule in demo.EQPROP_RULES:
-        result = demo.train(rule, dataset, [32], epochs=1, batch_size=256, lr=1e-3, seed=0, progress=False)
+    for rule in localgrad.rules(family="eqprop"):
+        result = demo.train(rule, dataset, [32], epochs=1, batch_size=256, lr=None, seed=0, progress=False)
         assert result.rule == rule and len(result.curve) == 1 and 0.0 <= result.test_accuracy <= 1.0
-    centered = demo.train("eqprop", dataset, [32], epochs=2, batch_size=32, lr=1e-3, seed=0, progress=False)
+    centered = demo.train("eqprop", dataset, [32], epochs=2, batch_size=32, lr=None, seed=0, progress=False)
     assert centered.test_accuracy > 0.5, centered.test_accuracy
-    with pytest.raises(ValueError, match="use --model mlp"):
-        demo.train("chl", dataset, [32], epochs=1, batch_size=64, lr=1e-3, seed=0, progress=False, model_name="cnn")
-
-
-def test_demo_beta_reaches_the_model(monkeypatch):
-    """--beta sets the EqProp rows' nudging strength."""
-    from localgrad import cli
-    from localgrad.eqprop import training
-
-    seen = []
-    make = training.make_model
-    monkeypatch.setattr(training, "make_model", lambda rule, sizes, beta: seen.append(beta) or make(rule, sizes, beta))
-    assert cli.main(["demo", "--rules", "eqprop", "--dataset", "digits", "--hidden", "16", "--epochs", "1",
-                     "--beta", "0.2", "--plot", "", "--no-progress"]) == 0  # fmt: skip
-    assert seen == [0.2]
+    with pytest.raises(localgrad.UnsupportedModelError, match="is not a Linear layer"):
+        localgrad.learner(demo.lenet(10), "chl")

@@ -232,19 +232,18 @@ def test_float32_and_lower_blocks_learn_once_the_modules_have():
 def test_demo_rows_are_wired_but_not_default(monkeypatch):
     from localgrad import cli, demo
 
-    assert set(demo.DNI_RULES) == {"dni", "cdni"}
-    assert not set(demo.DNI_RULES) & set(demo.DEFAULT_RULES)
+    assert set(localgrad.rules(family="synthetic_gradients")) == {"dni", "cdni"}
+    assert not {"dni", "cdni"} & set(demo.DEFAULT_RULES)
     seen = {}
     monkeypatch.setattr(demo, "run", lambda rules, **kw: seen.setdefault("rules", rules))
     assert cli.main(["demo", "--rules", "backprop,dni,cdni"]) == 0
     assert seen["rules"] == ["backprop", "dni", "cdni"]
-    learner = demo.dni_learner("cdni", demo.mlp([784, 256, 256, 10]))
+    learner = localgrad.learner(demo.mlp([784, 256, 256, 10]), "cdni").inner
     assert learner.conditioned and learner.split == [2, 4] and learner.lam == 0.0
 
 
-def test_demo_dni_row_refuses_the_cnn():
-    from localgrad import data as datasets
+def test_the_dni_learner_refuses_conv_nets_naming_the_layer():
     from localgrad import demo
 
-    with pytest.raises(ValueError, match="use --model mlp"):
-        demo.train("dni", datasets.digits(0), [16], 1, 64, 1e-3, 0, False, "cnn")
+    with pytest.raises(localgrad.UnsupportedModelError, match=r"model\.1 is a Conv2d"):
+        localgrad.learner(demo.lenet(10), "dni")

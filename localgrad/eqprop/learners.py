@@ -80,6 +80,14 @@ class EqPropLearner(Learner):
         loss, _ = self.network.eqprop_step(x, y)
         return StepOutput(loss, self.network.last_output)
 
+    def default_optimizer(self, lr=None):
+        """SGD with momentum 0.9, the rate halving from each layer to the next
+        towards the output (0.1 at the first unless given): Laborieux et al.
+        2021's per-layer rates, which the demo's rows use."""
+        lr = 0.1 if lr is None else lr
+        groups = [{"params": list(layer.parameters()), "lr": lr / 2**i} for i, layer in enumerate(self.network.layers)]
+        return torch.optim.SGD(groups, momentum=0.9)
+
     @torch.no_grad()
     def predict(self, x):
         return self.network(x)

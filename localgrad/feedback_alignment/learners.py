@@ -43,12 +43,12 @@ class ConvertLearner(Learner):
     inject, derivative."""
 
     def __init__(self, model: nn.Module, *, rule: str, seed: int = 0, process_group=None, loss: str = "ce",
-                 **convert_options):
+                 example_input=None, **convert_options):
         super().__init__(model, rule=rule, seed=seed, process_group=process_group)
         if loss not in LOSSES:
             raise ValueError(f"{rule}: loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         self.loss = loss
-        convert(model, rule=rule, seed=self.seed, **convert_options)
+        convert(model, rule=rule, seed=self.seed, example_input=example_input, **convert_options)
 
     def _step(self, x, y):
         out = self.model(x)

@@ -155,13 +155,6 @@ class SequenceLearner(Learner):
         ys = self.model(self._sequences(x))[0]
         return ys[-1] if self.targets == "last" else ys.transpose(0, 1)
 
-    def state_dict(self):
-        return {**super().state_dict(), "online": self.inner.state_dict()}
-
-    def load_state_dict(self, state):
-        super().load_state_dict(state)
-        self.inner.load_state_dict(state["online"])
-
 
 _RULES = {
     "bptt": ("bptt", {}, "backpropagation through time (autograd), the baseline", "Werbos 1990, Proc. IEEE 78:1550"),

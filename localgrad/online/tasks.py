@@ -16,16 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from localgrad.online.bptt import BPTT
-from localgrad.online.eprop import EProp
-from localgrad.online.kfrtrl import KFRTRL
+import localgrad
 from localgrad.online.leaky_rnn import LeakyRNN
 from localgrad.online.memory import saved_bytes
-from localgrad.online.rflo import RFLO
-from localgrad.online.rtrl import RTRL
-from localgrad.online.snap import SnAp
-from localgrad.online.uoro import UORO
-from localgrad.synthetic_gradients.recurrent import RecurrentDNI
 
 
 @dataclass
@@ -69,22 +62,6 @@ def mnist1d_sequences(seed: int = 42) -> SequenceTask:
     return SequenceTask("mnist1d (40 steps)", prep(d.x_train), d.y_train, prep(d.x_test), d.y_test, 10)
 
 
-RULES = {
-    "bptt": lambda m: BPTT(m, loss="ce"),
-    "rtrl": lambda m: RTRL(m, loss="ce"),
-    "snap1": lambda m: SnAp(m, 1, loss="ce"),
-    "snap2": lambda m: SnAp(m, 2, loss="ce"),
-    "rflo": lambda m: RFLO(m, loss="ce"),
-    "eprop": lambda m: EProp(m, loss="ce"),
-    "uoro": lambda m: UORO(m, loss="ce"),
-    "kfrtrl": lambda m: KFRTRL(m, loss="ce"),
-    # Windowed rows (see WINDOWED): truncated BPTT, and truncated BPTT with a
-    # linear synthetic gradient at each window's end (Jaderberg et al. 2017).
-    # A zero-initialised module that never trains is exactly truncated BPTT.
-    "tbptt": lambda m: RecurrentDNI(m, loss="ce"),
-    "dni-rnn": lambda m: RecurrentDNI(m, loss="ce"),
-}
-
 # Rules that run each sequence in windows (two per sequence unless
 # train_rule's window= says otherwise); the optimizer sees the summed
 # gradient of a sequence's windows, one step per minibatch as every row.
@@ -105,62 +82,44 @@ def accuracy(model: LeakyRNN, x: torch.Tensor, y: torch.Tensor) -> float:
     return (ys[-1].argmax(1) == y).float().mean().item()
 
 
-def _state_bytes(learner) -> int:
-    return sum(t.numel() * t.element_size() for t in learner.state_dict().values()
-               if torch.is_tensor(t) and t.dim() > 0 and t.shape[0] == learner.h.shape[0])
+def _state_bytes(engine) -> int:
+    return sum(t.numel() * t.element_size() for t in engine.state_dict().values()
+               if torch.is_tensor(t) and t.dim() > 0 and t.shape[0] == engine.h.shape[0])
 
 
-def _run_windows(learner, xs, targets, loss_mask, window: int) -> int:
-    """Runs a sequence window by window; returns the most bytes autograd
-    saved in one window (the memory of truncated BPTT)."""
-    steps, most = xs.shape[0], 0
-    shared = [*learner.model.parameters(), *learner.sg_parameters()]
-    for s in range(0, steps, window):
-        e = min(s + window, steps)
-        most = max(most, saved_bytes(lambda: learner.run(xs[s:e], targets[s:e], loss_mask[s:e], final=e == steps),
-                                     shared))
-    return most
+def rules() -> list[str]:
+    """The rules these tasks train: every registered sequence rule of the leaky RNN."""
+    return [r for r in localgrad.rules("sequence") if not r.endswith("-spiking")]
 
 
 def train_rule(rule: str, task: SequenceTask, hidden: int = 32, alpha: float = 0.5, batch_size: int = 32,
                iterations: int = 200, lr: float = 3e-3, seed: int = 0, window: int | None = None) -> OnlineResult:
-    """Adam on minibatches of whole sequences, loss at the last step only.
-    window: the truncation window of the WINDOWED rules (default half the
-    sequence, rounded up)."""
+    """Adam on minibatches of whole sequences through the rule's Learner
+    (localgrad.learner), loss at the last step only. window: the truncation
+    window of the WINDOWED rules (default half the sequence, rounded up).
+    Memory per sample: the learner's state (BPTT and the windowed rules:
+    the bytes autograd saves, per window)."""
     torch.manual_seed(seed)
     n_in = task.x_train.shape[2]
     model = LeakyRNN(n_in, hidden, task.n_classes, alpha=alpha)
-    learner = RULES[rule](model)
-    params = list(model.parameters())
-    if rule in WINDOWED:
-        window = -(-task.x_train.shape[0] // 2) if window is None else window
-        if rule == "dni-rnn":
-            params += list(learner.sg_parameters())
-        else:  # tbptt: the module stays at its zero start
-            for p in learner.sg_parameters():
-                p.requires_grad_(False)
-    opt = torch.optim.Adam(params, lr=lr)
+    learner = localgrad.learner(model, rule, seed=seed, window=window)
+    opt = torch.optim.Adam([*model.parameters(), *learner.parameters()], lr=lr)
     g = torch.Generator().manual_seed(seed)
     steps = task.x_train.shape[0]
-    loss_mask = torch.zeros(steps, dtype=torch.bool)
-    loss_mask[-1] = True
+    windows = -(-steps // (window or -(-steps // 2))) if rule in WINDOWED else 1
     n = task.x_train.shape[1]
     elapsed, memory = 0.0, 0
+    shared = [*model.parameters(), *learner.parameters()]
     for it in range(iterations):
         idx = torch.randint(0, n, (batch_size,), generator=g)
-        xs, y = task.x_train[:, idx], task.y_train[idx]
-        targets = y.unsqueeze(0).expand(steps, -1)
+        x, y = task.x_train[:, idx].transpose(0, 1), task.y_train[idx]  # batch first, as the Learner API reads
         opt.zero_grad()
         start = time.perf_counter()
-        learner.reset(batch_size)
-        if rule == "bptt":
-            saved = saved_bytes(lambda: learner.run(xs, targets, loss_mask), model.parameters())
-            memory = max(memory, saved // batch_size)
-        elif rule in WINDOWED:
-            memory = max(memory, _run_windows(learner, xs, targets, loss_mask, window) // batch_size)
+        if rule == "bptt" or rule in WINDOWED:
+            memory = max(memory, saved_bytes(lambda: learner.step(x, y), shared) // (windows * batch_size))
         else:
-            learner.run(xs, targets, loss_mask)
-            memory = max(memory, _state_bytes(learner) // batch_size)
+            learner.step(x, y)
+            memory = max(memory, _state_bytes(learner.inner) // batch_size)
         opt.step()
         elapsed += time.perf_counter() - start
     return OnlineResult(rule, accuracy(model, task.x_test, task.y_test), 1e3 * elapsed / (iterations * steps), memory)

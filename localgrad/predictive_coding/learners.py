@@ -3,7 +3,7 @@ registered names pc (inference learning), pc-ipc, pc-zil and pc-fpa."""
 
 from __future__ import annotations
 
-from localgrad.learner import Learner, StepOutput, register_rule
+from localgrad.learner import Learner, register_rule
 from localgrad.predictive_coding.learner import PredictiveCoding
 
 
@@ -18,9 +18,6 @@ class PredictiveCodingLearner(Learner):
                  loss: str = "ce", **options):
         super().__init__(model, rule=rule, seed=seed, process_group=process_group)
         self._adopt(PredictiveCoding(model, variant=variant, loss=loss, **options))
-
-    def _step(self, x, y):
-        return StepOutput(self.inner.step(x, y), None)
 
 
 _PAPERS = {

@@ -3,7 +3,9 @@ nn.Sequential; the synthetic-gradient modules are the learner's parameters."""
 
 from __future__ import annotations
 
-from localgrad.learner import Learner, StepOutput, register_rule
+from torch import nn
+
+from localgrad.learner import Learner, UnsupportedModelError, register_rule
 from localgrad.synthetic_gradients.learner import DNI
 
 
@@ -17,20 +19,17 @@ class DNILearner(Learner):
     def __init__(self, model, *, rule: str, seed: int = 0, process_group=None, conditioned: bool = False,
                  split="pre-activation", loss: str = "ce", **options):
         super().__init__(model, rule=rule, seed=seed, process_group=process_group)
+        conv = next((n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+        if conv is not None:
+            # A dense module over a conv map of C*H*W units holds (C*H*W)^2 weights (GiBs on LeNet); the
+            # convolutional modules of the DNI paper are not written yet.
+            raise UnsupportedModelError(f"{rule}: model.{conv} is a Conv2d; synthetic gradients on conv feature "
+                                        "maps need convolutional synthetic-gradient modules, which localgrad does "
+                                        "not have yet (MLPs only)")
         self._adopt(DNI(model, split=split, conditioned=conditioned, loss=loss, **options))
 
     def parameters(self):
         return list(self.inner.sg_parameters())
-
-    def _step(self, x, y):
-        return StepOutput(self.inner.step(x, y), None)
-
-    def state_dict(self):
-        return {**super().state_dict(), "dni": self.inner.state_dict()}
-
-    def load_state_dict(self, state):
-        super().load_state_dict(state)
-        self.inner.load_state_dict(state["dni"])
 
 
 _PAPER = "Jaderberg et al. 2017, ICML (decoupled neural interfaces using synthetic gradients)"
