@@ -1,6 +1,8 @@
 """Alignment diagnostics: how close a rule's updates are to backprop's, and how
 close its feedback matrices are to the weights they stand in for (the angles
-Lillicrap et al. 2016, Fig. 2, and Nøkland 2016, Fig. 3, plot)."""
+Lillicrap et al. 2016, Fig. 2, and Nøkland 2016, Fig. 3, plot).
+`alignment` reads a model converted by `localgrad.convert`;
+`update_alignment` any `localgrad.Learner`."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from localgrad.learner import Learner, rules
 
 from localgrad.feedback_alignment.conversion import unconvert
 from localgrad.feedback_alignment.dfa_linear import DFALinear
@@ -30,10 +34,13 @@ class LayerAlignment:
 def angle(a: torch.Tensor, b: torch.Tensor) -> float:
     """Angle in degrees between two tensors seen as vectors (90 if one is 0)."""
     a, b = a.detach().double().flatten(), b.detach().double().flatten()
-    denom = a.norm() * b.norm()
-    if denom == 0:
+    if a.norm() == 0 or b.norm() == 0:
         return 90.0
-    return math.degrees(math.acos(max(-1.0, min(1.0, (a @ b / denom).item()))))
+    # Not acos of the cosine: near 0 a cosine rounded by 1e-16 is an angle
+    # of 1e-6 degrees, so a vector came out 1.7e-6 degrees from itself.
+    # Kahan's form keeps small angles to full precision.
+    u, v = a / a.norm(), b / b.norm()
+    return math.degrees(2 * math.atan2((u - v).norm().item(), (u + v).norm().item()))
 
 
 def _weight_grads(model: nn.Module, x, y, loss_fn) -> dict[str, torch.Tensor]:
@@ -75,4 +82,55 @@ def alignment(
             rule = layer.feedback_rule
             feedback_angle = angle(layer.feedback, layer.weight)
         results.append(LayerAlignment(name, rule, angle(rule_grads[name], true_grads[name]), feedback_angle))
+    return results
+
+
+def update_alignment(
+    learner: Learner,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable = F.cross_entropy,
+) -> list[tuple[str, float, float]]:
+    """Per trainable parameter of `learner.model` (a static-input rule's),
+    on the batch (x, y): (name, angle in degrees between the `.grad` one
+    `learner.step(x, y)` writes and backprop's gradient of
+    loss_fn(model(x), y), ||rule|| / ||backprop||). loss_fn is batch-mean
+    and should be the loss the rule was built with (the rules' default "ce"
+    is F.cross_entropy). A parameter that only one of the two writes counts
+    as zero in the other.
+
+    Runs on copies: the model, the learner, their `.grad`, the rule's state
+    (generators, counters, traces) and torch's global generator are left as
+    they were."""
+    if not isinstance(learner, Learner):
+        raise TypeError(f"update_alignment: learner must be a localgrad.Learner, got {type(learner).__name__}")
+    if learner.rule in rules("sequence"):
+        # Its step takes x as (batch, time, features) and reads the loss per
+        # step; loss_fn(model(x), y) is no such loss.
+        raise NotImplementedError(f"update_alignment: rule {learner.rule!r} takes sequences; backprop's gradient "
+                                  "is computed for static-input rules only")
+    names = [name for name, p in learner.model.named_parameters() if p.requires_grad]
+    devices = list(dict.fromkeys(t.device for t in (x, y) if t.device.type == "cuda"))
+    with torch.random.fork_rng(devices=devices):
+        # Copied together so that the learner's copy trains the model's copy.
+        model, rule = copy.deepcopy((learner.model, learner))
+        model.zero_grad(set_to_none=True)
+        for p in rule.parameters():
+            p.grad = None
+        rule.step(x, y)
+        rule_grads = dict(model.named_parameters())
+        # A converted model sends its error through feedback matrices:
+        # backprop's gradient needs the plain layers back.
+        plain = unconvert(copy.deepcopy(learner.model))
+        plain.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            loss_fn(plain(x), y).backward()
+        true_grads = dict(plain.named_parameters())
+    results = []
+    for name in names:
+        ours, true = rule_grads[name], true_grads[name]
+        g = ours.grad if ours.grad is not None else torch.zeros_like(ours)
+        t = true.grad if true.grad is not None else torch.zeros_like(true)
+        ratio = (g.detach().double().norm() / t.detach().double().norm()).item()  # 0/0: nan
+        results.append((name, angle(g, t), ratio))
     return results

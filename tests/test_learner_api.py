@@ -109,7 +109,7 @@ def test_bad_input_names_the_argument(rule):
 REFUSE_FROZEN = {"pc-ipc": "frozen parameters"}
 
 
-@pytest.mark.parametrize("rule", localgrad.rules("static"))
+@pytest.mark.parametrize("rule", RULES)
 def test_frozen_parameters_get_no_grad(rule):
     model, learner, _ = build(rule)
     first = next(model.parameters())

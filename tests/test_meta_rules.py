@@ -170,7 +170,7 @@ def test_es_writes_grad_for_any_optimizer_and_unbatched_agrees():
     optimizer = torch.optim.SGD([theta], lr=0.2)
     for _ in range(60):
         optimizer.zero_grad()
-        es.step(loss)
+        es.estimate_gradient(loss)
         optimizer.step()
     assert rel_err(theta.detach(), center) <= 0.05
     a = meta.EvolutionStrategies([theta.detach()], sigma=0.1, population=8, seed=3)
@@ -197,7 +197,7 @@ def es_run(steps, state=None):
 
     for _ in range(steps):
         optimizer.zero_grad()
-        es.step(population_loss)
+        es.estimate_gradient(population_loss)
         optimizer.step()
     return rule.theta.detach().clone(), {"rule": rule.state_dict(), "es": es.state_dict(),
                                          "optimizer": optimizer.state_dict()}

@@ -103,7 +103,7 @@ def rediscover_oja(meta_steps: int = 400, steps: int = 60, episodes: int = 32, b
         losses = []
         for step in range(meta_steps):
             optimizer.zero_grad()
-            losses.append(es.step(population_loss))
+            losses.append(es.estimate_gradient(population_loss))
             optimizer.step()
             record(step, losses[-1])
     seconds = time.perf_counter() - start

@@ -22,12 +22,13 @@ from typing import Callable, Iterable
 
 import torch
 
+from localgrad.learner import add_to_grad
 from localgrad.ops._common import as_bool, as_float, as_int
 
 
 class EvolutionStrategies:
     """es = EvolutionStrategies(rule.parameters(), sigma=0.05, population=64, seed=0)
-    optimizer.zero_grad(); loss = es.step(loss_fn); optimizer.step()
+    optimizer.zero_grad(); loss = es.estimate_gradient(loss_fn); optimizer.step()
 
     loss_fn(*population) -> (P,) losses, population[j] of shape (P, *params[j].shape);
     with batched=False, loss_fn(*params) -> scalar is called once per member.
@@ -99,12 +100,14 @@ class EvolutionStrategies:
         self.steps += 1
         return grads, losses
 
-    def step(self, loss_fn: Callable) -> float:
-        """Writes the estimate into .grad (added, as backward does) and returns
-        the population's mean loss."""
+    def estimate_gradient(self, loss_fn: Callable) -> float:
+        """Adds the estimate into .grad (as backward does: a tensor with
+        requires_grad=False gets none) and returns the population's mean loss.
+        Not `step`: the optimizer's step moves the parameters, a Learner's
+        step trains on a batch; this only estimates."""
         grads, losses = self.estimate(loss_fn)
         for p, g in zip(self.params, grads):
-            p.grad = g.clone() if p.grad is None else p.grad + g
+            add_to_grad(p, g)
         return losses.mean().item()
 
     def state_dict(self) -> dict:

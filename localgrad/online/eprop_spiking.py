@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from localgrad.distributed import average_gradients, check_replicated
+from localgrad.learner import add_to_grad
 from localgrad.online.lif import LIF
 from localgrad.ops.eprop_lif import eprop_lif_chunk
 from localgrad.reference.eprop_lif import eprop_lif_chunk as eprop_lif_chunk_reference
@@ -202,11 +203,11 @@ class SpikingEProp(_SpikingLearner):
                learning_signal, m.neuron_constants(), m.adaptive, mode, scale, self.state, grad_w, grad_out,
                outputs)  # fmt: skip
             grad_w[:, I:].diagonal().zero_()
-            _accumulate(m.weight_in, grad_w[:, :I])
-            _accumulate(m.weight_rec, grad_w[:, I:])
+            add_to_grad(m.weight_in, grad_w[:, :I])
+            add_to_grad(m.weight_rec, grad_w[:, I:])
             if mode != "signal":
-                _accumulate(m.readout.weight, grad_out[:, :H])
-                _accumulate(m.readout.bias, grad_out[:, H])
+                add_to_grad(m.readout.weight, grad_out[:, :H])
+                add_to_grad(m.readout.bias, grad_out[:, H])
         self.steps += T
         self.last_outputs = outputs
         self._average_gradients()
@@ -246,13 +247,6 @@ def eprop_lif_chunk_reference_call(x, weight_in, weight_rec, weight_out, bias_ou
         loss_scale, s["v"], s["a"], s["z"], s["psi"], s["y"], s["pre_trace"], s["adapt_trace"],
         s["filt_trace"], s["out_trace"], grad_w, grad_out, outputs,
     )  # fmt: skip
-
-
-def _accumulate(param: torch.Tensor, grad: torch.Tensor) -> None:
-    if param.grad is None:
-        param.grad = grad.clone()
-    else:
-        param.grad.add_(grad)
 
 
 class SpikingBPTT(_SpikingLearner):

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from localgrad.activations import Activation
+from localgrad.learner import add_to_grad
 from localgrad.ops._common import as_float, as_int
 
 _ACTIVATIONS = {"tanh": (torch.tanh, Activation.TANH), "sigmoid": (torch.sigmoid, Activation.SIGMOID),
@@ -92,7 +93,8 @@ class LeakyRNN(nn.Module):
         if self.recurrent_mask is not None:
             g_hh = g_hh * self.recurrent_mask
         for p, g in ((self.weight_ih, grad[:, :i]), (self.weight_hh, g_hh), (self.bias, grad[:, i + h])):
-            if p.grad is None:
-                p.grad = g.detach().clone().to(p.dtype)
-            else:
-                p.grad.add_(g.to(p.dtype))
+            # Rounded to p's dtype before the sum, as always: adding a wider g
+            # rounds once, after it, and resumed runs compare bit-exactly. Only
+            # a cast is fresh; an uncast g may be a view into `grad`.
+            cast = g.to(p.dtype)
+            add_to_grad(p, cast, owned=cast is not g)

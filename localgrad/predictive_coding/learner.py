@@ -23,7 +23,7 @@ from localgrad.ops._common import as_float, as_int
 from localgrad.predictive_coding import generic
 from localgrad.reference import predictive_coding as ref
 from localgrad.training import one_hot_targets
-from localgrad.learner import UnsupportedModelError
+from localgrad.learner import UnsupportedModelError, add_to_grad
 
 VARIANTS = tuple(ref.VARIANTS)
 LOSSES = tuple(ref.LOSSES)
@@ -209,13 +209,8 @@ class PredictiveCoding:
         written = []
         for m, gw, gb in zip(self.linears, grads_w, grads_b):
             for param, grad in ((m.weight, gw), (m.bias, gb)):
-                if not param.requires_grad:
-                    continue
-                if param.grad is None:
-                    param.grad = grad
-                else:
-                    param.grad.add_(grad)
-                written.append(param)
+                if add_to_grad(param, grad, owned=True):
+                    written.append(param)
         average_gradients(written)
         return loss
 
@@ -231,11 +226,7 @@ class PredictiveCoding:
             for param, u in zip(block.layer.parameters(), update):
                 if u is None:  # frozen (requires_grad=False)
                     continue
-                grad = u.mul_(scale)
-                if param.grad is None:
-                    param.grad = grad
-                else:
-                    param.grad.add_(grad)
+                add_to_grad(param, u.mul_(scale), owned=True)
                 written.append(param)
         average_gradients(written)
         return self._loss(mu_out, target)

@@ -24,7 +24,7 @@ from localgrad.distributed import average_gradients, check_replicated
 from localgrad.ops._common import as_bool, as_float, as_int
 from localgrad.reference import synthetic_gradients as ref
 from localgrad.synthetic_gradients.modules import SyntheticGradient
-from localgrad.learner import UnsupportedModelError
+from localgrad.learner import UnsupportedModelError, add_to_grad
 
 LOSSES = ("ce", "mse")
 # Modules after a block's last Linear that keep its output's shape: the
@@ -302,7 +302,7 @@ class DNI:
                 grads = grads[1:]
             for p, g in zip(params, grads):
                 g = torch.zeros_like(p) if g is None else g.div_(n)
-                self._accumulate(p, g)
+                add_to_grad(p, g, owned=True)
                 written.append(p)
         sg_params = [p for p in self.synthesizers.parameters() if p.requires_grad]
         if synthetic and sg_params:
@@ -310,14 +310,7 @@ class DNI:
                 sg_loss = sum(ref.regression_loss(s, t) for s, t in zip(synthetic, targets))
                 sg_grads = torch.autograd.grad(sg_loss, sg_params, allow_unused=True)
             for p, g in zip(sg_params, sg_grads):
-                self._accumulate(p, torch.zeros_like(p) if g is None else g)
+                add_to_grad(p, torch.zeros_like(p) if g is None else g, owned=True)
                 written.append(p)
         average_gradients(written, group=self.process_group)
         return losses.detach().sum() / n
-
-    @staticmethod
-    def _accumulate(p: torch.Tensor, g: torch.Tensor) -> None:
-        if p.grad is None:
-            p.grad = g.detach()
-        else:
-            p.grad.add_(g.detach())

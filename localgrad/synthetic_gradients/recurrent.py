@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from localgrad.distributed import average_gradients
+from localgrad.learner import add_to_grad
 from localgrad.ops._common import as_bool, as_int
 from localgrad.online.learner import OnlineLearner
 from localgrad.reference import synthetic_gradients as ref
@@ -110,7 +111,7 @@ class RecurrentDNI(OnlineLearner):
                 grads = [None] * (1 + len(params))
         delta0 = torch.zeros_like(h0) if grads[0] is None else grads[0]
         for p, g in zip(params, grads[1:]):
-            self._accumulate(p, torch.zeros_like(p) if g is None else g)
+            add_to_grad(p, torch.zeros_like(p) if g is None else g)
         sg_params = [p for p in self.synthesizer.parameters() if p.requires_grad]
         if sg_params:
             if self._boundary:
@@ -120,16 +121,9 @@ class RecurrentDNI(OnlineLearner):
             else:  # the start of the sequence: no chunk before it used M here
                 sg_grads = [torch.zeros_like(p) for p in sg_params]
             for p, g in zip(sg_params, sg_grads):
-                self._accumulate(p, g)
+                add_to_grad(p, g)
         if xs.shape[0]:
             self.h = h.detach().clone()
             self._boundary = not final
         self._average_gradients()
         return total.detach()
-
-    @staticmethod
-    def _accumulate(p: torch.Tensor, g: torch.Tensor) -> None:
-        if p.grad is None:
-            p.grad = g.detach().clone()
-        else:
-            p.grad.add_(g.detach())

@@ -30,7 +30,7 @@ from localgrad.ops.target_prop import target_prop_feedback_grads
 from localgrad.reference import target_prop as ref
 from localgrad.target_prop import conv
 from localgrad.training import one_hot_targets
-from localgrad.learner import UnsupportedModelError
+from localgrad.learner import UnsupportedModelError, add_to_grad
 
 VARIANTS = ref.VARIANTS
 LOSSES = ref.LOSSES
@@ -342,7 +342,9 @@ class TargetProp:
             total = sum(losses) / max(batch * self.samples, 1)
             grads = torch.autograd.grad(total, params, allow_unused=True)
         self.last_feedback_loss = total.detach()
-        return _add_to_grad(params, grads)
+        for p, g in zip(params, grads):
+            add_to_grad(p, torch.zeros_like(p) if g is None else g)
+        return params
 
     def _linear_maps(self) -> bool:
         """Whether the feedback gradient has the closed form of the fused op."""
@@ -365,12 +367,7 @@ class TargetProp:
         self.last_feedback_loss = total
         for m, gv, gc in zip(self.feedback, out_v, out_c):
             for p, g in ((m.weight, gv), (m.bias, gc)):
-                if not p.requires_grad:
-                    continue
-                if p.grad is None:
-                    p.grad = g
-                else:
-                    p.grad.add_(g)
+                add_to_grad(p, g, owned=True)
         return params
 
     def _conv_feedback_grads(self, params, hs, pre):
@@ -398,7 +395,9 @@ class TargetProp:
             total = sum(losses) / max(batch * s, 1)
             grads = torch.autograd.grad(total, params, allow_unused=True)
         self.last_feedback_loss = total.detach()
-        return _add_to_grad(params, grads)
+        for p, g in zip(params, grads):
+            add_to_grad(p, torch.zeros_like(p) if g is None else g)
+        return params
 
     def _targets(self, weights, biases, hs, pre, t_out):
         if self.layers is not None:
@@ -475,13 +474,8 @@ class TargetProp:
                 grads[l] = (grads[l][0] + self.ortho * (w @ gram), grads[l][1])
         for m, (gw, gb) in zip(modules, grads):
             for param, g in ((m.weight, gw), (m.bias, gb)):
-                if not param.requires_grad:
-                    continue
-                if param.grad is None:
-                    param.grad = g
-                else:
-                    param.grad.add_(g)
-                written.append(param)
+                if add_to_grad(param, g, owned=True):
+                    written.append(param)
         average_gradients(written, self.process_group)
         return loss
 
@@ -510,13 +504,3 @@ class TargetProp:
                     optimizer.step()
         return self.last_feedback_loss
 
-
-def _add_to_grad(params, grads) -> list:
-    """Adds each gradient (None: zero) into its parameter's .grad; returns params."""
-    for p, g in zip(params, grads):
-        g = torch.zeros_like(p) if g is None else g
-        if p.grad is None:
-            p.grad = g.clone()
-        else:
-            p.grad.add_(g)
-    return params
