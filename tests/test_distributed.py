@@ -41,6 +41,11 @@ pytestmark = pytest.mark.distributed
 WORLD = 2
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-6}
+# KF-RTRL at rank 2 reduces its r + 1 terms per sample by QR and SVD; LAPACK
+# takes other paths for batches of 4 and 8, and the SVD amplifies their
+# rounding where singular values nearly meet: 3.5e-10 off the union batch on
+# this project's Intel machine (1e-12 held on the AMD one before).
+CASE_TOLERANCE = {"kfrtrl2": 1e-8}
 SELF_AVERAGING = [n for n, c in CASES.items() if c.family == "self"]
 THROUGH_AUTOGRAD = [n for n, c in CASES.items() if c.family == "convert"]
 LEARNERS = [n for n, c in CASES.items() if c.family == "learner"]
@@ -155,7 +160,7 @@ def _check(ranks, name, wrapper, scale=1.0):
     case = CASES[name]
     results = _result(ranks, name, wrapper)
     grads, state = reference(name)
-    tol = TOLERANCE[case.dtype]
+    tol = CASE_TOLERANCE.get(name, TOLERANCE[case.dtype])
     if case.dtype == torch.float32:
         split = _split_reference(name)
         split_err = max(rel_err(split[n], g) for n, g in grads.items())
