@@ -387,11 +387,28 @@ def feedback_state(trainer: Trainer) -> dict[str, torch.Tensor]:
 # --- every registered rule through its Learner (batch first, sequences too) ---
 
 
+class _WithOwn(nn.Module):
+    """A model and its learner's own parameters in one module."""
+
+    def __init__(self, model, own):
+        super().__init__()
+        self.model, self.own = model, nn.ParameterList(own)
+
+
 def _learner_case(rule):
     def build(seed, dtype):
         model = model_for(rule, seed, dtype)
         # Each rank's own seed: the replicas agree only after broadcast_state.
-        return Trainer(model, localgrad.learner(model, rule, seed=seed))
+        learner = localgrad.learner(model, rule, seed=seed)
+        # The learner's own parameters drawn at random (synthetic-gradient
+        # modules start with a zero output layer, which would send nothing
+        # below at the first step), and differently on each rank until the broadcast.
+        g = torch.Generator().manual_seed(700 + seed)
+        with torch.no_grad():
+            for p in learner.parameters():
+                p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype))
+        # The optimizer trains, and the test compares, the model's and the learner's parameters.
+        return Trainer(_WithOwn(model, learner.parameters()), learner)
 
     def batch(step, dtype):
         return batch_for(rule, UNION, step, dtype)
