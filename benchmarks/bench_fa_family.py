@@ -56,7 +56,7 @@ from bench_dfa import failed, load_note  # noqa: E402
 
 import localgrad  # noqa: E402
 from localgrad import Activation, reference  # noqa: E402
-from localgrad.demo import lenet, mlp  # noqa: E402
+from localgrad.experiments.demo import lenet, mlp  # noqa: E402
 from localgrad.feedback_alignment.feedback import FEEDBACK_RULES, RANDOM_MAGNITUDE, default_bound  # noqa: E402
 
 RELU = int(Activation.RELU)
@@ -111,7 +111,7 @@ def build_model(name: str, hidden: list[int]) -> nn.Sequential:
 
 def model_title(name: str, hidden: list[int]) -> str:
     if name == "cnn":
-        return "LeNet-like CNN (localgrad.demo.lenet)"
+        return "LeNet-like CNN (localgrad.experiments.demo.lenet)"
     return f"MLP {'-'.join(map(str, [N_IN, *hidden, N_OUT]))}"
 
 

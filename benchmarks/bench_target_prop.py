@@ -6,7 +6,7 @@ re-implementation of the published loop, and against localgrad's reference.
         [--net 784-256-256-10] [--iterations 20] [--samples 10]
         [--repeats N] [--threads N] [--json PATH] [--quick]
 
-The model is the demo's ReLU MLP (localgrad.demo.mlp, 784-256-256-10). One
+The model is the demo's ReLU MLP (localgrad.experiments.demo.mlp, 784-256-256-10). One
 step = the feedback training of every layer-wise map, then the targets and
 the forward weights' update, then the optimizers' steps (Adam 1e-3 on the
 forward weights as in the demo; SGD with momentum 0.9 on the feedback, as
@@ -69,7 +69,7 @@ from _timing import (  # noqa: E402
     write_json,
 )
 
-from localgrad.demo import mlp  # noqa: E402
+from localgrad.experiments.demo import mlp  # noqa: E402
 from localgrad.target_prop import TargetProp  # noqa: E402
 
 

@@ -7,9 +7,9 @@ import json
 import math
 import re
 
-from localgrad.demo import DEFAULT_RULES, HEBBIAN_ROWS
+from localgrad.experiments.demo import DEFAULT_RULES, HEBBIAN_ROWS
 
-META_TASKS = ("oja", "fewshot", "fixed-weight")  # localgrad.meta.demos.TASKS (tests/test_meta_demo.py checks)
+META_TASKS = ("oja", "fewshot", "fixed-weight")  # localgrad.experiments.meta_demos.TASKS (tests/test_meta_demo.py checks)
 
 
 # argparse `type=` validators: a bad value ends in an argparse error (usage
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
 
         print(json.dumps(localgrad.build_info(), indent=2))
         return 0
-    from localgrad import demo as demo_module
+    from localgrad.experiments import demo as demo_module
 
     if args.mode == "meta":
         if args.task not in (*META_TASKS, "delayed"):
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
                                 args.device)
         return 0
     if args.mode == "online":
-        from localgrad.online import spiking_task, tasks
+        from localgrad.experiments import online_tasks as tasks, spiking_task
 
         known = spiking_task.RULES if args.task == "spiking" else tuple(tasks.rules())
     else:
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     if not given or unknown:
         parser.error(f"argument --rules: unknown rule(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}")
     if args.mode == "online" and args.task == "spiking":
-        from localgrad.online import spiking_task
+        from localgrad.experiments import spiking_task
 
         rows = spiking_task.compare(
             rules=spiking_task.RULES if default_rules else given,

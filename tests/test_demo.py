@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import localgrad
-from localgrad import demo
+from localgrad.experiments import demo
 
 
 def test_demo_dfa_within_three_points_of_backprop(capsys):
@@ -87,7 +87,7 @@ def test_online_mode_takes_every_rule_of_the_task_table(monkeypatch):
     # The README's online table was made with --rules ...,snap-2,...: snap-2 is
     # not a default row but must be accepted.
     from localgrad import cli
-    from localgrad.online import tasks
+    from localgrad.experiments import online_tasks as tasks
 
     seen = {}
     monkeypatch.setattr(demo, "run_online", lambda task, rules, *rest: seen.setdefault("rules", rules) and [])
@@ -99,7 +99,7 @@ def test_dni_rnn_row_crosses_the_window_that_truncated_bptt_cannot():
     # Delayed recall in two windows of 5: the symbol (step 0) and the loss
     # (step 9) lie in different windows, so truncated BPTT never sees their
     # link; the synthetic gradient at the boundary carries it.
-    from localgrad.online import tasks
+    from localgrad.experiments import online_tasks as tasks
 
     task = tasks.delayed_recall(seed=0)
     runs = {r: tasks.train_rule(r, task, hidden=32, alpha=0.5, batch_size=32, iterations=150, lr=1e-2, seed=0)

@@ -276,7 +276,7 @@ def test_eprop_fits_a_fixed_batch(feedback):
 
 
 def test_spiking_task_rows():
-    from localgrad.online.spiking_task import RULES, compare, format_rows
+    from localgrad.experiments.spiking_task import RULES, compare, format_rows
 
     rows = compare(hidden=12, epochs=1, n_train=128, batch_size=64, channels=6)
     assert [r["rule"] for r in rows] == list(RULES)

@@ -182,7 +182,7 @@ def test_learns_digits(mode, nudging):
 
 def test_demo_rows_train_the_stock_mlp_as_an_eqprop_network():
     """The demo's eqprop rows: localgrad.learner on the demo's MLP, SGD with per-layer rates."""
-    from localgrad import demo
+    from localgrad.experiments import demo
 
     dataset = data.digits(seed=0)
     for rule in localgrad.rules(family="eqprop"):

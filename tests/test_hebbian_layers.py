@@ -190,7 +190,7 @@ def test_data_parallel_path_computes_the_same_step(monkeypatch, rule):
 @pytest.mark.parametrize("row", ["softhebb", "krotov", "oja", "probe-raw", "probe-random"])
 def test_demo_rows_run(row):
     from localgrad import data
-    from localgrad.hebbian import rows
+    from localgrad.experiments import hebbian_rows as rows
 
     acc, loss, seconds, curve = rows.train_row(row, data.digits(), width=64, probe_epochs=2)
     assert len(curve) == 2 and acc > 0.3 and seconds > 0

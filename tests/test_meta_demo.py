@@ -3,8 +3,9 @@ are in range; the CLI reaches them."""
 
 import torch
 
-from localgrad import cli, demo
-from localgrad.meta import demos
+from localgrad import cli
+from localgrad.experiments import demo
+from localgrad.experiments import meta_demos as demos
 
 
 def test_cli_meta_mode_runs_the_demos(monkeypatch):

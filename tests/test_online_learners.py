@@ -203,7 +203,7 @@ def test_delayed_recall_task_and_online_demo(capsys):
     """Chance is 1/4; the online demo mode prints its table; e-prop solves the
     short-delay task well above chance (seeded, wide margin)."""
     from localgrad import cli
-    from localgrad.online import tasks
+    from localgrad.experiments import online_tasks as tasks
 
     task = tasks.delayed_recall(delay=3, n_train=256, n_test=256)
     assert task.chance == 0.25 and task.x_train.shape == (5, 256, 5)

@@ -230,7 +230,8 @@ def test_float32_and_lower_blocks_learn_once_the_modules_have():
 
 
 def test_demo_rows_are_wired_but_not_default(monkeypatch):
-    from localgrad import cli, demo
+    from localgrad import cli
+    from localgrad.experiments import demo
 
     assert set(localgrad.rules(family="synthetic_gradients")) == {"dni", "cdni"}
     assert not {"dni", "cdni"} & set(demo.DEFAULT_RULES)
@@ -243,7 +244,7 @@ def test_demo_rows_are_wired_but_not_default(monkeypatch):
 
 
 def test_the_dni_learner_refuses_conv_nets_naming_the_layer():
-    from localgrad import demo
+    from localgrad.experiments import demo
 
     with pytest.raises(localgrad.UnsupportedModelError, match=r"model\.1 is a Conv2d"):
         localgrad.learner(demo.lenet(10), "dni")

@@ -315,7 +315,7 @@ def test_gait_orthogonality_penalty():
 def test_train_feedback_iterations_equal_repeated_updates():
     """train_feedback(x, optimizer, K) is K manual (zero_grad, train_feedback,
     step) rounds on the batch: the forward pass, made once, is the same."""
-    from localgrad.demo import mlp
+    from localgrad.experiments.demo import mlp
 
     x = torch.randn(6, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     finals = []
@@ -338,7 +338,7 @@ def test_train_feedback_iterations_equal_repeated_updates():
 
 
 def test_samples_and_iterations_are_checked():
-    from localgrad.demo import mlp
+    from localgrad.experiments.demo import mlp
 
     with pytest.raises(ValueError, match="samples"):
         TargetProp(mlp([4, 3, 2]), samples=0)

@@ -208,7 +208,7 @@ def test_aliased_outputs_are_refused():
 def test_learner_fused_equals_reference_path():
     """TargetProp's closed-form path (this op) and its autograd path write the
     same feedback and forward .grad (gated DTP and L-DRL, 3 samples)."""
-    from localgrad.demo import mlp
+    from localgrad.experiments.demo import mlp
     from localgrad.target_prop import TargetProp
 
     for variant in ("dtp", "ldrl"):

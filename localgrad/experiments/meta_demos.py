@@ -24,7 +24,7 @@ from localgrad.meta.evolution import EvolutionStrategies
 from localgrad.meta.fixed_weight import FixedWeightLearner, linear_regression_tasks
 from localgrad.meta.inner_loop import meta_train, run_episode
 from localgrad.meta.rules import ABCDRule, PolynomialRule, term_name
-from localgrad.meta.tasks import DigitsEpisodes, pca_episodes, pca_loss
+from localgrad.experiments.meta_tasks import DigitsEpisodes, pca_episodes, pca_loss
 from localgrad.reference import meta as reference
 
 TASKS = ("oja", "fewshot", "fixed-weight")

@@ -26,7 +26,7 @@ class RuleResult:
 
 DEFAULT_RULES = ("backprop", "fa", "usf", "brsf", "frsf", "dfa", "eqprop", "pc", "pc-ipc", "pc-zil")
 MODELS = ("mlp", "cnn", "strided")  # strided: strided_cnn, the net of the CNN ldrl row
-# The Hebbian probe rows (`--mode hebbian`, localgrad.hebbian.rows): one wide
+# The Hebbian probe rows (`--mode hebbian`, localgrad.experiments.hebbian_rows): one wide
 # Hebbian layer with the rule's published activation, then a linear probe on
 # its frozen features, and the probe's two baselines.
 HEBBIAN_ROWS = ("softhebb", "krotov", "oja", "probe-raw", "probe-random")
@@ -246,10 +246,10 @@ def load(dataset_name: str, seed: int, device: str) -> data.Dataset:
 
 def run_hebbian(rows=HEBBIAN_ROWS, dataset_name: str = "mnist", width: int = 2000, epochs: int = 15,
                 batch_size: int = 64, seed: int = 0, device: str = "auto") -> list[RuleResult]:
-    """The Hebbian probe rows (localgrad.hebbian.rows): features of one wide
+    """The Hebbian probe rows (localgrad.experiments.hebbian_rows): features of one wide
     Hebbian layer, frozen, read by a linear probe; with the probe on the raw
     pixels and on random features as the baselines that judge them."""
-    from localgrad.hebbian import rows as hebbian_rows
+    from localgrad.experiments import hebbian_rows
 
     dataset = load(dataset_name, seed, resolve_device(device))
     results = []
@@ -272,9 +272,9 @@ ONLINE_ALPHA = {"delayed": 0.5, "mnist1d": 0.1}
 def run_online(task_name: str = "delayed", rules=ONLINE_RULES, hidden: int = 32, iterations: int = 150,
                batch_size: int = 32, lr: float = 1e-2, seed: int = 0, alpha: float | None = None) -> list:
     """The online mode: a leaky RNN trained on a sequence task by each online
-    rule and by BPTT (localgrad.online.tasks); prints accuracy, time per step
+    rule and by BPTT (localgrad.experiments.online_tasks); prints accuracy, time per step
     and learner memory per sample."""
-    from localgrad.online import tasks
+    from localgrad.experiments import online_tasks as tasks
 
     task = tasks.delayed_recall(seed=seed) if task_name == "delayed" else tasks.mnist1d_sequences()
     alpha = ONLINE_ALPHA[task_name] if alpha is None else alpha
@@ -285,12 +285,12 @@ def run_online(task_name: str = "delayed", rules=ONLINE_RULES, hidden: int = 32,
     return results
 
 
-# Meta-learned plasticity (localgrad.meta.demos): rediscover Oja's rule,
+# Meta-learned plasticity (localgrad.experiments.meta_demos): rediscover Oja's rule,
 # few-shot digits with learned rules, a fixed-weight learner.
 def run_meta(tasks=None, seed: int = 0, plot_path: str | None = None, progress: bool = True,
              scale: float = 1.0) -> dict:
-    """The meta mode: the demos of localgrad.meta.demos (all three unless
+    """The meta mode: the demos of localgrad.experiments.meta_demos (all three unless
     `tasks` names some of oja, fewshot, fixed-weight); prints their tables."""
-    from localgrad.meta import demos
+    from localgrad.experiments import meta_demos as demos
 
     return demos.run(demos.TASKS if tasks is None else tasks, seed, scale, plot_path, progress)
