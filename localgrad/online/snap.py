@@ -96,7 +96,9 @@ class SnAp(OnlineLearner):
                                            m.alpha, self.entry_unit, self.entry_row, self.nbr_ptr,
                                            self.nbr_entry, self.nbr_weight, check_indices=self._check_lists)
             self._check_lists = False  # built above from the mask, checked once by the op
-            per_entry = torch.einsum("be,bec->ec", dldh[t][:, self.entry_unit], self.influence)
+            # Σ_b dL/dh[b, unit(e)] M[b, e, c]: a broadcast product and a sum over the
+            # batch (einsum's bmm path for this contraction was 3x slower at hidden 64).
+            per_entry = (dldh[t][:, self.entry_unit].unsqueeze(2) * self.influence).sum(0)
             grad = per_entry if grad is None else grad + per_entry
         if grad is not None:
             g = grad.new_zeros(m.hidden_size, self._theta_cols())
