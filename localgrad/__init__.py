@@ -20,7 +20,7 @@ from localgrad import activations, data, metrics, ops, reference
 from localgrad._extension import build_info, has_cuda_kernels, has_extension
 from localgrad.activations import Activation
 from localgrad.learner import Learner, StepOutput, UnsupportedModelError, learner, register_rule, rule_info, rules
-from localgrad.feedback_alignment import RULES, convert, unconvert
+from localgrad.feedback_alignment import convert, unconvert
 
 __version__ = "0.1.0"
 
@@ -52,7 +52,6 @@ __all__ = [
     "rule_info",
     "rules",
     "FAMILIES",
-    "RULES",
     "activations",
     "build_info",
     "convert",

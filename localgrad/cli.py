@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     if args.mode == "online":
         from localgrad.experiments import online_tasks as tasks, spiking_task
 
-        known = spiking_task.RULES if args.task == "spiking" else tuple(tasks.rules())
+        known = spiking_task.ROWS if args.task == "spiking" else tuple(tasks.rules())
     else:
         import localgrad
 
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
         from localgrad.experiments import spiking_task
 
         rows = spiking_task.compare(
-            rules=spiking_task.RULES if default_rules else given,
+            rules=spiking_task.ROWS if default_rules else given,
             hidden=64 if args.hidden == [256, 256] else args.hidden[0],
             epochs=10 if args.epochs == 15 else args.epochs,
             adaptive=args.neuron == "alif",

@@ -276,10 +276,10 @@ def test_eprop_fits_a_fixed_batch(feedback):
 
 
 def test_spiking_task_rows():
-    from localgrad.experiments.spiking_task import RULES, compare, format_rows
+    from localgrad.experiments.spiking_task import ROWS, compare, format_rows
 
     rows = compare(hidden=12, epochs=1, n_train=128, batch_size=64, channels=6)
-    assert [r["rule"] for r in rows] == list(RULES)
+    assert [r["rule"] for r in rows] == list(ROWS)
     for r in rows:
         assert 0 <= r["test_acc"] <= 1 and r["ms_per_step"] > 0 and r["bytes_per_sample"] > 0
     assert "eprop_symmetric" in format_rows(rows)

@@ -20,7 +20,7 @@ def test_family_is_listed():
     assert localgrad.hebbian.HebbianLinear is hebbian.HebbianLinear
 
 
-@pytest.mark.parametrize("rule", ref.RULES)
+@pytest.mark.parametrize("rule", ref.RULE_NAMES)
 def test_linear_writes_minus_the_update_into_grad(rule):
     torch.manual_seed(0)
     layer = hebbian.HebbianLinear(12, 5, rule, lr=0.1).double()

@@ -158,7 +158,7 @@ def test_adaptive_rate_and_normalisation():
 
 def test_empty_batch_is_no_update():
     w = torch.randn(3, 4, dtype=torch.float64)
-    for rule in ref.RULES:
+    for rule in ref.RULE_NAMES:
         u, grad = ref.hebbian_update(torch.zeros(0, 4, dtype=torch.float64), w, rule,
                                      theta=torch.zeros(3, dtype=torch.float64), normalize=True)
         assert u.shape == (0, 3)

@@ -8,7 +8,7 @@ import torch
 
 from localgrad.online import BPTT, KFRTRL, RFLO, RTRL, UORO, EProp, LeakyRNN, SnAp
 
-RULES = {
+LEARNERS = {
     "rtrl": RTRL,
     "snap1": lambda m: SnAp(m, 1),
     "snap2": lambda m: SnAp(m, 2),
@@ -28,9 +28,9 @@ def model(mask=True):
     return LeakyRNN(3, 5, 2, alpha=0.5, recurrent_mask=pattern)
 
 
-@pytest.mark.parametrize("rule", list(RULES))
+@pytest.mark.parametrize("rule", list(LEARNERS))
 def test_clear_errors(rule):
-    learner = RULES[rule](model())
+    learner = LEARNERS[rule](model())
     x = torch.randn(4, 3)
     with pytest.raises(RuntimeError, match=r"reset\(batch_size\)"):
         learner.step(x, torch.randn(4, 2))
@@ -113,10 +113,10 @@ def test_mask_keeps_weights_sparse():
     assert (m.weight_hh[m.recurrent_mask == 0] == 0).all()
 
 
-@pytest.mark.parametrize("rule", list(RULES))
+@pytest.mark.parametrize("rule", list(LEARNERS))
 def test_empty_batch_and_empty_chunk(rule):
     m = model()
-    learner = RULES[rule](m)
+    learner = LEARNERS[rule](m)
     learner.reset(0)
     loss = learner.run(torch.randn(3, 0, 3), torch.randn(3, 0, 2))
     assert loss.numel() == 1
@@ -124,7 +124,7 @@ def test_empty_batch_and_empty_chunk(rule):
     learner.run(torch.randn(0, 2, 3), torch.randn(0, 2, 2))
 
 
-@pytest.mark.parametrize("rule", [r for r in RULES if r != "bptt"])
+@pytest.mark.parametrize("rule", [r for r in LEARNERS if r != "bptt"])
 def test_resume_is_bit_exact(rule):
     g = torch.Generator().manual_seed(1)
     xs, ys = torch.randn(9, 3, 3, generator=g), torch.randn(9, 3, 2, generator=g)
@@ -137,7 +137,7 @@ def test_resume_is_bit_exact(rule):
             opt.step()
 
     m = model()
-    learner = RULES[rule](m)
+    learner = LEARNERS[rule](m)
     learner.reset(3)
     train(m, learner, xs[:4], ys[:4])
     buffer = io.BytesIO()
@@ -146,7 +146,7 @@ def test_resume_is_bit_exact(rule):
 
     torch.manual_seed(99)  # the resumed run must not depend on the global RNG
     other = LeakyRNN(3, 5, 2, alpha=0.5, recurrent_mask=m.recurrent_mask)
-    resumed = RULES[rule](other)
+    resumed = LEARNERS[rule](other)
     buffer.seek(0)
     state = torch.load(buffer)
     other.load_state_dict(state["model"])
@@ -185,7 +185,7 @@ def test_learns_a_small_regression(rule):
     margins of several times the spread across seeds)."""
     torch.manual_seed(0)
     m = LeakyRNN(2, 8, 1, alpha=0.5)
-    learner = RULES[rule](m)
+    learner = LEARNERS[rule](m)
     opt = torch.optim.Adam(m.parameters(), lr=0.03)
     g = torch.Generator().manual_seed(0)
     xs = torch.randn(10, 16, 2, generator=g)

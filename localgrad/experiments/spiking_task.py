@@ -24,7 +24,7 @@ from localgrad.online.eprop_spiking import SpikingBPTT, SpikingEProp, step_losse
 from localgrad.online.lif import ALIF, LIF
 from localgrad.online.memory import saved_bytes
 
-RULES = ("eprop_symmetric", "eprop_random", "bptt")
+ROWS = ("eprop_symmetric", "eprop_random", "bptt")
 
 
 def encode(x: torch.Tensor, channels: int) -> torch.Tensor:
@@ -57,7 +57,7 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, channels: int, loss_steps:
 
 
 def compare(
-    rules=RULES,
+    rules=ROWS,
     hidden: int = 64,
     epochs: int = 10,
     batch_size: int = 64,

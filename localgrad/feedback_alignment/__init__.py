@@ -9,7 +9,7 @@ the DFA broadcast rule (DirectFeedbackAlignment) and the conversion of a
 stock model (convert, unconvert). Ops: dfa_project, sign_feedback.
 """
 
-from localgrad.feedback_alignment.conversion import RULES, convert, unconvert
+from localgrad.feedback_alignment.conversion import CONVERT_RULES, convert, unconvert
 from localgrad.feedback_alignment.dfa import DirectFeedbackAlignment
 from localgrad.feedback_alignment.dfa_conv2d import DFAConv2d
 from localgrad.feedback_alignment.dfa_linear import DFALinear
@@ -22,7 +22,7 @@ __all__ = [
     "DirectFeedbackAlignment",
     "FAConv2d",
     "FALinear",
-    "RULES",
+    "CONVERT_RULES",
     "convert",
     "unconvert",
 ]

@@ -16,7 +16,7 @@ from localgrad.feedback_alignment.fa_linear import FALinear
 from localgrad.feedback_alignment.feedback import FEEDBACK_RULES
 from localgrad.feedback_alignment.dfa import DirectFeedbackAlignment
 
-RULES = ("backprop", *FEEDBACK_RULES, "dfa", "ba")
+CONVERT_RULES = ("backprop", *FEEDBACK_RULES, "dfa", "ba")
 _CONVERTED = (DFALinear, DFAConv2d, FALinear, FAConv2d)
 
 
@@ -97,8 +97,8 @@ def convert(
 
     Random matrices are drawn from generators seeded with `seed`.
     """
-    if rule not in RULES:
-        raise ValueError(f"convert: unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+    if rule not in CONVERT_RULES:
+        raise ValueError(f"convert: unknown rule {rule!r}; choose one of {', '.join(CONVERT_RULES)}")
     seed = as_int(seed, "convert", "seed")
     if feedback_scale is not None:
         # B = 0 (or a NaN/inf B) sends no usable error; a negative bound is a sign flip of U(-s, s).

@@ -13,7 +13,7 @@ Maths, papers and equations: localgrad/reference/hebbian.py.
 
 from localgrad.hebbian.layers import ACTIVATIONS, DEFAULTS, HebbianConv2d, HebbianLinear
 from localgrad.hebbian.training import LinearProbe, features, fit_probe, hebbian_layers, learn
-from localgrad.reference.hebbian import RULES
+from localgrad.reference.hebbian import RULE_NAMES
 
 __all__ = [
     "ACTIVATIONS",
@@ -21,7 +21,7 @@ __all__ = [
     "HebbianConv2d",
     "HebbianLinear",
     "LinearProbe",
-    "RULES",
+    "RULE_NAMES",
     "features",
     "fit_probe",
     "hebbian_layers",

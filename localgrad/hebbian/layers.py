@@ -46,7 +46,7 @@ class _HebbianBase(nn.Module):
     def _setup(self, rule, n_out, fan_in, lr, temperature, p, rank, anti, lr_power, normalize, theta_rate,
                activation, power, normalize_input):
         if not isinstance(rule, str):
-            raise TypeError(f"{type(self).__name__}: rule must be a rule name ({', '.join(ref.RULES)}), got {rule!r}")
+            raise TypeError(f"{type(self).__name__}: rule must be a rule name ({', '.join(ref.RULE_NAMES)}), got {rule!r}")
         ref.rule_code(rule)
         self.rule = rule
         if activation not in ACTIVATIONS:

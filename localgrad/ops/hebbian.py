@@ -40,7 +40,7 @@ def _check(x, weight, theta, rule, temperature, p, rank, anti, lr, lr_power, u, 
             raise RuntimeError(f"{_OP}: {name} must be on the device of x ({x.device}), got {t.device}")
     if weight.shape[1] != x.shape[1]:
         raise ValueError(f"{_OP}: weight must have {x.shape[1]} columns (n_in, the columns of x), got {weight.shape[1]}")
-    if not 0 <= rule < len(_ref.RULES):
+    if not 0 <= rule < len(_ref.RULE_NAMES):
         raise ValueError(f"{_OP}: rule = {rule} is not a rule code (0 oja, 1 sanger, 2 bcm, 3 softhebb, 4 krotov)")
     for name, v in (("temperature", temperature), ("p", p), ("anti", anti), ("lr", lr), ("lr_power", lr_power)):
         if not math.isfinite(v):

@@ -55,18 +55,18 @@ from __future__ import annotations
 
 import torch
 
-RULES = ("oja", "sanger", "bcm", "softhebb", "krotov")
-RULE_CODES = {name: i for i, name in enumerate(RULES)}
+RULE_NAMES = ("oja", "sanger", "bcm", "softhebb", "krotov")
+RULE_CODES = {name: i for i, name in enumerate(RULE_NAMES)}
 ADAPTIVE_EPS = 1e-10
 
 
 def rule_code(rule: str | int) -> int:
     if isinstance(rule, int):
-        if not 0 <= rule < len(RULES):
-            raise ValueError(f"hebbian: rule code must be 0..{len(RULES) - 1}, got {rule}")
+        if not 0 <= rule < len(RULE_NAMES):
+            raise ValueError(f"hebbian: rule code must be 0..{len(RULE_NAMES) - 1}, got {rule}")
         return rule
     if rule not in RULE_CODES:
-        raise ValueError(f"hebbian: rule must be one of {', '.join(RULES)}, got {rule!r}")
+        raise ValueError(f"hebbian: rule must be one of {', '.join(RULE_NAMES)}, got {rule!r}")
     return RULE_CODES[rule]
 
 
