@@ -25,8 +25,11 @@ def test_gradients_are_bit_identical_to_the_hook_implementation(name, dtype):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_the_saved_arithmetic_is_exact(name):
-    # float32 and float64 agree exactly only if no rounding happened anywhere.
-    f64, f32 = SAVED[f"{name}/float64"], SAVED[f"{name}/float32"]
+def test_the_arithmetic_is_exact(name):
+    # float32 and float64 agree exactly only if no rounding happened anywhere:
+    # what makes the saved gradients independent of BLAS and CPU.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f64, f32 = compute(name, torch.float64), compute(name, torch.float32)
     for key in f64:
         assert torch.equal(f32[key].double(), f64[key]), key

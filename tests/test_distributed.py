@@ -295,7 +295,14 @@ def test_without_a_process_group_nothing_changes():
     assert torch.equal(p.grad, torch.ones(2)) and ld.world_size() == 1 and ld.shard_offset(5) == (0, 5)
 
 
-def test_timings(ranks):
+def test_every_case_ran_on_every_rank_and_timings(ranks):
+    """Every (case, wrapper) the worker owes ran on both ranks (a case the
+    worker skipped would pass every other test vacuously); prints the slowest
+    cases and the largest errors against the union batch."""
+    only = os.environ.get("LOCALGRAD_DIST_CASES")  # the worker's filter, for a run of a few cases
+    expected = set(only.split(",")) if only else set(CASES)
+    for r in ranks:
+        assert set(r["timings"]) == set(ranks[0]["timings"]) and {n for n, _ in r["timings"]} == expected
     slowest = sorted(ranks[0]["timings"].items(), key=lambda kv: -kv[1])[:5]
     if _worst:
         print("largest relative error against the union batch:",
