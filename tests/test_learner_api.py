@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import io
 
 import pytest
 import torch
@@ -121,3 +122,14 @@ def test_frozen_parameters_get_no_grad(rule):
     learner.step(*batch_for(rule, 6))
     assert first.grad is None
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_state_dict_survives_torch_save_and_a_weights_only_load(rule):
+    model, learner, _ = build(rule)
+    learner.step(*batch_for(rule, 4))
+    buffer = io.BytesIO()
+    torch.save(learner.state_dict(), buffer)
+    buffer.seek(0)
+    _, other, _ = build(rule, seed=5)
+    other.load_state_dict(torch.load(buffer, weights_only=True))
