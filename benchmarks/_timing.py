@@ -251,6 +251,11 @@ def parse_ints(text: str) -> list[int]:
     return [int(t) for t in text.split(",") if t.strip()]
 
 
+def parse_nets(text: str) -> list[list[int]]:
+    """Networks as widths joined by '-', comma-separated: "4-3-2,5-2" -> [[4, 3, 2], [5, 2]]."""
+    return [[int(n) for n in net.split("-")] for net in text.split(",") if net.strip()]
+
+
 def print_environment(env: dict, device: torch.device, extra: str = "") -> None:
     """The device and build lines every benchmark starts with."""
     print(f"device: {env['device_name']} ({device}), torch {env['torch']} (CUDA {env['torch_cuda']}), "

@@ -40,6 +40,7 @@ from _timing import (  # noqa: E402
     fmt_time,
     measure_peaks,
     parse_ints,
+    parse_nets,
     print_peaks,
     print_table,
     start,
@@ -50,10 +51,6 @@ from _timing import (  # noqa: E402
 import localgrad  # noqa: E402
 from localgrad import reference  # noqa: E402
 from localgrad.eqprop import EqPropMLP  # noqa: E402
-
-
-def parse_nets(text: str) -> list[list[int]]:
-    return [[int(n) for n in net.split("-")] for net in text.split(",") if net.strip()]
 
 
 def parse_args(argv=None) -> argparse.Namespace:

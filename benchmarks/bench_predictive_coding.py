@@ -37,6 +37,7 @@ from _timing import (  # noqa: E402
     fmt_time,
     measure_peaks,
     parse_ints,
+    parse_nets,
     print_peaks,
     print_table,
     start,
@@ -48,10 +49,6 @@ from localgrad import ops  # noqa: E402
 from localgrad.activations import Activation  # noqa: E402
 from localgrad.predictive_coding import PredictiveCoding  # noqa: E402
 from localgrad.reference import predictive_coding as ref  # noqa: E402
-
-
-def parse_nets(text: str) -> list[list[int]]:
-    return [[int(n) for n in net.split("-")] for net in text.split(",") if net.strip()]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
