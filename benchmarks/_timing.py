@@ -6,6 +6,7 @@ Benchmarks are scripts, never timed tests: nothing here asserts on a time.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import math
@@ -23,6 +24,47 @@ import torch
 # Called after every time_fn measurement: `localgrad bench` sets it to advance
 # its progress bar. Scripts run alone leave it None.
 progress_hook: Callable[[], object] | None = None
+
+
+def benchmark_parser(
+    doc: str,
+    *,
+    repeats_default_help: str,
+    repeats_default: int | None = None,
+    quick_help: str = "tiny sizes, few repeats: a smoke run",
+) -> argparse.ArgumentParser:
+    """The options every benchmark shares, so that `localgrad bench` can pass
+    --device, --repeats, --threads, --json and --quick to any family.
+
+    `doc` is the script's docstring; its first paragraph describes the parser.
+    Most scripts leave `repeats_default` None and pick the count after parsing,
+    because it depends on --quick; `repeats_default_help` says what they pick.
+    """
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    p.add_argument("--repeats", type=int, default=repeats_default,
+                   help=f"timed loops per row (default {repeats_default_help})")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--json", metavar="PATH", help="write every row and the environment here")
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    return p
+
+
+def setup_device(args: argparse.Namespace) -> torch.device:
+    """Applies --threads and --device. Threads first: environment() records
+    the count, and a script's first torch call should already see it."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return resolve_device(args.device)
+
+
+def start(args: argparse.Namespace, extra: str = "") -> tuple[torch.device, dict]:
+    """setup_device, then the environment record and its printed lines, which
+    every benchmark's output opens with."""
+    device = setup_device(args)
+    env = environment(device)
+    print_environment(env, device, extra)
+    return device, env
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -209,6 +251,11 @@ def parse_ints(text: str) -> list[int]:
     return [int(t) for t in text.split(",") if t.strip()]
 
 
+def parse_nets(text: str) -> list[list[int]]:
+    """Networks as widths joined by '-', comma-separated: "4-3-2,5-2" -> [[4, 3, 2], [5, 2]]."""
+    return [[int(n) for n in net.split("-")] for net in text.split(",") if net.strip()]
+
+
 def print_environment(env: dict, device: torch.device, extra: str = "") -> None:
     """The device and build lines every benchmark starts with."""
     print(f"device: {env['device_name']} ({device}), torch {env['torch']} (CUDA {env['torch_cuda']}), "
@@ -221,6 +268,20 @@ def print_environment(env: dict, device: torch.device, extra: str = "") -> None:
 def print_peaks(peaks: Peaks) -> None:
     print(f"peaks measured now: {peaks.flops / 1e9:.4g} GFLOP/s (fp32 mm {peaks.gemm_n}^3), "
           f"{peaks.bandwidth / 1e9:.4g} GB/s (copy, {peaks.copy_bytes / 2**20:.0f} MiB read+written)")
+
+
+def print_other_load(other: float | None) -> None:
+    """The closing line of a run measured with OtherLoad, naming the CPU count
+    so that "25%" reads as one busy core of four."""
+    if other is not None:
+        print(f"\nother processes used {100 * other:.0f}% of the {os.cpu_count()} CPUs during this run"
+              + (": CPU timings taken under load are unreliable" if other > 0.05 else ""))
+
+
+def args_record(args: argparse.Namespace) -> dict:
+    """The options a result was measured with, for its JSON record; the output
+    path says nothing about the measurement."""
+    return {k: v for k, v in vars(args).items() if k != "json"}
 
 
 def write_json(path: str, payload: dict) -> None:

@@ -33,15 +33,16 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import (  # noqa: E402
     OtherLoad,
-    environment,
+    args_record,
+    benchmark_parser,
     fmt_num,
     fmt_time,
     measure_peaks,
     parse_ints,
-    print_environment,
+    print_other_load,
     print_peaks,
     print_table,
-    resolve_device,
+    start,
     time_fn,
     write_json,
 )
@@ -53,15 +54,10 @@ RELU = int(Activation.RELU)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    p = benchmark_parser(__doc__, repeats_default_help="20")
     p.add_argument("--batches", type=parse_ints, default=None, help="comma-separated (default 128,512)")
     p.add_argument("--sizes", type=parse_ints, default=None,
                    help="MLP widths in,hidden...,out (default 784,1000,1000,1000,10)")
-    p.add_argument("--repeats", type=int, default=None, help="timed loops per row (default 20)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    p.add_argument("--json", metavar="PATH", help="write every row and the environment here")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats: a smoke run")
     args = p.parse_args(argv)
     if args.quick:
         args.batches = args.batches or [8, 16]
@@ -353,17 +349,13 @@ def print_step_table(rows: list[dict], batch: int, sizes: list[int], bound: floa
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device, env = start(args)
     # A repeat of a microsecond op runs many calls, so the clock's resolution
     # and the timer's own overhead stay out of the figure.
     args.warmup = 1 if args.quick else 3
     args.min_repeat_s = 0.0 if args.quick else (0.005 if device.type == "cuda" else 0.02)
 
     whole_run = OtherLoad()
-    env = environment(device)
-    print_environment(env, device)
     print(f"timing: median and min per call over {args.repeats} loops, after {args.warmup} warm-up calls")
 
     peaks = measure_peaks(device, quick=args.quick)
@@ -393,14 +385,12 @@ def main(argv=None) -> int:
         rows += step_rows
 
     other = whole_run.fraction()
-    if other is not None:
-        print(f"\nother processes used {100 * other:.0f}% of the {os.cpu_count()} CPUs during this run"
-              + (": CPU timings taken under load are unreliable" if other > 0.05 else ""))
+    print_other_load(other)
     if args.json:
         write_json(args.json, {
             "benchmark": "dfa",
             **env,
-            "args": {k: v for k, v in vars(args).items() if k != "json"},
+            "args": args_record(args),
             "peaks": peaks.as_dict(),
             "other_load": other,
             "macs_per_sample": {"backprop": bp_macs, "dfa": dfa_macs, "speedup_bound": bound},

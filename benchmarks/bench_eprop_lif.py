@@ -28,15 +28,16 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import (  # noqa: E402
     OtherLoad,
-    environment,
+    args_record,
+    benchmark_parser,
     fmt_num,
     fmt_time,
     measure_peaks,
     parse_ints,
-    print_environment,
+    print_other_load,
     print_peaks,
     print_table,
-    resolve_device,
+    start,
     time_fn,
     write_json,
 )
@@ -49,16 +50,12 @@ N_IN, N_OUT = 40, 10
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    p = benchmark_parser(__doc__, repeats_default_help="3; 1 with --quick",
+                         quick_help="a smoke run: tiny sizes, one repeat")
     p.add_argument("--hidden", type=parse_ints, default=None, help="comma-separated (default 32,64,128,256)")
     p.add_argument("--batches", type=parse_ints, default=None, help="comma-separated (default 1,32,256)")
     p.add_argument("--steps", type=int, default=None, help="time steps per chunk (default 20)")
     p.add_argument("--lif", action="store_true", help="LIF neurons (default ALIF)")
-    p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--json", default=None)
-    p.add_argument("--quick", action="store_true", help="a smoke run: tiny sizes, one repeat")
     args = p.parse_args(argv)
     if args.hidden is None:
         args.hidden = [16] if args.quick else [32, 64, 128, 256]
@@ -148,14 +145,10 @@ def print_rows(rows, steps, other_load):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device, env = start(args)
     args.warmup = 1
     args.min_repeat_s = 0.0 if args.quick else 0.02
     whole_run = OtherLoad()
-    env = environment(device)
-    print_environment(env, device)
     peaks = measure_peaks(device, quick=args.quick)
     print_peaks(peaks)
     rows: list[dict] = []
@@ -170,12 +163,10 @@ def main(argv=None) -> int:
         print_rows(config_rows, args.steps, other)
         rows += config_rows
     other = whole_run.fraction()
-    if other is not None:
-        print(f"\nother processes used {100 * other:.0f}% of the {os.cpu_count()} CPUs during this run"
-              + (": CPU timings taken under load are unreliable" if other > 0.05 else ""))  # fmt: skip
+    print_other_load(other)
     if args.json:
         write_json(args.json, {"benchmark": "eprop_lif", **env, "peaks": peaks.as_dict(), "other_load": other,
-                               "args": {k: v for k, v in vars(args).items() if k != "json"}, "rows": rows})  # fmt: skip
+                               "args": args_record(args), "rows": rows})  # fmt: skip
         print(f"\nwrote {args.json}")
     return 0
 

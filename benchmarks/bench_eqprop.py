@@ -35,15 +35,15 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import (  # noqa: E402
     OtherLoad,
-    environment,
+    benchmark_parser,
     fmt_num,
     fmt_time,
     measure_peaks,
     parse_ints,
-    print_environment,
+    parse_nets,
     print_peaks,
     print_table,
-    resolve_device,
+    start,
     time_fn,
     write_json,
 )
@@ -53,21 +53,12 @@ from localgrad import reference  # noqa: E402
 from localgrad.eqprop import EqPropMLP  # noqa: E402
 
 
-def parse_nets(text: str) -> list[list[int]]:
-    return [[int(n) for n in net.split("-")] for net in text.split(",") if net.strip()]
-
-
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    p = benchmark_parser(__doc__, repeats_default_help="5")
     p.add_argument("--batches", type=parse_ints, default=None, help="comma-separated (default 128,1024)")
     p.add_argument("--steps", type=parse_ints, default=None, help="relaxation steps T (default 30,100,250)")
     p.add_argument("--nets", type=parse_nets, default=None,
                    help="networks as widths joined by '-', comma-separated (default 784-500-10,784-512-512-512-10)")
-    p.add_argument("--repeats", type=int, default=None, help="timed loops per row (default 5)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    p.add_argument("--json", metavar="PATH", help="write every row and the environment here")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats: a smoke run")
     args = p.parse_args(argv)
     if args.quick:
         args.batches = args.batches or [8]
@@ -363,15 +354,11 @@ def print_step_table(rows, load):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device, env = start(args)
     args.warmup = 1
     args.min_repeat_s = 0.0 if args.quick else (0.005 if device.type == "cuda" else 0.0)
 
     whole_run = OtherLoad()
-    env = environment(device)
-    print_environment(env, device)
     print(f"timing: median and min per call over {args.repeats} loops, after {args.warmup} warm-up call")
     peaks = measure_peaks(device, quick=args.quick)
     print_peaks(peaks)

@@ -40,15 +40,16 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import (  # noqa: E402
     OtherLoad,
-    environment,
+    args_record,
+    benchmark_parser,
     fmt_num,
     fmt_time,
     measure_peaks,
     parse_ints,
-    print_environment,
+    print_other_load,
     print_peaks,
     print_table,
-    resolve_device,
+    start,
     time_fn,
     write_json,
 )
@@ -77,20 +78,15 @@ def parse_names(allowed):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    p = benchmark_parser(__doc__, repeats_default_help="20")
     p.add_argument("--batches", type=parse_ints, default=None, help="comma-separated (default 128,1024)")
     p.add_argument("--models", type=parse_names(MODELS), default=None, help="comma-separated (default mlp,cnn)")
     p.add_argument("--rules", type=parse_names(ALL_RULES), default=None,
                    help="comma-separated (default backprop,fa,usf,brsf,frsf,dfa); the backprop "
                         "baseline is always timed, every ratio is against it")
     p.add_argument("--hidden", type=parse_ints, default=None, help="MLP hidden widths (default 1000,1000,1000)")
-    p.add_argument("--repeats", type=int, default=None, help="timed loops per row (default 20)")
     p.add_argument("--row-seconds", type=float, default=None,
                    help="cap on a step row's timed loops: fewer repeats when one step is slow (default 10)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    p.add_argument("--json", metavar="PATH", help="write every row and the environment here")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats: a smoke run")
     args = p.parse_args(argv)
     if args.quick:
         args.batches = args.batches or [8]
@@ -511,9 +507,7 @@ def print_sign_table(rows: list[dict], load: float | None) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device, env = start(args, f"; BioTorch {biotorch_version()}")
     args.warmup = 1 if args.quick else 3
     # A repeat of a microsecond op runs many calls, so the clock's resolution
     # and the timer's own overhead stay out of the figure.
@@ -522,8 +516,6 @@ def main(argv=None) -> int:
         args.row_seconds = min(args.row_seconds, 0.5)
 
     whole_run = OtherLoad()
-    env = environment(device)
-    print_environment(env, device, f"; BioTorch {biotorch_version()}")
     print(f"timing: median and min per call over up to {args.repeats} loops (fewer when a step row would "
           f"pass {args.row_seconds:g} s), after {args.warmup} warm-up calls")
 
@@ -557,15 +549,13 @@ def main(argv=None) -> int:
     rows += sign_rows
 
     other = whole_run.fraction()
-    if other is not None:
-        print(f"\nother processes used {100 * other:.0f}% of the {os.cpu_count()} CPUs during this run"
-              + (": CPU timings taken under load are unreliable" if other > 0.05 else ""))
+    print_other_load(other)
     if args.json:
         write_json(args.json, {
             "benchmark": "fa_family",
             **env,
             "biotorch": biotorch_version(),
-            "args": {k: v for k, v in vars(args).items() if k != "json"},
+            "args": args_record(args),
             "peaks": peaks.as_dict(),
             "other_load": other,
             "macs_per_sample": all_macs,

@@ -15,7 +15,6 @@ floor is the op's GEMM FLOPs at the GEMM rate measured in the same run.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -24,14 +23,13 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import (  # noqa: E402
     OtherLoad,
-    environment,
+    benchmark_parser,
     fmt_num,
     fmt_time,
     measure_peaks,
-    print_environment,
     print_peaks,
     print_table,
-    resolve_device,
+    start,
     time_fn,
     write_json,
 )
@@ -98,24 +96,16 @@ def gemm_flops(rule: str, batch: int, n_in: int, n_out: int) -> float:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    p = benchmark_parser(__doc__, repeats_default=7, repeats_default_help="7; 1 with --quick",
+                         quick_help="tiny shapes, one repeat: a smoke run")
     p.add_argument("--shapes", type=parse_shapes, default=None,
                    help="batch x n_in x n_out, comma-separated (default 64x784x2000,256x784x2000,1024x75x96)")
     p.add_argument("--rules", default="softhebb,krotov,oja,sanger")
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--json", default=None)
-    p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat: a smoke run")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device, env = start(args)
     shapes = args.shapes or ([(16, 20, 30)] if args.quick else [(64, 784, 2000), (256, 784, 2000), (1024, 75, 96)])
     repeats = 1 if args.quick else args.repeats
     rules = [r for r in args.rules.split(",") if r]
-    env = environment(device)
-    print_environment(env, device)
     load = OtherLoad()
     peaks = measure_peaks(device, quick=args.quick)
     print_peaks(peaks)

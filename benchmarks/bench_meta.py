@@ -23,7 +23,6 @@ matmul rate, whichever is longer.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -32,15 +31,14 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import (  # noqa: E402
     OtherLoad,
-    environment,
+    benchmark_parser,
     fmt_num,
     fmt_time,
     measure_peaks,
     parse_ints,
-    print_environment,
     print_peaks,
     print_table,
-    resolve_device,
+    start,
     synchronize,
     time_fn,
     write_json,
@@ -122,30 +120,22 @@ def floor_flops_bytes(steps, batch, n):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    p = benchmark_parser(__doc__, repeats_default=3, repeats_default_help="3; 1 with --quick",
+                         quick_help="tiny shapes, one repeat: a smoke run")
     p.add_argument("--steps", type=parse_ints, default=None, help="episode lengths T (default 10,50,200)")
     p.add_argument("--sizes", type=parse_ints, default=None, help="N = n_in = n_out (default 64,128,256)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--mode", choices=("recurrent", "feedforward"), default="recurrent")
     p.add_argument("--eta", type=float, default=0.1)
-    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--eager-limit-gb", type=float, default=3.0,
                    help="skip the eager run where autograd would hold more than this")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--json", default=None)
-    p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat: a smoke run")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
     steps_list = args.steps or ([3, 6] if args.quick else [10, 50, 200])
     sizes = args.sizes or ([8] if args.quick else [64, 128, 256])
     batch = 2 if args.quick else args.batch
     repeats = 1 if args.quick else args.repeats
     recurrent = args.mode == "recurrent"
-    env = environment(device)
-    print_environment(env, device, f"; {args.mode} tanh layer, batch {batch}, eta {args.eta}, float32")
+    device, env = start(args, f"; {args.mode} tanh layer, batch {batch}, eta {args.eta}, float32")
     load = OtherLoad()
     peaks = measure_peaks(device, quick=args.quick)
     print_peaks(peaks)

@@ -28,12 +28,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import (  # noqa: E402
+    args_record,
+    benchmark_parser,
     environment,
     fmt_num,
     fmt_time,
     parse_ints,
     print_table,
-    resolve_device,
+    setup_device,
     time_fn,
     write_json,
 )
@@ -47,21 +49,16 @@ INPUT = 2
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    p = benchmark_parser(__doc__, repeats_default_help="5")
     p.add_argument("--hidden", type=parse_ints, default=None, help="comma-separated (default 32,64,128,256)")
     p.add_argument("--batches", type=parse_ints, default=None, help="comma-separated (default 1,32,256)")
     p.add_argument("--chunk", type=int, default=16, help="time steps of a chunk (default 16)")
-    p.add_argument("--repeats", type=int, default=None, help="timed loops per row (default 5)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--max-influence-mib", type=float, default=512.0, help="skip RTRL above this influence size")
     p.add_argument("--plot", metavar="PATH", help="write the log-log scaling plot here (needs matplotlib)")
     p.add_argument("--plot-batch", type=int, default=None,
                    help="the batch size the plot shows (default: the smallest, where RTRL fits at every size)")
-    p.add_argument("--json", metavar="PATH", help="write every row and the environment here")
     p.add_argument("--from-json", metavar="PATH",
                    help="measure nothing: print the table (and --plot) of a saved --json result")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats: a smoke run")
     args = p.parse_args(argv)
     if args.quick:
         args.hidden = args.hidden or [8, 16]
@@ -217,9 +214,7 @@ def main(argv=None) -> int:
         if args.plot:
             plot(saved["rows"], args.plot, args.plot_batch or min(saved["args"]["batches"]))
         return 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = setup_device(args)
     env = environment(device)
     print(f"online RNN benchmark on {env['device_name']}, torch {env['torch']}, {env['num_threads']} threads"
           " (CPU timings on a shared machine are noisy)")
@@ -232,7 +227,7 @@ def main(argv=None) -> int:
         plot(rows, args.plot, args.plot_batch or min(args.batches))
     if args.json:
         write_json(args.json, {"benchmark": "online", **env,
-                               "args": {k: v for k, v in vars(args).items() if k != "json"}, "rows": rows})
+                               "args": args_record(args), "rows": rows})
         print(f"\nwrote {args.json}")
     return 0
 

@@ -32,15 +32,15 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import (  # noqa: E402
     OtherLoad,
-    environment,
+    benchmark_parser,
     fmt_num,
     fmt_time,
     measure_peaks,
     parse_ints,
-    print_environment,
+    parse_nets,
     print_peaks,
     print_table,
-    resolve_device,
+    start,
     time_fn,
     write_json,
 )
@@ -51,21 +51,12 @@ from localgrad.predictive_coding import PredictiveCoding  # noqa: E402
 from localgrad.reference import predictive_coding as ref  # noqa: E402
 
 
-def parse_nets(text: str) -> list[list[int]]:
-    return [[int(n) for n in net.split("-")] for net in text.split(",") if net.strip()]
-
-
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    p = benchmark_parser(__doc__, repeats_default_help="5")
     p.add_argument("--batches", type=parse_ints, default=None, help="comma-separated (default 64,256)")
     p.add_argument("--steps", type=parse_ints, default=None, help="inference steps T; 0 = L+1 (default 0,20,100)")
     p.add_argument("--nets", type=parse_nets, default=None,
                    help="widths joined by '-', comma-separated (default 784-256-256-10,784-128-128-128-128-10)")
-    p.add_argument("--repeats", type=int, default=None, help="timed loops per row (default 5)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    p.add_argument("--json", metavar="PATH", help="write every row and the environment here")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats: a smoke run")
     args = p.parse_args(argv)
     if args.quick:
         args.batches = args.batches or [8]
@@ -209,11 +200,7 @@ def part2(args, device, results):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    env = environment(device)
-    print_environment(env, device)
+    device, env = start(args)
     load = OtherLoad()
     peaks = measure_peaks(device, args.quick)
     print_peaks(peaks)

@@ -56,15 +56,15 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import (  # noqa: E402
     OtherLoad,
-    environment,
+    args_record,
+    benchmark_parser,
     fmt_num,
     fmt_time,
     measure_peaks,
     parse_ints,
-    print_environment,
     print_peaks,
     print_table,
-    resolve_device,
+    start,
     time_fn,
     write_json,
 )
@@ -74,16 +74,11 @@ from localgrad.target_prop import TargetProp  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    p = benchmark_parser(__doc__, repeats_default_help="5")
     p.add_argument("--batches", type=parse_ints, default=None, help="comma-separated (default 64)")
     p.add_argument("--net", default=None, help="widths joined by '-' (default 784-256-256-10, the demo's)")
     p.add_argument("--iterations", type=int, default=None, help="K of the sequential schedule (default 20)")
     p.add_argument("--samples", type=int, default=None, help="S of the parallel schedule (default 10)")
-    p.add_argument("--repeats", type=int, default=None, help="timed loops per row (default 5)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    p.add_argument("--json", metavar="PATH", help="write every row and the environment here")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats: a smoke run")
     args = p.parse_args(argv)
     if args.quick:
         args.batches = args.batches or [8]
@@ -297,11 +292,7 @@ def gait_mlp(sizes) -> nn.Sequential:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    env = environment(device)
-    print_environment(env, device)
+    device, env = start(args)
     load = OtherLoad()
     peaks = measure_peaks(device, args.quick)
     print_peaks(peaks)
@@ -313,7 +304,7 @@ def main(argv=None) -> int:
         print(f"\nother processes used {100 * other:.0f}% of the CPUs' time during the run")
     if args.json:
         write_json(args.json, {"benchmark": "target_prop", "environment": env, "peaks": peaks.as_dict(),
-                               "args": {k: v for k, v in vars(args).items() if k != "json"}, "rows": results,
+                               "args": args_record(args), "rows": results,
                                "other_load": other})
     return 0
 
