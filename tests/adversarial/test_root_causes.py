@@ -931,3 +931,19 @@ def test_i29_dfa_refuses_out_blocks_aliasing_error_columns(device):
     L.dfa_project(buf[:, 7:], fb, [None, None], [1, 1], [0.0, 0.0], list(buf[:, :7].split([5, 2], 1)))
     want = reference.dfa_project(e.cpu(), fb.cpu(), [None, None], [1, 1], [0.0, 0.0], [5, 2])
     _close_nan(buf[:, :7], torch.cat(want, 1), 1e-5)
+
+
+def test_i29_predictive_coding_refuses_a_meta_tensor_among_cpu_tensors():
+    x, weights, biases, states, target = _pc_net("cpu")
+    before = states[0].clone()
+    with pytest.raises(RuntimeError, match="meta"):
+        L.predictive_coding_infer(x, [weights[0].to("meta"), weights[1]], biases, states,
+                                  [torch.zeros(4, 5, dtype=torch.float64), torch.zeros(4, 3, dtype=torch.float64)],
+                                  target, [1, 2], [0.0, 0.0], 0, 0, 1.0, 2, 0.1, 0.0)  # fmt: skip
+    assert torch.equal(states[0], before)
+    gw = [torch.full((5, 4), 7.0, dtype=torch.float64), torch.full((3, 5), 7.0, dtype=torch.float64)]
+    gb = [torch.full((5,), 7.0, dtype=torch.float64), torch.full((3,), 7.0, dtype=torch.float64)]
+    errors = [torch.zeros(4, 5, dtype=torch.float64), torch.zeros(4, 3, dtype=torch.float64, device="meta")]
+    with pytest.raises(RuntimeError, match="meta"):
+        L.predictive_coding_update(x, states, errors, [1, 2], [0.0, 0.0], 1.0, gw, gb)
+    assert all((t == 7).all() for t in gw + gb)
