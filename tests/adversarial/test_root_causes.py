@@ -947,3 +947,18 @@ def test_i29_predictive_coding_refuses_a_meta_tensor_among_cpu_tensors():
     with pytest.raises(RuntimeError, match="meta"):
         L.predictive_coding_update(x, states, errors, [1, 2], [0.0, 0.0], 1.0, gw, gb)
     assert all((t == 7).all() for t in gw + gb)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_i29_predictive_coding_relu_keeps_a_nan_state_nan(device):
+    x, weights, biases, states, target = _pc_net(device)
+    states[0][1, 2] = NAN
+    kinds, slopes = [1, 2], [0.0, 0.0]
+    want_states, want_errors, _, _ = reference.predictive_coding_infer(
+        x.cpu(), [w.cpu() for w in weights], [b.cpu() for b in biases], [s.cpu() for s in states], target.cpu(),
+        kinds, slopes, steps=3)  # fmt: skip
+    assert want_errors[1][1].isnan().all()  # the NaN reaches the output through the ReLU
+    errors = ops.predictive_coding_infer(x, weights, biases, states, target, kinds, slopes, steps=3)
+    _close_nan(states[0], want_states[0])
+    for e, want in zip(errors, want_errors):
+        _close_nan(e, want)
