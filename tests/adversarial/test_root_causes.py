@@ -962,3 +962,38 @@ def test_i29_predictive_coding_relu_keeps_a_nan_state_nan(device):
     _close_nan(states[0], want_states[0])
     for e, want in zip(errors, want_errors):
         _close_nan(e, want)
+
+
+def test_i29_overlap_check_never_misses_and_is_exact_for_one_pitch():
+    # hebbian_update's x (read) and u (written) as random row-major or
+    # transposed views of one buffer, against the sets of elements they touch:
+    # every overlap is refused; with one row pitch the check is exact, with
+    # two it may refuse views that are in fact apart.
+    g = torch.Generator().manual_seed(0)
+    pick = lambda lo, hi: int(torch.randint(lo, hi + 1, (), generator=g))  # noqa: E731
+
+    def view(buf, rows, cols, transposed):
+        inner, outer = (rows, cols) if transposed else (cols, rows)
+        pitch = pick(inner, inner + 3)
+        offset = pick(0, buf.numel() - ((outer - 1) * pitch + inner))
+        return buf.as_strided((rows, cols), (1, pitch) if transposed else (pitch, 1), offset)
+
+    def cells(t):
+        return {t.storage_offset() + i * t.stride(0) + j * t.stride(1) for i in range(t.shape[0])
+                for j in range(t.shape[1])}  # fmt: skip
+
+    for _ in range(600):
+        buf = torch.zeros(60)
+        batch, n_in, n_out = pick(1, 5), pick(1, 5), pick(1, 5)
+        x = view(buf, batch, n_in, pick(0, 1) == 1)
+        u = view(buf, batch, n_out, False)
+        shared = bool(cells(x) & cells(u))
+        try:
+            L.hebbian_update(x, torch.randn(n_out, n_in), None, 0, 1.0, 3.0, 2, 0.4, 1.0, 0.0, False, u,
+                             torch.empty(n_out, n_in))  # fmt: skip
+            refused = False
+        except ValueError as e:
+            assert "u (written) shares memory with x" in str(e)
+            refused = True
+        one_pitch = batch == 1 or x.stride(0) == u.stride(0)
+        assert refused == shared if one_pitch else refused or not shared
