@@ -101,15 +101,76 @@ inline void check_no_internal_overlap(const at::Tensor& t, const char* op,
                     t.strides(), "); pass a tensor of its own (e.g. .clone())");
 }
 
+// A view as rows of contiguous bytes: `rows` rows of `width` bytes, `pitch`
+// bytes apart, from byte `begin` of the storage. Column blocks of one buffer
+// (split along dim 1), their transposes and 1-D slices have this form.
+struct ByteRows {
+  int64_t begin = 0, pitch = 0, rows = 1, width = 0;
+};
+
+inline bool as_byte_rows(const at::Tensor& t, ByteRows& r) {
+  const int64_t item = static_cast<int64_t>(t.element_size());
+  r.begin = t.storage_offset() * item;
+  r.width = item;
+  bool have_unit = false, have_pitch = false;
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    if (t.size(d) <= 1) continue;
+    if (t.stride(d) == 1 && !have_unit) {
+      have_unit = true;
+      r.width = t.size(d) * item;
+    } else if (t.stride(d) > 1 && !have_pitch) {
+      have_pitch = true;
+      r.rows = t.size(d);
+      r.pitch = t.stride(d) * item;
+    } else {
+      return false;  // a third dimension, or an expanded one
+    }
+  }
+  return true;
+}
+
+// Whether two tensors may share an element. ATen decides only when both are
+// dense ("too hard" otherwise, even for disjoint column blocks of one buffer,
+// and even for tensors of different storages), so within one storage the
+// common row layouts are decided exactly here and anything else counts as
+// shared when the byte ranges meet.
+inline bool may_share_memory(const at::Tensor& a, const at::Tensor& b) {
+  switch (at::get_overlap_status(a, b)) {
+    case at::MemOverlapStatus::Full:
+    case at::MemOverlapStatus::Partial: return true;
+    case at::MemOverlapStatus::No: return false;
+    default: break;
+  }
+  if (!a.has_storage() || !b.has_storage() || !a.is_alias_of(b)) return false;
+  auto last_byte = [](const at::Tensor& t) {
+    int64_t off = t.storage_offset();
+    for (int64_t d = 0; d < t.dim(); ++d) off += (t.size(d) - 1) * t.stride(d);
+    return (off + 1) * static_cast<int64_t>(t.element_size());
+  };
+  const int64_t a0 = a.storage_offset() * static_cast<int64_t>(a.element_size());
+  const int64_t b0 = b.storage_offset() * static_cast<int64_t>(b.element_size());
+  if (last_byte(a) <= b0 || last_byte(b) <= a0) return false;
+  ByteRows ra, rb;
+  if (!as_byte_rows(a, ra) || !as_byte_rows(b, rb)) return true;
+  if (ra.rows > 1 && rb.rows > 1 && ra.pitch != rb.pitch) return true;
+  const int64_t pitch = ra.rows > 1 ? ra.pitch : rb.pitch;
+  if (ra.rows == 1 && rb.rows == 1) return true;  // two byte ranges that meet
+  // Row i of a meets row j of b iff -width_b < d + (j - i) pitch < width_a,
+  // with d = b.begin - a.begin and j - i between -(rows_a - 1) and rows_b - 1.
+  const int64_t d = rb.begin - ra.begin;
+  auto floor_div = [](int64_t n, int64_t m) { return n / m - (n % m != 0 && n < 0); };
+  const int64_t k_lo = std::max(floor_div(-rb.width - d, pitch) + 1, 1 - ra.rows);
+  const int64_t k_hi = std::min(-floor_div(-(ra.width - d), pitch) - 1, rb.rows - 1);
+  return k_lo <= k_hi;
+}
+
 // `out` (written) and `other` (read or written) must not share memory: the
 // kernels read inputs after writing outputs, in an order no caller can rely on.
 inline void check_no_overlap(const at::Tensor& out, const char* out_name,
                              const at::Tensor& other, const char* other_name,
                              const char* op) {
   if (!out.defined() || !other.defined()) return;
-  const auto status = at::get_overlap_status(out, other);
-  TORCH_CHECK_VALUE(status != at::MemOverlapStatus::Full &&
-                        status != at::MemOverlapStatus::Partial,
+  TORCH_CHECK_VALUE(!may_share_memory(out, other),
                     op, ": ", out_name, " (written) shares memory with ", other_name,
                     "; in-place use is not supported, pass a separate buffer for ",
                     out_name);

@@ -1,9 +1,6 @@
 #include "hebbian_glue.h"
 
-#include <cmath>
-
 #include <ATen/ATen.h>
-#include <ATen/MemoryOverlap.h>
 #include <ATen/OpMathType.h>
 
 #include "checks.h"
@@ -12,26 +9,6 @@ namespace localgrad::hebbian {
 
 namespace {
 constexpr const char* kOp = "hebbian_update";
-
-void check_finite(double v, const char* name) {
-  TORCH_CHECK_VALUE(std::isfinite(v), kOp, ": ", name, " must be finite, got ", v);
-}
-
-void check_output(const at::Tensor& out, const char* name) {
-  TORCH_CHECK_VALUE(at::has_internal_overlap(out) != at::MemOverlap::Yes, kOp, ": ",
-                    name, " has elements that share memory (an expanded or "
-                    "overlapping view); pass a tensor of its own");
-  check_rows_dense(out, kOp, name);
-}
-
-void check_apart(const at::Tensor& out, const char* out_name, const at::Tensor& other,
-                 const char* other_name) {
-  // Different storages never overlap; within one storage, views whose
-  // overlap ATen cannot decide (TooHard) are refused too.
-  if (out.numel() == 0 || other.numel() == 0 || !out.is_alias_of(other)) return;
-  TORCH_CHECK_VALUE(at::get_overlap_status(out, other) == at::MemOverlapStatus::No,
-                    kOp, ": ", out_name, " must not share memory with ", other_name);
-}
 }  // namespace
 
 void hebbian_update(const at::Tensor& x, const at::Tensor& weight,
@@ -51,11 +28,11 @@ void hebbian_update(const at::Tensor& x, const at::Tensor& weight,
   const auto rule = static_cast<Rule>(rule_code);
   const int64_t batch = x.size(0), n_in = x.size(1), n_out = weight.size(0);
 
-  check_finite(temperature, "temperature");
-  check_finite(p, "p");
-  check_finite(anti, "anti");
-  check_finite(lr, "lr");
-  check_finite(lr_power, "lr_power");
+  check_finite(temperature, kOp, "temperature");
+  check_finite(p, kOp, "p");
+  check_finite(anti, kOp, "anti");
+  check_finite(lr, kOp, "lr");
+  check_finite(lr_power, kOp, "lr_power");
   TORCH_CHECK_VALUE(temperature > 0, kOp, ": temperature must be > 0, got ", temperature);
   TORCH_CHECK_VALUE(p >= 1, kOp, ": p must be >= 1, got ", p);
   TORCH_CHECK_VALUE(rank >= 1, kOp, ": rank must be >= 1, got ", rank);
@@ -82,17 +59,17 @@ void hebbian_update(const at::Tensor& x, const at::Tensor& weight,
   check_same_device(grad, x, kOp, "grad", "x");
   TORCH_CHECK_VALUE(grad.sizes() == weight.sizes(), kOp, ": grad must have the shape of weight ",
                     weight.sizes(), ", got ", grad.sizes());
-  check_output(u, "u");
-  check_output(grad, "grad");
-  check_apart(u, "u", grad, "grad");
-  check_apart(u, "u", x, "x");
-  check_apart(u, "u", weight, "weight");
-  check_apart(grad, "grad", x, "x");
-  check_apart(grad, "grad", weight, "weight");
-  if (theta.defined()) {
-    check_apart(u, "u", theta, "theta");
-    check_apart(grad, "grad", theta, "theta");
-  }
+  check_rows_dense(u, kOp, "u");
+  check_rows_dense(grad, kOp, "grad");
+  // u is written before grad is computed from x and weight: an output that
+  // shares memory with anything else changes what is read next.
+  TensorRoles roles;
+  roles.input(x, "x");
+  roles.input(weight, "weight");
+  roles.input(theta, "theta");
+  roles.output(u, "u");
+  roles.output(grad, "grad");
+  roles.check(kOp);
   if (n_out == 0) return;
 
   const auto acc = at::toOpMathType(x.scalar_type());

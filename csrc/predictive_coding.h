@@ -43,7 +43,9 @@ constexpr int kMaxLayers = 16;
 template <Activation kAct, typename T>
 LOCALGRAD_HD T activate(T a, T slope) {
   if constexpr (kAct == Activation::ReLU) {
-    return a > T(0) ? a : T(0);
+    // A NaN node stays NaN, as in the reference (clamp_min keeps NaN): a
+    // poisoned state must reach the errors, not become a silent 0.
+    return a > T(0) || a != a ? a : T(0);
   } else if constexpr (kAct == Activation::LeakyReLU) {
     return a > T(0) ? a : a * slope;
   } else if constexpr (kAct == Activation::Tanh) {

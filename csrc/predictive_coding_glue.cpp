@@ -2,10 +2,8 @@
 
 #include <cmath>
 #include <string>
-#include <utility>
 
 #include <ATen/ATen.h>
-#include <ATen/MemoryOverlap.h>
 
 #include "checks.h"
 
@@ -19,8 +17,6 @@ constexpr const char* kUpdate = "predictive_coding_update";
 std::string item(const char* list, size_t i) {
   return std::string(list) + "[" + std::to_string(i) + "]";
 }
-
-using Named = std::pair<std::string, at::Tensor>;
 
 void check_dtype(const at::Tensor& x, const char* op) {
   TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
@@ -55,29 +51,6 @@ void check_tensor(const at::Tensor& t, const at::Tensor& x, const char* op, cons
   check_same_device(t, x, op, name.c_str(), "x");
   TORCH_CHECK_VALUE(t.sizes() == at::IntArrayRef(shape), op, ": ", name, " must have shape ",
                     at::IntArrayRef(shape), ", got ", t.sizes());
-}
-
-// Outputs must not overlap themselves, each other, or any input: the kernels
-// write them while reading the rest.
-void check_no_overlap(const std::vector<Named>& outputs, const std::vector<Named>& inputs,
-                      const char* op) {
-  for (size_t i = 0; i < outputs.size(); ++i) {
-    const auto& [name, t] = outputs[i];
-    TORCH_CHECK_VALUE(at::has_internal_overlap(t) != at::MemOverlap::Yes, op, ": ", name,
-                      " has elements that share memory (an expanded view?); an output cannot");
-    for (size_t j = 0; j < i; ++j) {
-      const auto status = at::get_overlap_status(t, outputs[j].second);
-      TORCH_CHECK_VALUE(status != at::MemOverlapStatus::Full &&
-                            status != at::MemOverlapStatus::Partial,
-                        op, ": outputs ", outputs[j].first, " and ", name, " share memory");
-    }
-    for (const auto& [in_name, in] : inputs) {
-      const auto status = at::get_overlap_status(t, in);
-      TORCH_CHECK_VALUE(status != at::MemOverlapStatus::Full &&
-                            status != at::MemOverlapStatus::Partial,
-                        op, ": output ", name, " shares memory with the input ", in_name);
-    }
-  }
 }
 
 std::vector<int64_t> check_weights(const at::Tensor& x, at::TensorList weights,
@@ -173,16 +146,23 @@ void infer_impl(const at::Tensor& x, at::TensorList weights, at::TensorList bias
   check_tensor(target, x, op, "target", {batch, widths[L]});
   const Variant v = static_cast<Variant>(variant);
   {
-    std::vector<Named> outputs, inputs{{"x", x}, {"target", target}};
-    for (int k = 1; k < L; ++k) outputs.emplace_back(item("states", k - 1), states[k - 1]);
-    for (int i = 0; i < L; ++i) outputs.emplace_back(item("errors", i), errors[i]);
+    // The kernels write states and errors while reading the rest, and iPC
+    // writes the weights too (the other variants only read them).
+    TensorRoles roles;
+    roles.input(x, "x");
+    roles.input(target, "target");
+    for (int k = 1; k < L; ++k) roles.output(states[k - 1], item("states", k - 1));
+    for (int i = 0; i < L; ++i) roles.output(errors[i], item("errors", i));
     for (int i = 0; i < L; ++i) {
-      // iPC writes the weights; the other variants only read them.
-      auto& list = v == Variant::IPC ? outputs : inputs;
-      list.emplace_back(item("weights", i), weights[i]);
-      list.emplace_back(item("biases", i), biases[i]);
+      if (v == Variant::IPC) {
+        roles.output(weights[i], item("weights", i));
+        roles.output(biases[i], item("biases", i));
+      } else {
+        roles.input(weights[i], item("weights", i));
+        roles.input(biases[i], item("biases", i));
+      }
     }
-    check_no_overlap(outputs, inputs, op);
+    roles.check(op);
   }
   if (batch == 0) return;
 
@@ -332,16 +312,17 @@ void update_impl(const at::Tensor& x, at::TensorList states, at::TensorList erro
     widths.push_back(errors[i].size(1));
   }
   for (size_t k = 1; k < L; ++k) check_tensor(states[k - 1], x, op, item("states", k - 1), {batch, widths[k]});
-  std::vector<Named> outputs, inputs{{"x", x}};
+  TensorRoles roles;
+  roles.input(x, "x");
   for (size_t i = 0; i < L; ++i) {
     check_tensor(weight_grads[i], x, op, item("weight_grads", i), {widths[i + 1], widths[i]});
     check_tensor(bias_grads[i], x, op, item("bias_grads", i), {widths[i + 1]});
-    outputs.emplace_back(item("weight_grads", i), weight_grads[i]);
-    outputs.emplace_back(item("bias_grads", i), bias_grads[i]);
-    inputs.emplace_back(item("errors", i), errors[i]);
-    if (i + 1 < L) inputs.emplace_back(item("states", i), states[i]);
+    roles.output(weight_grads[i], item("weight_grads", i));
+    roles.output(bias_grads[i], item("bias_grads", i));
+    roles.input(errors[i], item("errors", i));
+    if (i + 1 < L) roles.input(states[i], item("states", i));
   }
-  check_no_overlap(outputs, inputs, op);
+  roles.check(op);
   for (size_t i = 0; i < L; ++i) {
     at::Tensor gw = weight_grads[i], gb = bias_grads[i];
     const at::Tensor pre = activate_aten(i == 0 ? x : states[i - 1], kind[i], slopes[i]);

@@ -57,16 +57,12 @@ struct ReduceParams {
   int64_t rows = 0, width = 0, chunks = 0;
 };
 
-// s_l(a) as the reference computes it: predictive coding's activations, with
-// a NaN pre-activation kept NaN by the ReLU (torch.relu(nan) is nan), so a
-// poisoned input shows in the gradient where the reference shows it.
+// s_l(a) as the reference computes it: predictive coding's activations, whose
+// ReLU keeps a NaN pre-activation NaN (torch.relu(nan) is nan), so a poisoned
+// input shows in the gradient where the reference shows it.
 template <Activation kAct, typename T>
 LOCALGRAD_HD T forward_activation(T a, T slope) {
-  if constexpr (kAct == Activation::ReLU) {
-    return a > T(0) || a != a ? a : T(0);
-  } else {
-    return predictive_coding::activate<kAct>(a, slope);
-  }
+  return predictive_coding::activate<kAct>(a, slope);
 }
 
 inline int64_t reduce_chunks(int64_t rows) { return (rows + kReduceRows - 1) / kReduceRows; }

@@ -17,7 +17,7 @@ from localgrad.ops._common import (
     as_int,
     compiled_ops,
     fall_back,
-    register_fake,
+    register_checked_fake,
     register_missing_cuda,
 )
 from localgrad.reference import predictive_coding as ref
@@ -159,18 +159,19 @@ def _fake_checks(op, x, weights, states, errors, kinds, slopes):
 
 if _compiled():
 
-    @register_fake("predictive_coding_infer")
-    def _infer_fake(x, weights, biases, states, errors, target, kinds, slopes, variant, loss, output_precision,
-                    steps, gamma, lr):
+    # Through register_checked_fake: a meta tensor among real ones is refused
+    # there, where this fake would otherwise run and leave the outputs unwritten.
+    def _check_infer(spec, x, weights, biases, states, errors, target, kinds, slopes, variant, loss,
+                     output_precision, steps, gamma, lr):
         _fake_checks("predictive_coding_infer", x, weights, states, errors, kinds, slopes)
         torch._check(0 <= variant < len(VARIANTS), lambda: "predictive_coding_infer: bad variant code")
         torch._check(0 <= loss < len(LOSSES), lambda: "predictive_coding_infer: bad loss code")
         torch._check(steps >= 0, lambda: "predictive_coding_infer: steps must be >= 0")
-        return None
 
-    @register_fake("predictive_coding_update")
-    def _update_fake(x, states, errors, kinds, slopes, scale, weight_grads, bias_grads):
+    def _check_update(spec, x, states, errors, kinds, slopes, scale, weight_grads, bias_grads):
         _fake_checks("predictive_coding_update", x, None, states, errors, kinds, slopes)
-        return None
+
+    register_checked_fake("predictive_coding_infer", _check_infer, lambda *args: None)
+    register_checked_fake("predictive_coding_update", _check_update, lambda *args: None)
 
     register_missing_cuda("predictive_coding_infer", "predictive_coding_update")

@@ -837,3 +837,163 @@ def test_i29_evolution_strategies_refuses_a_subnormal_sigma(dtype, sigma):
     es = EvolutionStrategies([torch.ones(3, dtype=dtype)], sigma=torch.finfo(dtype).tiny, population=4)
     grads, _ = es.estimate(lambda q: (q.double() ** 2).sum(1))
     assert grads[0].isfinite().all()
+
+
+# Issue 29, the C++ side: every op's outputs go through checks.h's overlap
+# checks (rows overlapping each other, and views ATen calls "too hard":
+# column blocks and transposes of one buffer), a meta tensor among real ones
+# is refused, and a NaN value node stays NaN through the ReLU.
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_i29_hebbian_refuses_outputs_whose_rows_overlap(device):
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(3, 4, generator=g).to(device), torch.randn(2, 4, generator=g).to(device)
+    u = torch.zeros(8, device=device).as_strided((3, 2), (1, 1))  # row r starts where row r-1 ends - 1
+    with pytest.raises(ValueError, match="hebbian_update: u is written in place but some of its elements share"):
+        ops.hebbian_update(x, w, "oja", u=u)
+    grad = torch.zeros(8, device=device).as_strided((2, 4), (2, 1))
+    with pytest.raises(ValueError, match="hebbian_update: grad is written in place but some of its elements share"):
+        ops.hebbian_update(x, w, "oja", grad=grad)
+    # column blocks of one buffer: refused where they meet, used where they do not
+    buf = torch.zeros(3, 7, device=device)
+    buf[:, :4] = x
+    with pytest.raises(ValueError, match=r"hebbian_update: u \(written\) shares memory with x"):
+        ops.hebbian_update(buf[:, :4], w, "oja", u=buf[:, 3:5])
+    u, grad = ops.hebbian_update(buf[:, :4], w, "oja", u=buf[:, 4:6])
+    ru, rg = reference.hebbian.hebbian_update(x.cpu(), w.cpu(), "oja")
+    _close_nan(u, ru, 1e-5)
+    _close_nan(grad, rg, 1e-5)
+
+
+def _pc_net(device, batch=4, widths=(4, 5, 3)):
+    g = torch.Generator().manual_seed(1)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(device)  # noqa: E731
+    weights = [r(widths[i + 1], widths[i]) for i in range(len(widths) - 1)]
+    biases = [r(widths[i + 1]) for i in range(len(widths) - 1)]
+    states = [r(batch, n) for n in widths[1:-1]]
+    return r(batch, widths[0]), weights, biases, states, r(batch, widths[-1])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_i29_predictive_coding_infer_refuses_overlapping_outputs(device):
+    x, weights, biases, states, target = _pc_net(device)
+    kinds, slopes = [1, 2], [0.0, 0.0]
+    run = lambda **kw: ops.predictive_coding_infer(  # noqa: E731
+        kw.pop("x", x), weights, biases, kw.pop("states", states), target, kinds, slopes, steps=2, **kw)
+    rows = torch.zeros(32, dtype=torch.float64, device=device).as_strided((4, 5), (4, 1))
+    with pytest.raises(ValueError, match=r"predictive_coding_infer: states\[0\] is written in place but some"):
+        run(states=[rows])
+    with pytest.raises(ValueError, match=r"predictive_coding_infer: errors\[0\] is written in place but some"):
+        run(errors=[rows, torch.zeros(4, 3, dtype=torch.float64, device=device)])
+    # a state and x as column blocks of one buffer that meet in one column
+    buf = torch.zeros(4, 8, dtype=torch.float64, device=device)
+    buf[:, :4] = x
+    with pytest.raises(ValueError, match=r"predictive_coding_infer: states\[0\] \(written\) shares memory with x"):
+        run(x=buf[:, :4], states=[buf[:, 3:8]])
+    errors = torch.zeros(4, 9, dtype=torch.float64, device=device)
+    with pytest.raises(ValueError, match=r"predictive_coding_infer: errors\[0\] \(written\) shares memory with errors\[1\]"):
+        run(errors=[errors[:, :5], errors[:, 4:7]])
+    # apart, in one buffer each: the reference's result
+    want_states, want_errors, _, _ = reference.predictive_coding_infer(
+        x.cpu(), [w.cpu() for w in weights], [b.cpu() for b in biases], [s.cpu() for s in states], target.cpu(),
+        kinds, slopes, steps=2)  # fmt: skip
+    buf = torch.zeros(4, 9, dtype=torch.float64, device=device)
+    buf[:, :4], buf[:, 4:] = x, states[0]
+    got = run(x=buf[:, :4], states=[buf[:, 4:]], errors=[errors[:, :5], errors[:, 5:8]])
+    _close_nan(buf[:, 4:], want_states[0])
+    for e, want in zip(got, want_errors):
+        _close_nan(e, want)
+
+
+def test_i29_predictive_coding_update_refuses_an_output_transposing_an_input():
+    x, _, _, states, _ = _pc_net("cpu")
+    held = torch.randn(5, 8, dtype=torch.float64)
+    errors = [held[:4, :5], held[:4, 5:]]
+    gb = [torch.zeros(5, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)]
+    gw = [torch.zeros(5, 4, dtype=torch.float64), torch.zeros(3, 5, dtype=torch.float64)]
+    for written in ([errors[0].T, gw[1]], [gw[0], held[:, 5:].T]):
+        with pytest.raises(ValueError, match=r"predictive_coding_update: weight_grads\[[01]\] \(written\) shares "
+                                             r"memory with errors\[[01]\]"):  # fmt: skip
+            L.predictive_coding_update(x, states, errors, [1, 2], [0.0, 0.0], 1.0, written, gb)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_i29_dfa_refuses_out_blocks_aliasing_error_columns(device):
+    g = torch.Generator().manual_seed(0)
+    e = torch.randn(4, 7, generator=g).to(device)
+    fb = torch.randn(7, 7, generator=g).to(device)
+    with pytest.raises(ValueError, match=r"dfa_project: out\[0\] \(written\) shares memory with error"):
+        L.dfa_project(e, fb, [None, None], [1, 1], [0.0, 0.0], list(e.split([5, 2], 1)))
+    # error and out as disjoint column blocks of one buffer: the reference's result
+    buf = torch.zeros(4, 14, device=device)
+    buf[:, 7:] = e
+    L.dfa_project(buf[:, 7:], fb, [None, None], [1, 1], [0.0, 0.0], list(buf[:, :7].split([5, 2], 1)))
+    want = reference.dfa_project(e.cpu(), fb.cpu(), [None, None], [1, 1], [0.0, 0.0], [5, 2])
+    _close_nan(buf[:, :7], torch.cat(want, 1), 1e-5)
+
+
+def test_i29_predictive_coding_refuses_a_meta_tensor_among_cpu_tensors():
+    x, weights, biases, states, target = _pc_net("cpu")
+    before = states[0].clone()
+    with pytest.raises(RuntimeError, match="meta"):
+        L.predictive_coding_infer(x, [weights[0].to("meta"), weights[1]], biases, states,
+                                  [torch.zeros(4, 5, dtype=torch.float64), torch.zeros(4, 3, dtype=torch.float64)],
+                                  target, [1, 2], [0.0, 0.0], 0, 0, 1.0, 2, 0.1, 0.0)  # fmt: skip
+    assert torch.equal(states[0], before)
+    gw = [torch.full((5, 4), 7.0, dtype=torch.float64), torch.full((3, 5), 7.0, dtype=torch.float64)]
+    gb = [torch.full((5,), 7.0, dtype=torch.float64), torch.full((3,), 7.0, dtype=torch.float64)]
+    errors = [torch.zeros(4, 5, dtype=torch.float64), torch.zeros(4, 3, dtype=torch.float64, device="meta")]
+    with pytest.raises(RuntimeError, match="meta"):
+        L.predictive_coding_update(x, states, errors, [1, 2], [0.0, 0.0], 1.0, gw, gb)
+    assert all((t == 7).all() for t in gw + gb)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_i29_predictive_coding_relu_keeps_a_nan_state_nan(device):
+    x, weights, biases, states, target = _pc_net(device)
+    states[0][1, 2] = NAN
+    kinds, slopes = [1, 2], [0.0, 0.0]
+    want_states, want_errors, _, _ = reference.predictive_coding_infer(
+        x.cpu(), [w.cpu() for w in weights], [b.cpu() for b in biases], [s.cpu() for s in states], target.cpu(),
+        kinds, slopes, steps=3)  # fmt: skip
+    assert want_errors[1][1].isnan().all()  # the NaN reaches the output through the ReLU
+    errors = ops.predictive_coding_infer(x, weights, biases, states, target, kinds, slopes, steps=3)
+    _close_nan(states[0], want_states[0])
+    for e, want in zip(errors, want_errors):
+        _close_nan(e, want)
+
+
+def test_i29_overlap_check_never_misses_and_is_exact_for_one_pitch():
+    # hebbian_update's x (read) and u (written) as random row-major or
+    # transposed views of one buffer, against the sets of elements they touch:
+    # every overlap is refused; with one row pitch the check is exact, with
+    # two it may refuse views that are in fact apart.
+    g = torch.Generator().manual_seed(0)
+    pick = lambda lo, hi: int(torch.randint(lo, hi + 1, (), generator=g))  # noqa: E731
+
+    def view(buf, rows, cols, transposed):
+        inner, outer = (rows, cols) if transposed else (cols, rows)
+        pitch = pick(inner, inner + 3)
+        offset = pick(0, buf.numel() - ((outer - 1) * pitch + inner))
+        return buf.as_strided((rows, cols), (1, pitch) if transposed else (pitch, 1), offset)
+
+    def cells(t):
+        return {t.storage_offset() + i * t.stride(0) + j * t.stride(1) for i in range(t.shape[0])
+                for j in range(t.shape[1])}  # fmt: skip
+
+    for _ in range(600):
+        buf = torch.zeros(60)
+        batch, n_in, n_out = pick(1, 5), pick(1, 5), pick(1, 5)
+        x = view(buf, batch, n_in, pick(0, 1) == 1)
+        u = view(buf, batch, n_out, False)
+        shared = bool(cells(x) & cells(u))
+        try:
+            L.hebbian_update(x, torch.randn(n_out, n_in), None, 0, 1.0, 3.0, 2, 0.4, 1.0, 0.0, False, u,
+                             torch.empty(n_out, n_in))  # fmt: skip
+            refused = False
+        except ValueError as e:
+            assert "u (written) shares memory with x" in str(e)
+            refused = True
+        one_pitch = batch == 1 or x.stride(0) == u.stride(0)
+        assert refused == shared if one_pitch else refused or not shared
