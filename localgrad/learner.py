@@ -165,7 +165,7 @@ class Learner:
     rule: str = ""
 
     def __init__(self, model: nn.Module, *, rule: str, seed: int = 0, process_group=None):
-        from localgrad.ops._common import as_int
+        from localgrad._checks import as_int
 
         self.model = model
         self.rule = rule

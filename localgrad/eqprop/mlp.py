@@ -22,7 +22,7 @@ from localgrad import ops
 from localgrad.distributed import average_gradients, check_replicated
 from localgrad.learner import add_to_grad
 from localgrad.training import check_labels
-from localgrad.ops._common import as_float, as_int
+from localgrad._checks import as_float, as_int
 from localgrad.reference.eqprop import ACTIVATIONS
 
 NUDGINGS = ("centered", "positive", "negative")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from localgrad.ops._common import as_int
+from localgrad._checks import as_int
 
 PCA_SPECTRUM = (2.0, 0.8, 0.5, 0.3, 0.1)  # the covariance's eigenvalues: a gap of 1.2 below the top one
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from localgrad import activations as act
-from localgrad.ops._common import as_bool, as_float, as_int
+from localgrad._checks import as_bool, as_float, as_int
 from localgrad.feedback_alignment.dfa_conv2d import DFAConv2d
 from localgrad.feedback_alignment.dfa_linear import DFALinear
 from localgrad.feedback_alignment.fa_conv2d import FAConv2d, unsupported_reason

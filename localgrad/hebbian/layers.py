@@ -13,7 +13,7 @@ from torch import nn
 
 from localgrad import distributed, ops
 from localgrad.learner import add_to_grad
-from localgrad.ops._common import as_bool, as_float, as_int
+from localgrad._checks import as_bool, as_float, as_int
 from localgrad.reference import hebbian as ref
 
 # The forward activations the next layer or the probe sees; u is the

@@ -11,7 +11,7 @@ from torch import nn
 
 from localgrad import data
 from localgrad.hebbian.layers import _HebbianBase
-from localgrad.ops._common import as_bool, as_int
+from localgrad._checks import as_bool, as_int
 
 
 def hebbian_layers(model: nn.Module) -> list[_HebbianBase]:

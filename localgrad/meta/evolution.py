@@ -23,7 +23,7 @@ from typing import Callable, Iterable
 import torch
 
 from localgrad.learner import add_to_grad
-from localgrad.ops._common import as_bool, as_float, as_int
+from localgrad._checks import as_bool, as_float, as_int
 
 
 class EvolutionStrategies:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from localgrad.ops._common import as_float, as_int
+from localgrad._checks import as_float, as_int
 
 
 def linear_regression_tasks(n_tasks: int, steps: int, dim: int, generator: torch.Generator | None = None,

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from localgrad.ops._common import as_float, as_int
+from localgrad._checks import as_float, as_int
 from localgrad.reference import meta as reference
 
 

@@ -28,7 +28,7 @@ from torch.autograd.function import once_differentiable
 
 from localgrad.activations import Activation
 from localgrad.ops import meta as ops
-from localgrad.ops._common import as_float
+from localgrad._checks import as_float
 
 _ACTIVATIONS = {"tanh": Activation.TANH, "identity": Activation.IDENTITY}
 

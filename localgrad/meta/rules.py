@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from localgrad.ops._common import as_float
+from localgrad._checks import as_float
 from localgrad.reference import meta as reference
 
 

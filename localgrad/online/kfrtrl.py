@@ -7,7 +7,7 @@ import torch
 
 from localgrad import ops
 from localgrad.distributed import shard_offset
-from localgrad.ops._common import as_float, as_int
+from localgrad._checks import as_float, as_int
 from localgrad.online.learner import OnlineLearner
 from localgrad.reference import online_rnn
 

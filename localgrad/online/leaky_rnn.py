@@ -9,7 +9,7 @@ from torch import nn
 
 from localgrad.activations import Activation
 from localgrad.learner import add_to_grad
-from localgrad.ops._common import as_float, as_int
+from localgrad._checks import as_float, as_int
 
 _ACTIVATIONS = {"tanh": (torch.tanh, Activation.TANH), "sigmoid": (torch.sigmoid, Activation.SIGMOID),
                 "relu": (torch.relu, Activation.RELU), "identity": (lambda a: a, Activation.IDENTITY)}

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from localgrad.ops._common import as_float, as_int
+from localgrad._checks import as_float, as_int
 
 
 class SpikeFunction(torch.autograd.Function):

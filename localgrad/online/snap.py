@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from localgrad import ops
-from localgrad.ops._common import as_int
+from localgrad._checks import as_int
 from localgrad.online.learner import OnlineLearner
 from localgrad.online.rtrl import rtrl_chunk
 

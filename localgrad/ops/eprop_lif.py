@@ -12,14 +12,13 @@ import torch
 
 from localgrad._extension import has_extension
 from localgrad.ops._common import (
-    as_bool,
-    as_float,
     compiled_ops,
     fall_back,
     REALS,
     register_checked_fake,
     register_missing_cuda,
 )
+from localgrad._checks import as_bool, as_float
 from localgrad.reference import eprop_lif as reference
 
 MODE_CODES = {"mse": 0, "ce": 1, "signal": 2}

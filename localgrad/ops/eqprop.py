@@ -13,14 +13,12 @@ from localgrad import reference
 from localgrad._extension import has_extension
 from localgrad.ops._common import (
     REALS,
-    as_bool,
-    as_float,
-    as_int,
     compiled_ops,
     fall_back,
     register_checked_fake,
     register_missing_cuda,
 )
+from localgrad._checks import as_bool, as_float, as_int
 from localgrad.reference.eqprop import ACTIVATIONS, CLAMP, FREE, NUDGE_CE, NUDGE_MSE
 
 NUDGES = {"free": FREE, "mse": NUDGE_MSE, "ce": NUDGE_CE, "clamp": CLAMP}

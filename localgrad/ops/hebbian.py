@@ -10,14 +10,12 @@ import torch
 
 from localgrad._extension import has_extension
 from localgrad.ops._common import (
-    as_bool,
-    as_float,
-    as_int,
     compiled_ops,
     fall_back,
     register_fake,
     register_missing_cuda,
 )
+from localgrad._checks import as_bool, as_float, as_int
 from localgrad.reference import hebbian as _ref
 
 _OP = "hebbian_update"

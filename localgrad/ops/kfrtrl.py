@@ -10,8 +10,6 @@ import torch
 from localgrad import reference
 from localgrad._extension import has_extension
 from localgrad.ops._common import (
-    as_bool,
-    as_float,
     _check_alpha,
     _check_step,
     compiled_ops,
@@ -19,6 +17,7 @@ from localgrad.ops._common import (
     register_checked_fake,
     register_missing_cuda,
 )
+from localgrad._checks import as_bool, as_float
 
 
 def kfrtrl_step(u, A, weight_hh, signs, h_prev, x, dphi, alpha: float, eps: float = 1e-7,

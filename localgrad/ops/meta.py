@@ -14,14 +14,12 @@ from localgrad.activations import Activation
 from localgrad.ops._common import (
     REALS,
     Spec,
-    as_bool,
-    as_float,
-    as_int,
     compiled_ops,
     fall_back,
     register_checked_fake,
     register_missing_cuda,
 )
+from localgrad._checks import as_bool, as_float, as_int
 from localgrad.reference import meta as reference
 
 _ACTIVATIONS = tuple(int(a) for a in reference.PLASTIC_ACTIVATIONS)

@@ -13,13 +13,12 @@ import torch
 from localgrad import activations
 from localgrad._extension import has_extension
 from localgrad.ops._common import (
-    as_float,
-    as_int,
     compiled_ops,
     fall_back,
     register_checked_fake,
     register_missing_cuda,
 )
+from localgrad._checks import as_float, as_int
 from localgrad.reference import predictive_coding as ref
 from localgrad.reference.predictive_coding import LOSSES, VARIANTS
 

@@ -9,7 +9,6 @@ import torch
 from localgrad import reference
 from localgrad._extension import has_extension
 from localgrad.ops._common import (
-    as_float,
     _check_alpha,
     compiled_ops,
     fall_back,
@@ -17,6 +16,7 @@ from localgrad.ops._common import (
     register_checked_fake,
     register_missing_cuda,
 )
+from localgrad._checks import as_float
 
 
 def rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,6 @@ import torch
 from localgrad import reference
 from localgrad._extension import has_extension
 from localgrad.ops._common import (
-    as_float,
     _check_alpha,
     _check_step,
     compiled_ops,
@@ -16,6 +15,7 @@ from localgrad.ops._common import (
     register_checked_fake,
     register_missing_cuda,
 )
+from localgrad._checks import as_float
 
 
 def rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float) -> torch.Tensor:

@@ -10,15 +10,13 @@ import torch
 from localgrad import reference
 from localgrad._extension import has_extension
 from localgrad.ops._common import (
-    as_bool,
-    as_float,
-    as_int,
     compiled_ops,
     fall_back,
     FLOATS,
     register_checked_fake,
     register_missing_cuda,
 )
+from localgrad._checks import as_bool, as_float, as_int
 
 
 def sign_feedback(

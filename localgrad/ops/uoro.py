@@ -10,7 +10,6 @@ import torch
 from localgrad import reference
 from localgrad._extension import has_extension
 from localgrad.ops._common import (
-    as_float,
     _check_alpha,
     _check_step,
     compiled_ops,
@@ -18,6 +17,7 @@ from localgrad.ops._common import (
     register_checked_fake,
     register_missing_cuda,
 )
+from localgrad._checks import as_float
 
 
 def uoro_step(s_tilde, theta_tilde, weight_hh, nu, h_prev, x, dphi, hh_mask, alpha: float,

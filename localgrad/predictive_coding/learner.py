@@ -19,7 +19,7 @@ from torch import nn
 
 from localgrad import activations, ops
 from localgrad.distributed import average_gradients, check_replicated, world_size
-from localgrad.ops._common import as_float, as_int
+from localgrad._checks import as_float, as_int
 from localgrad.predictive_coding import generic
 from localgrad.reference import predictive_coding as ref
 from localgrad.training import one_hot_targets

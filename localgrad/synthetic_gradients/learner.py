@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from localgrad.distributed import average_gradients, check_replicated
-from localgrad.ops._common import as_bool, as_float, as_int
+from localgrad._checks import as_bool, as_float, as_int
 from localgrad.reference import synthetic_gradients as ref
 from localgrad.synthetic_gradients.modules import SyntheticGradient
 from localgrad.learner import UnsupportedModelError, add_to_grad

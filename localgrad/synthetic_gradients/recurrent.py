@@ -15,7 +15,7 @@ import torch
 
 from localgrad.distributed import average_gradients
 from localgrad.learner import add_to_grad
-from localgrad.ops._common import as_bool, as_int
+from localgrad._checks import as_bool, as_int
 from localgrad.online.learner import OnlineLearner
 from localgrad.reference import synthetic_gradients as ref
 from localgrad.synthetic_gradients.modules import SyntheticGradient

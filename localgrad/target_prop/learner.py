@@ -25,7 +25,7 @@ from torch import nn
 from localgrad import activations
 from localgrad.activations import Activation
 from localgrad.distributed import average_gradients, check_replicated, shard_offset
-from localgrad.ops._common import as_float, as_int
+from localgrad._checks import as_float, as_int
 from localgrad.ops.target_prop import target_prop_feedback_grads
 from localgrad.reference import target_prop as ref
 from localgrad.target_prop import conv
