@@ -8,18 +8,20 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from localgrad import data
 from localgrad._extension import has_cuda_kernels
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    """Fraction of `x` whose arg-max output is `y`, in eval mode, no graph."""
+def accuracy(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Fraction of `x` whose arg-max output is `y`, in eval mode, no graph.
+    model: an nn.Module, or a localgrad.Learner (its predict: the rule's own
+    inference, e.g. EqProp's free phase)."""
+    predict = getattr(model, "predict", model)
     model.eval()
     correct = sum(
-        (model(xb).argmax(1) == yb).sum().item() for xb, yb in data.batches(x, y, batch_size, shuffle=False)
+        (predict(xb).argmax(1) == yb).sum().item() for xb, yb in data.batches(x, y, batch_size, shuffle=False)
     )
     model.train()
     return correct / max(len(y), 1)

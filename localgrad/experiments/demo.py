@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 import localgrad
 from localgrad import data
-from localgrad.training import fit, resolve_device
+from localgrad.training import accuracy, fit, resolve_device
 
 
 @dataclass
@@ -30,16 +30,6 @@ MODELS = ("mlp", "cnn", "strided")  # strided: strided_cnn, the net of the CNN l
 # Hebbian layer with the rule's published activation, then a linear probe on
 # its frozen features, and the probe's two baselines.
 HEBBIAN_ROWS = ("softhebb", "krotov", "oja", "probe-raw", "probe-random")
-
-
-@torch.no_grad()
-def accuracy(learner: localgrad.Learner, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    """Fraction of x whose arg-max prediction (the rule's own inference) is y, in eval mode."""
-    learner.eval()
-    correct = sum((learner.predict(xb).argmax(1) == yb).sum().item()
-                  for xb, yb in data.batches(x, y, batch_size, shuffle=False))
-    learner.train()
-    return correct / max(len(y), 1)
 
 
 def lenet(n_classes: int) -> nn.Sequential:
