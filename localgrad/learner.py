@@ -68,23 +68,27 @@ class RuleInfo:
     paper: str
     factory: Callable = field(repr=False)
     defaults: dict = field(default_factory=dict, repr=False)  # options the name fixes
+    baseline: bool = False  # the exact gradient (backprop, BPTT) the other rules of its models are compared with
 
 
 _RULES: dict[str, RuleInfo] = {}
 _loaded = False
 
 
-def register_rule(name: str, *, family: str, summary: str, paper: str, inputs: str = "static", **defaults):
+def register_rule(name: str, *, family: str, summary: str, paper: str, inputs: str = "static",
+                  baseline: bool = False, **defaults):
     """Class decorator: `localgrad.learner(model, name, **options)` builds
     `cls(model, rule=name, seed=..., process_group=..., **defaults, **options)`.
-    One class may carry several names (each with its own `defaults`)."""
+    One class may carry several names (each with its own `defaults`).
+    baseline: the rule is the exact gradient of the models it takes
+    (backprop, BPTT), which benchmarks and tables compare the others with."""
     if inputs not in INPUTS:
         raise ValueError(f"register_rule: inputs must be one of {INPUTS}, got {inputs!r}")
 
     def decorate(cls):
         if name in _RULES and _RULES[name].factory is not cls:
             raise ValueError(f"register_rule: rule {name!r} is registered twice")
-        _RULES[name] = RuleInfo(name, family, inputs, summary, paper, cls, dict(defaults))
+        _RULES[name] = RuleInfo(name, family, inputs, summary, paper, cls, dict(defaults), baseline)
         return cls
 
     return decorate
@@ -126,6 +130,10 @@ def learner(model: nn.Module, rule: str, *, seed: int = 0, process_group=None, *
     info = rule_info(rule)
     if not isinstance(model, nn.Module):
         raise TypeError(f"localgrad.learner: model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        # DDP would average what autograd writes, not what the rule writes; the learner averages itself.
+        raise UnsupportedModelError(f"{rule}: pass the model itself (model.module), not its DistributedDataParallel "
+                                    "wrapper: the learner averages .grad over process_group itself")
     if "example_input" in options and "example_input" not in inspect.signature(info.factory).parameters:
         # A sizing hint, not a setting: rules that size nothing from activations have no use for it.
         options.pop("example_input")
@@ -183,6 +191,9 @@ class Learner:
         """One minibatch: adds minus the rule's update into `.grad` (see the
         module docstring) and returns StepOutput(loss, output)."""
         self._check_batch(x, y)
+        # FSDP2 may have sharded the model after construction: say so here, naming the rule.
+        distributed.check_not_fully_sharded(self.model, self.rule)
+        distributed.check_replicated(self._trainable(), self.rule)
         if x.shape[0] == 0:
             for p in self._trainable():
                 add_to_grad(p, torch.zeros_like(p))

@@ -10,23 +10,17 @@ the same on every rank; rank r trains on samples r*B .. r*B + B - 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learner_models import batch_for, model_for
+from learner_models import N_OUT, REFUSE_MLP, batch_for, model_for
 
 import localgrad
-from localgrad.eqprop import EqPropMLP
-from localgrad.hebbian import HebbianLinear
-from localgrad.predictive_coding import PredictiveCoding
-from localgrad.synthetic_gradients import DNI, RecurrentDNI
-from localgrad.target_prop import TargetProp
-from localgrad.online import (ALIF, BPTT, KFRTRL, LIF, RFLO, RTRL, UORO, EProp, LeakyRNN, SnAp, SpikingBPTT,
-                              SpikingEProp)
+from localgrad.online import ALIF
 
 UNION = 8  # samples (or sequences) per union batch: 4 per rank on 2 ranks
 STEPS = 20
@@ -35,13 +29,13 @@ STEPS = 20
 @dataclass
 class Trainer:
     model: nn.Module  # what the optimizer trains (the unwrapped module)
-    learner: object | None = None  # the online learners; None: the model's own step
+    learner: object | None = None  # the Learner; None: autograd (the convert tier)
     net: nn.Module | None = None  # what the step calls: the model or its DDP wrapper
 
 
 @dataclass
 class Case:
-    family: str  # "convert": autograd delivers the gradients; "self": the rule averages them; "learner": its Learner does
+    tier: str  # "convert": autograd delivers the gradients (DDP/FSDP2 average them); "learner": its Learner does
     build: Callable[[int, torch.dtype], Trainer]
     batch: Callable[[int, torch.dtype], tuple]  # (step, dtype) -> union batch (x, y)
     shard: Callable[[tuple, int, int], tuple]  # (batch, rank, world) -> this rank's part
@@ -102,213 +96,66 @@ def _convert_case(rule, dtype=torch.float64, conv=False, **options):
                 _autograd_step, dtype, rule)
 
 
-# --- EqProp and CHL -------------------------------------------------------------
+# --- every other case: a registered rule through localgrad.learner ---------------
 
 
-def _eqprop_builder(mode):
-    def build(seed, dtype):
-        torch.manual_seed(seed)
-        return Trainer(EqPropMLP([12, 9, 4], activation="sigmoid", mode=mode, t_free=15, t_nudge=6).to(dtype))
-
-    return build
-
-
-def _eqprop_step(trainer, batch):
-    trainer.model.eqprop_step(*batch)
-
-
-def _eqprop_case(mode, dtype=torch.float64):
-    return Case("self", _eqprop_builder(mode), _classes((12,)), _rows, _eqprop_step, dtype, mode)
-
-
-# --- online learners (batch of sequences along dim 1) --------------------------
-
-T_SEQ = 5
-
-
-def _rnn_builder(make_learner):
-    def build(seed, dtype):
-        torch.manual_seed(seed)
-        model = LeakyRNN(3, 5, 2, alpha=0.6).to(dtype)
-        return Trainer(model, make_learner(model, seed))
-
-    return build
-
-
-def _spiking_builder(cls, make_learner):
-    def build(seed, dtype):
-        torch.manual_seed(seed)
-        model = cls(3, 6, 2, tau_m=5.0, weight_scale=2.0, dtype=dtype)
-        return Trainer(model, make_learner(model, seed))
-
-    return build
-
-
-def _sequences(step, dtype):
-    g = torch.Generator().manual_seed(2000 + step)
-    xs = torch.randn(T_SEQ, UNION, 3, generator=g, dtype=dtype)
-    return xs, torch.randn(T_SEQ, UNION, 2, generator=g, dtype=dtype)
-
-
-def _spikes(step, dtype):
-    g = torch.Generator().manual_seed(3000 + step)
-    xs = (torch.rand(T_SEQ, UNION, 3, generator=g, dtype=dtype) < 0.4).to(dtype) * 2.0
-    return xs, torch.randint(0, 2, (T_SEQ, UNION), generator=g)
-
-
-def _columns(batch, rank, world):
-    n = batch[0].shape[1] // world
-    return tuple(t[:, rank * n:(rank + 1) * n] for t in batch)
-
-
-def _online_step(trainer, batch):
-    xs, targets = batch
-    learner = trainer.learner
-    learner.reset(xs.shape[1])
-    learner.run(xs[:3], targets[:3])  # two chunks: state and traces carry over
-    learner.run(xs[3:], targets[3:])
-
-
-def _online_case(rule, make_learner, dtype=torch.float64):
-    return Case("self", _rnn_builder(make_learner), _sequences, _columns, _online_step, dtype, rule)
-
-
-def _spiking_case(rule, cls, make_learner, dtype=torch.float64):
-    return Case("self", _spiking_builder(cls, make_learner), _spikes, _columns, _online_step, dtype, rule)
-
-
-# --- Hebbian layers (unsupervised: the forward pass writes .grad) ----------------
-
-
-def _hebbian_builder(rule, **knobs):
-    def build(seed, dtype):
-        torch.manual_seed(seed)
-        model = nn.Sequential(HebbianLinear(12, 9, rule, activation="relu", **knobs),
-                              HebbianLinear(9, 5, rule, **knobs)).to(dtype)
-        return Trainer(model)
-
-    return build
-
-
-def _hebbian_step(trainer, batch):
-    trainer.net(batch[0])
-
-
-def _hebbian_case(rule, dtype=torch.float64, **knobs):
-    return Case("self", _hebbian_builder(rule, **knobs), _classes((12,)), _rows, _hebbian_step, dtype, rule)
-
-
-# --- predictive coding --------------------------------------------------------
-
-
-def _pc_builder(variant, conv=False, **options):
-    def build(seed, dtype):
-        model = (_cnn if conv else _mlp)(seed, dtype)
-        return Trainer(model, PredictiveCoding(model, variant=variant, **options))
-
-    return build
-
-
-def _pc_step(trainer, batch):
-    trainer.learner.step(*batch)
-
-
-def _pc_case(variant, dtype=torch.float64, conv=False, **options):
-    shape = (1, 5, 5) if conv else (12,)
-    return Case("self", _pc_builder(variant, conv, **options), _classes(shape), _rows, _pc_step, dtype,
-                f"pc-{variant}")
-
-
-# --- synthetic gradients -------------------------------------------------------
-
-
-class _WithSG(nn.Module):
-    """The model and the learner's SG modules as one module, which the
-    optimizer (and the test) see; its forward is the model's."""
-
-    def __init__(self, net, sg):
-        super().__init__()
-        self.net, self.sg = net, sg
-
-    def forward(self, x):
-        return self.net(x)
-
-
-def _dni_builder(**options):
-    def build(seed, dtype):
-        model = _mlp(seed, dtype)
-        learner = DNI(model, **options)
-        # Random SG modules (their output layer starts at zero): the blocks
-        # below the top learn from them at the first step, and rank 1's
-        # differ until broadcast_state gives it rank 0's.
-        g = torch.Generator().manual_seed(500 + seed)
-        with torch.no_grad():
-            for p in learner.sg_parameters():
-                p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64).to(dtype))
-        return Trainer(_WithSG(model, learner.synthesizers), learner)
-
-    return build
-
-
-# --- target propagation ---------------------------------------------------------
-
-
-def _square_mlp(seed, dtype):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(12, 6), nn.Tanh(), nn.Linear(6, 6), nn.LeakyReLU(0.2), nn.Linear(6, 6)).to(dtype)
-
-
-class _WithFeedback(nn.Module):
-    """The model and the learner's feedback maps in one module, for the optimizer (and fully_shard)."""
-
-    def __init__(self, model, feedback):
-        super().__init__()
-        self.model, self.feedback = model, feedback
-
-    def forward(self, x):
-        return self.model(x)
+def _cnn_input(batch, step, dtype):
+    g = torch.Generator().manual_seed(1000 + step)
+    return torch.randn(batch, 1, 5, 5, generator=g, dtype=dtype), torch.randint(0, N_OUT, (batch,), generator=g)
 
 
 def _tp_conv(seed, dtype):
-    # A strided-conv net on the 12 features seen as a 3x4 image (the conv path's ConvTranspose2d feedback);
-    # tanh: no dead units whose feedback bias gradient would be rounding noise.
+    # A strided-conv net on the 12 features seen as a 3x4 image (target
+    # propagation's ConvTranspose2d feedback); tanh: no dead units whose
+    # feedback bias gradient would be rounding noise.
     torch.manual_seed(seed)
     return nn.Sequential(nn.Unflatten(1, (1, 3, 4)), nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.Tanh(),
-                         nn.Flatten(), nn.Linear(12, 4)).to(dtype)
+                         nn.Flatten(), nn.Linear(12, N_OUT)).to(dtype)
 
 
-def _tp_builder(variant, conv=False, **options):
-    def build(seed, dtype):
-        model = (_tp_conv if conv else _square_mlp if variant == "gait" else _mlp)(seed, dtype)
-        learner = TargetProp(model, variant=variant, seed=seed, **options)
-        # The optimizer trains the model and the feedback: one module holding both.
-        return Trainer(_WithFeedback(model, learner.feedback), learner)
-
-    return build
-
-
-def _recurrent_dni_builder(seed, dtype):
+def _alif(seed, dtype):
     torch.manual_seed(seed)
-    model = LeakyRNN(3, 5, 2, alpha=0.6).to(dtype)
-    learner = RecurrentDNI(model, sg_hidden=(4,))
-    g = torch.Generator().manual_seed(600 + seed)
-    with torch.no_grad():
-        for p in learner.sg_parameters():
-            p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64).to(dtype))
-    return Trainer(_WithSG(model, learner.synthesizer), learner)
+    return ALIF(3, 6, N_OUT, tau_m=5.0, weight_scale=2.0, dtype=dtype)
 
 
-def _dni_case(dtype=torch.float64, **options):
-    return Case("self", _dni_builder(**options), _classes((12,)), _rows, _pc_step, dtype, "dni")
+@dataclass
+class Variant:
+    """A registered rule with options, a dtype or a model other than its
+    default one (tests/learner_models.py)."""
+    rule: str
+    options: dict = field(default_factory=dict)
+    dtype: torch.dtype = torch.float64
+    model: Callable[[int, torch.dtype], nn.Module] | None = None
+    data: Callable[[int, int, torch.dtype], tuple] | None = None  # (batch, step, dtype) -> (x, y)
 
 
-# float64 only: the float32 check compares with single-process runs on each
-# shard, which draw a shard's noise instead of the union batch's rows.
-def _tp_case(variant, dtype=torch.float64, **options):
-    return Case("self", _tp_builder(variant, **options), _classes((12,)), _rows, _pc_step, dtype, f"tp-{variant}")
+# Paths of the rules that their registry defaults do not take: other
+# dtypes, conv models, per-step targets, options that pick another fused op.
+VARIANTS = {
+    "eqprop-float32": Variant("eqprop", dtype=torch.float32),
+    "rtrl-float32": Variant("rtrl", dtype=torch.float32),
+    "rtrl-every-step-mse": Variant("rtrl", {"loss": "mse", "targets": "every"}),
+    "eprop-random-feedback": Variant("eprop", {"feedback": "random"}),
+    "kfrtrl-rank2": Variant("kfrtrl", {"rank": 2}),
+    "eprop-spiking-alif-random": Variant("eprop-spiking", {"feedback": "random"}, model=_alif),
+    "oja-float32": Variant("oja", dtype=torch.float32),
+    "pc-float32": Variant("pc", {"steps": 6}, dtype=torch.float32),
+    "pc-conv": Variant("pc", {"steps": 4}, model=_cnn, data=_cnn_input),
+    "dni-float32": Variant("dni", dtype=torch.float32),
+    "cdni-mse-lam": Variant("cdni", {"lam": 0.5, "sg_hidden": (5,), "loss": "mse"}),
+    "dtp-papers-feedback": Variant("dtp", {"feedback": "nonlinear"}),
+    # Noise samples stacked through the fused feedback-gradient op.
+    "ldrl-samples": Variant("ldrl", {"beta": 0.3, "samples": 3}),
+    "ddtp-mse": Variant("ddtp", {"lam": 0.1, "loss": "mse"}),
+    # The conv path in the papers' form (the gated form's feedback bias has
+    # no gradient at all: a relative error of rounding noise).
+    "ldrl-conv": Variant("ldrl", {"beta": 0.3, "samples": 2, "feedback": "nonlinear"}, model=_tp_conv),
+    "dtp-conv": Variant("dtp", {"feedback": "nonlinear"}, model=_tp_conv),
+}
 
 
 CASES: dict[str, Case] = {
+    # The keep-your-own-loop tier (localgrad.convert): autograd under DDP and FSDP2.
     "backprop": _convert_case("backprop"),
     "fa": _convert_case("fa"),
     "usf": _convert_case("usf"),
@@ -321,52 +168,6 @@ CASES: dict[str, Case] = {
     "fa-conv": _convert_case("fa", conv=True),
     "ba": _convert_case("ba"),
     "ba-no-derivative": _convert_case("ba", derivative=False),
-    "eqprop": _eqprop_case("eqprop"),
-    "eqprop-float32": _eqprop_case("eqprop", torch.float32),
-    "chl": _eqprop_case("chl"),
-    "rtrl": _online_case("rtrl", lambda m, s: RTRL(m)),
-    "rtrl-float32": _online_case("rtrl", lambda m, s: RTRL(m), torch.float32),
-    "snap1": _online_case("snap", lambda m, s: SnAp(m, n=1)),
-    "snap2": _online_case("snap", lambda m, s: SnAp(m, n=2)),
-    "rflo": _online_case("rflo", lambda m, s: RFLO(m, seed=s)),
-    "eprop": _online_case("eprop", lambda m, s: EProp(m)),
-    "eprop-random": _online_case("eprop", lambda m, s: EProp(m, feedback="random", seed=s)),
-    "uoro": _online_case("uoro", lambda m, s: UORO(m, seed=s)),
-    "kfrtrl": _online_case("kfrtrl", lambda m, s: KFRTRL(m, seed=s)),
-    "kfrtrl2": _online_case("kfrtrl", lambda m, s: KFRTRL(m, rank=2, seed=s)),
-    "bptt": _online_case("bptt", lambda m, s: BPTT(m)),
-    "eprop-lif": _spiking_case("eprop", LIF, lambda m, s: SpikingEProp(m, loss="ce")),
-    "eprop-alif-random": _spiking_case(
-        "eprop", ALIF, lambda m, s: SpikingEProp(m, feedback="random", loss="ce", seed=s)
-    ),
-    "bptt-lif": _spiking_case("bptt", LIF, lambda m, s: SpikingBPTT(m, loss="ce")),
-    "hebbian-oja": _hebbian_case("oja"),
-    "hebbian-sanger": _hebbian_case("sanger"),
-    "hebbian-bcm": _hebbian_case("bcm"),
-    "hebbian-softhebb": _hebbian_case("softhebb"),  # published knobs: max-abs normalised, adaptive rate
-    "hebbian-oja-float32": _hebbian_case("oja", torch.float32),
-    "hebbian-krotov": _hebbian_case("krotov"),
-    "pc-il": _pc_case("il", loss="ce", steps=6),
-    "pc-il-float32": _pc_case("il", torch.float32, steps=6),
-    "pc-zil": _pc_case("zil"),
-    "pc-fpa": _pc_case("fpa", loss="ce"),
-    "pc-il-conv": _pc_case("il", conv=True, steps=4),
-    "dni": _dni_case(),
-    "dni-float32": _dni_case(torch.float32),
-    "dni-rnn": Case("self", _recurrent_dni_builder, _sequences, _columns, _online_step, torch.float64, "dni"),
-    "cdni-lam-mse": _dni_case(conditioned=True, lam=0.5, sg_hidden=(5,), loss="mse", split="pre-activation"),
-    "tp-dtp": _tp_case("dtp"),
-    "tp-tp": _tp_case("tp"),
-    "tp-ldrl": _tp_case("ldrl", beta=0.3),
-    "tp-ddtp": _tp_case("ddtp", lam=0.1, loss="mse"),
-    "tp-gait": _tp_case("gait", gamma=0.5),
-    # The fused feedback-gradient op (linear in h: the gated maps), noise samples stacked.
-    "tp-dtp-gated": _tp_case("dtp", feedback="gated"),
-    "tp-ldrl-gated-samples": _tp_case("ldrl", beta=0.3, feedback="gated", samples=3),
-    # The conv path in the papers' form (the gated form's feedback bias has no
-    # gradient at all: a relative error of rounding noise).
-    "tp-ldrl-conv": _tp_case("ldrl", conv=True, beta=0.3, samples=2),
-    "tp-dtp-conv": _tp_case("dtp", conv=True),
 }
 
 
@@ -395,11 +196,13 @@ class _WithOwn(nn.Module):
         self.model, self.own = model, nn.ParameterList(own)
 
 
-def _learner_case(rule):
+def _learner_case(variant: Variant) -> Case:
+    rule = variant.rule
+
     def build(seed, dtype):
-        model = model_for(rule, seed, dtype)
+        model = (variant.model or (lambda s, d: model_for(rule, s, d)))(seed, dtype)
         # Each rank's own seed: the replicas agree only after broadcast_state.
-        learner = localgrad.learner(model, rule, seed=seed)
+        learner = localgrad.learner(model, rule, seed=seed, **variant.options)
         # The learner's own parameters drawn at random (synthetic-gradient
         # modules start with a zero output layer, which would send nothing
         # below at the first step), and differently on each rank until the broadcast.
@@ -411,12 +214,21 @@ def _learner_case(rule):
         return Trainer(_WithOwn(model, learner.parameters()), learner)
 
     def batch(step, dtype):
-        return batch_for(rule, UNION, step, dtype)
+        if variant.data is not None:
+            return variant.data(UNION, step, dtype)
+        x, y = batch_for(rule, UNION, step, dtype)
+        if variant.options.get("loss") == "mse":
+            per_step = variant.options.get("targets") == "every"
+            y = torch.nn.functional.one_hot(y, N_OUT if rule not in REFUSE_MLP else 6).to(dtype)
+            if per_step:
+                y = y.unsqueeze(1).expand(-1, x.shape[1], -1).contiguous()
+        return x, y
 
     def step(trainer, batch):
         trainer.learner.step(*batch)
 
-    return Case("learner", build, batch, _rows, step, torch.float64, rule)
+    return Case("learner", build, batch, _rows, step, variant.dtype, rule)
 
 
-CASES.update({f"learner:{rule}": _learner_case(rule) for rule in localgrad.rules()})
+CASES.update({f"learner:{rule}": _learner_case(Variant(rule)) for rule in localgrad.rules()})
+CASES.update({f"learner:{name}": _learner_case(v) for name, v in VARIANTS.items()})

@@ -27,14 +27,14 @@ from distributed_cases import CASES, STEPS, Trainer, feedback_state  # noqa: E40
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
 import localgrad.distributed as ld  # noqa: E402
-from localgrad.online import RTRL, LeakyRNN  # noqa: E402
-from localgrad.predictive_coding import PredictiveCoding  # noqa: E402
+import localgrad  # noqa: E402
+from localgrad.online import LeakyRNN  # noqa: E402
 
-WRAPPERS = {"convert": ("ddp", "fsdp"), "self": ("none", "fsdp"), "learner": ("none",)}
+WRAPPERS = {"convert": ("ddp", "fsdp"), "learner": ("none", "fsdp")}
 DFA_EXTRA = ("ddp-no-sync", "ddp-find-unused", "ddp-static-graph")
-# Rules that average .grad themselves, with their model wrapped in DDP anyway
-# (DDP sees none of their gradients; nothing may be averaged twice or lost).
-SELF_UNDER_DDP = ("eqprop", "rtrl", "uoro", "eprop-lif")
+# Learners whose model is wrapped in DDP anyway (DDP sees none of their
+# gradients; nothing may be averaged twice or lost).
+LEARNERS_UNDER_DDP = ("learner:eqprop", "learner:rtrl", "learner:uoro", "learner:eprop-spiking")
 
 
 def full(t: torch.Tensor) -> torch.Tensor:
@@ -108,16 +108,16 @@ def misuse_checks(rank):
         results["partial-grad"] = None
     except RuntimeError as e:
         results["partial-grad"] = str(e)
-    # An online learner given the DDP wrapper instead of the model.
+    # A learner given the DDP wrapper instead of the model.
     try:
-        RTRL(DDP(LeakyRNN(3, 4, 2)))
+        localgrad.learner(DDP(LeakyRNN(3, 4, 2)), "rtrl")
         results["ddp-learner"] = None
     except TypeError as e:
         results["ddp-learner"] = str(e)
     # iPC moves the weights inside inference by each rank's own samples.
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
     try:
-        PredictiveCoding(model, variant="ipc", steps=2).step(torch.randn(2, 3), torch.tensor([0, 1]))
+        localgrad.learner(model, "pc-ipc", steps=2).step(torch.randn(2, 3), torch.tensor([0, 1]))
         results["ipc"] = None
     except RuntimeError as e:
         results["ipc"] = str(e)
@@ -143,8 +143,8 @@ def main():
     for name, case in CASES.items():
         if only and name not in only.split(","):
             continue
-        wrappers = WRAPPERS[case.family] + (DFA_EXTRA if name == "dfa" else ())
-        wrappers += ("ddp",) if name in SELF_UNDER_DDP else ()
+        wrappers = WRAPPERS[case.tier] + (DFA_EXTRA if name == "dfa" else ())
+        wrappers += ("ddp",) if name in LEARNERS_UNDER_DDP else ()
         for wrapper in wrappers:
             t0 = time.perf_counter()
             try:

@@ -100,3 +100,24 @@ def test_cli_rejects_an_unknown_family():
                           timeout=60)
     assert done.returncode != 0
     assert "choose from dfa" in done.stderr
+
+
+def test_rules_benchmark_times_every_registered_rule(tmp_path):
+    """bench_rules.py iterates over the registry: a row per rule, each with a
+    time against its kind's exact-gradient baseline or the model's refusal."""
+    import localgrad
+    from learner_models import REFUSE_MLP
+
+    path = tmp_path / "rules.json"
+    done = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, "bench_rules.py"), "--quick", "--device", "cpu", "--json", str(path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, f"bench_rules.py --quick failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    rows = {r["rule"]: r for r in json.loads(path.read_text())["rows"]}
+    assert list(rows) == localgrad.rules()
+    refused = {name for name, r in rows.items() if r["timing"] is None}
+    assert refused == set(REFUSE_MLP), {name: rows[name]["refused"] for name in refused}
+    for name, r in rows.items():
+        if name not in refused:
+            assert localgrad.rule_info(r["baseline"]).baseline and r["vs_baseline"] > 0, r

@@ -45,10 +45,9 @@ TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-6}
 # takes other paths for batches of 4 and 8, and the SVD amplifies their
 # rounding where singular values nearly meet: 3.5e-10 off the union batch on
 # this project's Intel machine (1e-12 held on the AMD one before).
-CASE_TOLERANCE = {"kfrtrl2": 1e-8}
-SELF_AVERAGING = [n for n, c in CASES.items() if c.family == "self"]
-THROUGH_AUTOGRAD = [n for n, c in CASES.items() if c.family == "convert"]
-LEARNERS = [n for n, c in CASES.items() if c.family == "learner"]
+CASE_TOLERANCE = {"learner:kfrtrl-rank2": 1e-8}
+THROUGH_AUTOGRAD = [n for n, c in CASES.items() if c.tier == "convert"]
+LEARNERS = [n for n, c in CASES.items() if c.tier == "learner"]
 # Registered rules that refuse data-parallel training, and what they say.
 REFUSE_DATA_PARALLEL = {"learner:pc-ipc": "variant 'ipc' cannot train data-parallel"}
 
@@ -221,24 +220,17 @@ def test_dfa_accumulates_under_no_sync(ranks):
     _check(ranks, "dfa", "ddp-no-sync", scale=2.0)
 
 
-@pytest.mark.parametrize("name", SELF_AVERAGING)
-def test_rules_that_write_grad_average_it_themselves(ranks, name):
-    _check(ranks, name, "none")
-
-
-@pytest.mark.parametrize("name", ["eqprop", "rtrl", "uoro", "eprop-lif"])
-def test_self_averaging_rules_wrapped_in_ddp_anyway(ranks, name):
+@pytest.mark.parametrize("name", ["learner:eqprop", "learner:rtrl", "learner:uoro", "learner:eprop-spiking"])
+def test_learners_whose_model_is_wrapped_in_ddp_anyway(ranks, name):
     _check(ranks, name, "ddp")
 
 
-@pytest.mark.parametrize("name", SELF_AVERAGING)
+@pytest.mark.parametrize("name", [n for n in LEARNERS if n not in REFUSE_DATA_PARALLEL])
 def test_fsdp2_is_refused_naming_the_rule(ranks, name):
+    rule = CASES[name].rule
     for r, res in enumerate(r[name, "fsdp"] for r in ranks):
         assert "error" in res, f"{name} ran under FSDP2 on rank {r}"
-        assert "does not support FSDP2" in res["error"], res["error"]
-    rule_name = ranks[0][name, "fsdp"]["error"].split(":", 1)[1].split(" does not")[0].strip()
-    assert rule_name in {"EqProp", "CHL", "RTRL", "SnAp", "RFLO", "EProp", "UORO", "KFRTRL", "BPTT", "SpikingEProp",
-                         "SpikingBPTT", "Hebbian", "PredictiveCoding", "DNI", "RecurrentDNI", "TargetProp"}
+        assert "does not support FSDP2" in res["error"] and rule in res["error"], res["error"]
 
 
 @pytest.mark.parametrize("name", LEARNERS)

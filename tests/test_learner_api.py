@@ -42,6 +42,11 @@ def test_registry_lists_every_family_with_its_papers():
         localgrad.learner(stock_mlp(), "nope")
 
 
+def test_each_kind_of_model_has_one_exact_gradient_baseline():
+    # What benchmarks and tables divide by: backprop for static models, BPTT for each recurrent kind.
+    assert [r for r in RULES if localgrad.rule_info(r).baseline] == ["backprop", "bptt", "bptt-spiking"]
+
+
 @pytest.mark.parametrize("rule", localgrad.rules("static"))
 def test_stock_mlp_is_trained_or_refused_by_name(rule):
     if rule in REFUSE_MLP:

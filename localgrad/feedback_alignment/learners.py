@@ -58,4 +58,5 @@ class ConvertLearner(Learner):
 
 
 for _name in _PAPERS:
-    register_rule(_name, family="feedback_alignment", summary=_SUMMARIES[_name], paper=_PAPERS[_name])(ConvertLearner)
+    register_rule(_name, family="feedback_alignment", summary=_SUMMARIES[_name], paper=_PAPERS[_name],
+                  baseline=_name == "backprop")(ConvertLearner)

@@ -183,4 +183,4 @@ _RULES = {
 }
 for _name, (_engine, _options, _summary, _paper) in _RULES.items():
     register_rule(_name, family="online", inputs="sequence", summary=_summary, paper=_paper, engine=_engine,
-                  **_options)(SequenceLearner)
+                  baseline=_engine.startswith("bptt"), **_options)(SequenceLearner)
