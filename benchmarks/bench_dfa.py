@@ -31,21 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import (  # noqa: E402
-    OtherLoad,
-    args_record,
-    benchmark_parser,
-    fmt_num,
-    fmt_time,
-    measure_peaks,
-    parse_ints,
-    print_other_load,
-    print_peaks,
-    print_table,
-    start,
-    time_fn,
-    write_json,
-)
+import _timing as timing  # noqa: E402
 
 import localgrad  # noqa: E402
 from localgrad import Activation, reference  # noqa: E402
@@ -54,9 +40,9 @@ RELU = int(Activation.RELU)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = benchmark_parser(__doc__, repeats_default_help="20")
-    p.add_argument("--batches", type=parse_ints, default=None, help="comma-separated (default 128,512)")
-    p.add_argument("--sizes", type=parse_ints, default=None,
+    p = timing.benchmark_parser(__doc__, repeats_default_help="20")
+    p.add_argument("--batches", type=timing.parse_ints, default=None, help="comma-separated (default 128,512)")
+    p.add_argument("--sizes", type=timing.parse_ints, default=None,
                    help="MLP widths in,hidden...,out (default 784,1000,1000,1000,10)")
     args = p.parse_args(argv)
     if args.quick:
@@ -140,7 +126,7 @@ def bench_op(args, device, peaks, batch: int) -> list[dict]:
             row["error"] = "compiled extension not loaded"
         else:
             try:
-                t = time_fn(fn, device, args.repeats, warmup=args.warmup, min_repeat_s=args.min_repeat_s)
+                t = timing.time_fn(fn, device, args.repeats, warmup=args.warmup, min_repeat_s=args.min_repeat_s)
                 row.update(t.as_dict())
             except Exception as exc:  # a row that cannot run says why; the others still run
                 row["error"] = failed(exc)
@@ -163,7 +149,7 @@ def load_note(load: float | None) -> str:
 def print_op_table(rows: list[dict], batch: int, n_out: int, widths: list[int], load: float | None) -> None:
     r0 = rows[0]
     title = (f"Part 1, dfa_project: batch {batch}, n_out {n_out}, widths {widths}, fp32 ReLU; "
-             f"floor {fmt_time(r0['floor_s'])} ({r0['flops'] / 1e6:.3g} MFLOP, {r0['bytes'] / 1e6:.3g} MB)"
+             f"floor {timing.fmt_time(r0['floor_s'])} ({r0['flops'] / 1e6:.3g} MFLOP, {r0['bytes'] / 1e6:.3g} MB)"
              f"{load_note(load)}")
     table = []
     for r in rows:
@@ -171,10 +157,10 @@ def print_op_table(rows: list[dict], batch: int, n_out: int, widths: list[int], 
             table.append([r["variant"], "n/a", "", "", "", "", "", r["error"]])
             continue
         table.append([
-            r["variant"], fmt_time(r["median_s"]), fmt_time(r["min_s"]), fmt_num(r["x_floor"]),
-            fmt_num(r["gbps"]), fmt_num(r["gflops"]), fmt_num(r["vs_fused"]), "",
+            r["variant"], timing.fmt_time(r["median_s"]), timing.fmt_time(r["min_s"]), timing.fmt_num(r["x_floor"]),
+            timing.fmt_num(r["gbps"]), timing.fmt_num(r["gflops"]), timing.fmt_num(r["vs_fused"]), "",
         ])
-    print_table(title, ["variant", "median", "min", "x floor", "GB/s", "GFLOP/s", "vs fused", "note"], table)
+    timing.print_table(title, ["variant", "median", "min", "x floor", "GB/s", "GFLOP/s", "vs fused", "note"], table)
 
 
 # ---------------------------------------------------------------------------
@@ -310,7 +296,7 @@ def bench_step(args, device, batch: int, macs: tuple[int, int], peaks) -> list[d
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # BioTorch's non-full backward hook warning, every step
                 step = make()
-                t = time_fn(step, device, args.repeats, warmup=args.warmup, min_repeat_s=args.min_repeat_s)
+                t = timing.time_fn(step, device, args.repeats, warmup=args.warmup, min_repeat_s=args.min_repeat_s)
                 last = float(step())
             row.update(t.as_dict())
             row["final_loss"] = last
@@ -338,10 +324,10 @@ def print_step_table(rows: list[dict], batch: int, sizes: list[int], bound: floa
         if "error" in r:
             table.append([r["variant"], "n/a", "", "", "", r["error"]])
             continue
-        table.append([r["variant"], fmt_time(r["median_s"]), fmt_time(r["min_s"]),
-                      fmt_num(r.get("x_flop_floor")), fmt_num(r.get("speedup_vs_backprop")) + "x",
+        table.append([r["variant"], timing.fmt_time(r["median_s"]), timing.fmt_time(r["min_s"]),
+                      timing.fmt_num(r.get("x_flop_floor")), timing.fmt_num(r.get("speedup_vs_backprop")) + "x",
                       r.get("note", "")])
-    print_table(title, ["variant", "median", "min", "x FLOP floor", "vs backprop", "note"], table)
+    timing.print_table(title, ["variant", "median", "min", "x FLOP floor", "vs backprop", "note"], table)
 
 
 # ---------------------------------------------------------------------------
@@ -349,22 +335,22 @@ def print_step_table(rows: list[dict], batch: int, sizes: list[int], bound: floa
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device, env = start(args)
+    device, env = timing.start(args)
     # A repeat of a microsecond op runs many calls, so the clock's resolution
     # and the timer's own overhead stay out of the figure.
     args.warmup = 1 if args.quick else 3
     args.min_repeat_s = 0.0 if args.quick else (0.005 if device.type == "cuda" else 0.02)
 
-    whole_run = OtherLoad()
+    whole_run = timing.OtherLoad()
     print(f"timing: median and min per call over {args.repeats} loops, after {args.warmup} warm-up calls")
 
-    peaks = measure_peaks(device, quick=args.quick)
-    print_peaks(peaks)
+    peaks = timing.measure_peaks(device, quick=args.quick)
+    timing.print_peaks(peaks)
 
     rows: list[dict] = []
     n_out, widths = args.sizes[-1], args.sizes[1:-1]
     for batch in args.batches:
-        load = OtherLoad()
+        load = timing.OtherLoad()
         op_rows = bench_op(args, device, peaks, batch)
         for row in op_rows:
             row["other_load"] = load.fraction()
@@ -377,7 +363,7 @@ def main(argv=None) -> int:
           f"of layers 2..L), DFA {dfa_macs / 1e6:.4g}M (forward + weight grads + projection "
           f"{n_out}x{sum(widths)}); bound on DFA's speed-up {bound:.3g}x")
     for batch in args.batches:
-        load = OtherLoad()
+        load = timing.OtherLoad()
         step_rows = bench_step(args, device, batch, (bp_macs, dfa_macs), peaks)
         for row in step_rows:
             row["other_load"] = load.fraction()
@@ -385,12 +371,12 @@ def main(argv=None) -> int:
         rows += step_rows
 
     other = whole_run.fraction()
-    print_other_load(other)
+    timing.print_other_load(other)
     if args.json:
-        write_json(args.json, {
+        timing.write_json(args.json, {
             "benchmark": "dfa",
             **env,
-            "args": args_record(args),
+            "args": timing.args_record(args),
             "peaks": peaks.as_dict(),
             "other_load": other,
             "macs_per_sample": {"backprop": bp_macs, "dfa": dfa_macs, "speedup_bound": bound},

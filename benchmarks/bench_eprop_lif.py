@@ -26,21 +26,7 @@ import warnings
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import (  # noqa: E402
-    OtherLoad,
-    args_record,
-    benchmark_parser,
-    fmt_num,
-    fmt_time,
-    measure_peaks,
-    parse_ints,
-    print_other_load,
-    print_peaks,
-    print_table,
-    start,
-    time_fn,
-    write_json,
-)
+import _timing as timing  # noqa: E402
 
 from localgrad.online import ALIF, LIF, SpikingBPTT, SpikingEProp  # noqa: E402
 from localgrad.online.eprop_spiking import step_losses  # noqa: E402
@@ -50,10 +36,10 @@ N_IN, N_OUT = 40, 10
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = benchmark_parser(__doc__, repeats_default_help="3; 1 with --quick",
-                         quick_help="a smoke run: tiny sizes, one repeat")
-    p.add_argument("--hidden", type=parse_ints, default=None, help="comma-separated (default 32,64,128,256)")
-    p.add_argument("--batches", type=parse_ints, default=None, help="comma-separated (default 1,32,256)")
+    p = timing.benchmark_parser(__doc__, repeats_default_help="3; 1 with --quick",
+                                quick_help="a smoke run: tiny sizes, one repeat")
+    p.add_argument("--hidden", type=timing.parse_ints, default=None, help="comma-separated (default 32,64,128,256)")
+    p.add_argument("--batches", type=timing.parse_ints, default=None, help="comma-separated (default 1,32,256)")
     p.add_argument("--steps", type=int, default=None, help="time steps per chunk (default 20)")
     p.add_argument("--lif", action="store_true", help="LIF neurons (default ALIF)")
     args = p.parse_args(argv)
@@ -105,8 +91,8 @@ def bench_config(args, device, peaks, hidden, batch) -> list[dict]:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            t_chunk = time_fn(chunk, **kw)
-            t_step = time_fn(one_step, **kw)
+            t_chunk = timing.time_fn(chunk, **kw)
+            t_step = timing.time_fn(one_step, **kw)
         if name == "surrogate BPTT":
             run = lambda: step_losses(model(xs)[0], targets, "mse").sum().backward()  # noqa: E731
             mem = saved_bytes(run, model.parameters()) / max(batch, 1)
@@ -130,12 +116,13 @@ def print_rows(rows, steps, other_load):
     table = []
     for r in rows:
         table.append([
-            r["implementation"], str(r["hidden"]), str(r["batch"]), fmt_time(r["chunk_s"]),
-            fmt_time(r["per_step_in_chunk_s"]), fmt_time(r["step_s"]), fmt_num(r["chunk_vs_fused"]),
-            fmt_num(r["x_floor"]), f"{r['bytes_per_sample'] / 1024:.1f} KiB",
+            r["implementation"], str(r["hidden"]), str(r["batch"]), timing.fmt_time(r["chunk_s"]),
+            timing.fmt_time(r["per_step_in_chunk_s"]), timing.fmt_time(r["step_s"]),
+            timing.fmt_num(r["chunk_vs_fused"]),
+            timing.fmt_num(r["x_floor"]), f"{r['bytes_per_sample'] / 1024:.1f} KiB",
         ])  # fmt: skip
     note = "" if other_load is None else f", other processes {100 * other_load:.0f}% of CPUs"
-    print_table(
+    timing.print_table(
         f"{rows[0]['neuron']}, chunk of {steps} steps, n_in {N_IN}, n_out {N_OUT}{note}",
         ["implementation", "hidden", "batch", "chunk", "per step (chunk)", "step()", "chunk / fused",
          "x floor", "memory / sample"],
@@ -145,15 +132,15 @@ def print_rows(rows, steps, other_load):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device, env = start(args)
+    device, env = timing.start(args)
     args.warmup = 1
     args.min_repeat_s = 0.0 if args.quick else 0.02
-    whole_run = OtherLoad()
-    peaks = measure_peaks(device, quick=args.quick)
-    print_peaks(peaks)
+    whole_run = timing.OtherLoad()
+    peaks = timing.measure_peaks(device, quick=args.quick)
+    timing.print_peaks(peaks)
     rows: list[dict] = []
     for hidden in args.hidden:
-        load = OtherLoad()
+        load = timing.OtherLoad()
         config_rows = []
         for batch in args.batches:
             config_rows += bench_config(args, device, peaks, hidden, batch)
@@ -163,10 +150,10 @@ def main(argv=None) -> int:
         print_rows(config_rows, args.steps, other)
         rows += config_rows
     other = whole_run.fraction()
-    print_other_load(other)
+    timing.print_other_load(other)
     if args.json:
-        write_json(args.json, {"benchmark": "eprop_lif", **env, "peaks": peaks.as_dict(), "other_load": other,
-                               "args": args_record(args), "rows": rows})  # fmt: skip
+        timing.write_json(args.json, {"benchmark": "eprop_lif", **env, "peaks": peaks.as_dict(), "other_load": other,
+                                      "args": timing.args_record(args), "rows": rows})  # fmt: skip
         print(f"\nwrote {args.json}")
     return 0
 

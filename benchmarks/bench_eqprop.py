@@ -33,20 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import (  # noqa: E402
-    OtherLoad,
-    benchmark_parser,
-    fmt_num,
-    fmt_time,
-    measure_peaks,
-    parse_ints,
-    parse_nets,
-    print_peaks,
-    print_table,
-    start,
-    time_fn,
-    write_json,
-)
+import _timing as timing  # noqa: E402
 
 import localgrad  # noqa: E402
 from localgrad import reference  # noqa: E402
@@ -54,10 +41,10 @@ from localgrad.eqprop import EqPropMLP  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = benchmark_parser(__doc__, repeats_default_help="5")
-    p.add_argument("--batches", type=parse_ints, default=None, help="comma-separated (default 128,1024)")
-    p.add_argument("--steps", type=parse_ints, default=None, help="relaxation steps T (default 30,100,250)")
-    p.add_argument("--nets", type=parse_nets, default=None,
+    p = timing.benchmark_parser(__doc__, repeats_default_help="5")
+    p.add_argument("--batches", type=timing.parse_ints, default=None, help="comma-separated (default 128,1024)")
+    p.add_argument("--steps", type=timing.parse_ints, default=None, help="relaxation steps T (default 30,100,250)")
+    p.add_argument("--nets", type=timing.parse_nets, default=None,
                    help="networks as widths joined by '-', comma-separated (default 784-500-10,784-512-512-512-10)")
     args = p.parse_args(argv)
     if args.quick:
@@ -180,7 +167,7 @@ def bench_relax(args, device, peaks, sizes, batch, steps) -> list[dict]:
             row["error"] = failed(fn)
         else:
             try:
-                t = time_fn(fn, device, args.repeats, warmup=args.warmup, min_repeat_s=args.min_repeat_s)
+                t = timing.time_fn(fn, device, args.repeats, warmup=args.warmup, min_repeat_s=args.min_repeat_s)
                 row.update(t.as_dict())
             except Exception as exc:
                 row["error"] = failed(exc)
@@ -204,9 +191,9 @@ def print_relax_table(rows, sizes, load):
         if "error" in r:
             table.append([key, "n/a", "", "", "", "", r["error"]])
             continue
-        table.append([key, fmt_time(r["median_s"]), fmt_time(r["min_s"]), fmt_num(r["x_floor"]),
-                      fmt_num(r["gflops"]), fmt_num(r["vs_fused"]) + "x", ""])
-    print_table(title, ["case", "median", "min", "x floor", "GFLOP/s", "vs fused", "note"], table)
+        table.append([key, timing.fmt_time(r["median_s"]), timing.fmt_time(r["min_s"]), timing.fmt_num(r["x_floor"]),
+                      timing.fmt_num(r["gflops"]), timing.fmt_num(r["vs_fused"]) + "x", ""])
+    timing.print_table(title, ["case", "median", "min", "x floor", "GFLOP/s", "vs fused", "note"], table)
 
 
 def load_note(load: float | None) -> str:
@@ -240,11 +227,12 @@ def bench_convergence(args, device, sizes) -> list[dict]:
 
 
 def print_convergence_table(rows):
-    table = [[r["net"], f"{r['tol']:g}", r["update"], fmt_num(r["mean_steps"]), fmt_num(r["max_steps_used"]),
+    table = [[r["net"], f"{r['tol']:g}", r["update"], timing.fmt_num(r["mean_steps"]),
+              timing.fmt_num(r["max_steps_used"]),
               str(r["unconverged_rows"])] for r in rows]
-    print_table(f"Part 2, free-phase steps until every unit of a row moves < tol (batch {rows[0]['batch']}, "
-                f"cap {rows[0]['max_steps']}, initial weights)",
-                ["net", "tol", "update", "mean steps", "max steps", "rows at cap"], table)
+    timing.print_table(f"Part 2, free-phase steps until every unit of a row moves < tol (batch {rows[0]['batch']}, "
+                       f"cap {rows[0]['max_steps']}, initial weights)",
+                       ["net", "tol", "update", "mean steps", "max steps", "rows at cap"], table)
 
 
 # ---------------------------------------------------------------------------
@@ -325,7 +313,7 @@ def bench_step(args, device, sizes, batch) -> list[dict]:
                        ("backprop, same sizes", backprop)]:
         row = {"part": "step", "net": net_name(sizes), "batch": batch, "variant": name}
         try:
-            t = time_fn(make(), device, args.repeats, warmup=args.warmup, min_repeat_s=args.min_repeat_s)
+            t = timing.time_fn(make(), device, args.repeats, warmup=args.warmup, min_repeat_s=args.min_repeat_s)
             row.update(t.as_dict())
         except Exception as exc:
             row["error"] = failed(exc)
@@ -344,9 +332,10 @@ def print_step_table(rows, load):
         if "error" in r:
             table.append([key, "n/a", "", "", r["error"]])
             continue
-        table.append([key, fmt_time(r["median_s"]), fmt_time(r["min_s"]), fmt_num(r.get("vs_backprop")) + "x", ""])
-    print_table(f"Part 3, one SGD training step{load_note(load)}", ["case", "median", "min", "time / backprop", "note"],
-                table)
+        table.append([key, timing.fmt_time(r["median_s"]), timing.fmt_time(r["min_s"]),
+                      timing.fmt_num(r.get("vs_backprop")) + "x", ""])
+    timing.print_table(f"Part 3, one SGD training step{load_note(load)}",
+                       ["case", "median", "min", "time / backprop", "note"], table)
 
 
 # ---------------------------------------------------------------------------
@@ -354,18 +343,18 @@ def print_step_table(rows, load):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device, env = start(args)
+    device, env = timing.start(args)
     args.warmup = 1
     args.min_repeat_s = 0.0 if args.quick else (0.005 if device.type == "cuda" else 0.0)
 
-    whole_run = OtherLoad()
+    whole_run = timing.OtherLoad()
     print(f"timing: median and min per call over {args.repeats} loops, after {args.warmup} warm-up call")
-    peaks = measure_peaks(device, quick=args.quick)
-    print_peaks(peaks)
+    peaks = timing.measure_peaks(device, quick=args.quick)
+    timing.print_peaks(peaks)
 
     rows: list[dict] = []
     for sizes in args.nets:
-        load = OtherLoad()
+        load = timing.OtherLoad()
         part = []
         for batch in args.batches:
             for steps in args.steps:
@@ -382,7 +371,7 @@ def main(argv=None) -> int:
     print_convergence_table(conv)
     rows += conv
 
-    load = OtherLoad()
+    load = timing.OtherLoad()
     step_rows = []
     for sizes in args.nets:
         step_rows += bench_step(args, device, sizes, min(args.batches))
@@ -396,8 +385,8 @@ def main(argv=None) -> int:
         print("\nCPU timings on a shared machine are noisy; ratios measured side by side in one run mean more "
               "than absolute times.")
     if args.json:
-        write_json(args.json, {"benchmark": "eqprop", "environment": env, "peaks": peaks.as_dict(),
-                               "other_load": whole_run.fraction(), "rows": rows})
+        timing.write_json(args.json, {"benchmark": "eqprop", "environment": env, "peaks": peaks.as_dict(),
+                                      "other_load": whole_run.fraction(), "rows": rows})
         print(f"wrote {args.json}")
     return 0
 

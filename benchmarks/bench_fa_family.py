@@ -38,21 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import (  # noqa: E402
-    OtherLoad,
-    args_record,
-    benchmark_parser,
-    fmt_num,
-    fmt_time,
-    measure_peaks,
-    parse_ints,
-    print_other_load,
-    print_peaks,
-    print_table,
-    start,
-    time_fn,
-    write_json,
-)
+import _timing as timing  # noqa: E402
 from bench_dfa import failed, load_note  # noqa: E402
 
 import localgrad  # noqa: E402
@@ -78,13 +64,13 @@ def parse_names(allowed):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = benchmark_parser(__doc__, repeats_default_help="20")
-    p.add_argument("--batches", type=parse_ints, default=None, help="comma-separated (default 128,1024)")
+    p = timing.benchmark_parser(__doc__, repeats_default_help="20")
+    p.add_argument("--batches", type=timing.parse_ints, default=None, help="comma-separated (default 128,1024)")
     p.add_argument("--models", type=parse_names(MODELS), default=None, help="comma-separated (default mlp,cnn)")
     p.add_argument("--rules", type=parse_names(ALL_RULES), default=None,
                    help="comma-separated (default backprop,fa,usf,brsf,frsf,dfa); the backprop "
                         "baseline is always timed, every ratio is against it")
-    p.add_argument("--hidden", type=parse_ints, default=None, help="MLP hidden widths (default 1000,1000,1000)")
+    p.add_argument("--hidden", type=timing.parse_ints, default=None, help="MLP hidden widths (default 1000,1000,1000)")
     p.add_argument("--row-seconds", type=float, default=None,
                    help="cap on a step row's timed loops: fewer repeats when one step is slow (default 10)")
     args = p.parse_args(argv)
@@ -362,9 +348,9 @@ def time_step(args, device, step) -> tuple:
     """Times one step; slow steps get fewer repeats so a row lasts about
     args.row_seconds (the count is in the row)."""
     step()  # the first call allocates and may build caches: not timed
-    one = time_fn(step, device, 1, warmup=0, min_repeat_s=0).median_s
+    one = timing.time_fn(step, device, 1, warmup=0, min_repeat_s=0).median_s
     repeats = max(3, min(args.repeats, int(args.row_seconds / max(one, 1e-9))))
-    t = time_fn(step, device, repeats, warmup=args.warmup, min_repeat_s=args.min_repeat_s)
+    t = timing.time_fn(step, device, repeats, warmup=args.warmup, min_repeat_s=args.min_repeat_s)
     return t, float(step())
 
 
@@ -411,12 +397,14 @@ def print_step_table(rows: list[dict], title: str, batch: int, load: float | Non
             table.append([r["rule"], r["implementation"], "n/a", "", "", "", f"{r['bound']:.3g}x", r["error"]])
             continue
         table.append([
-            r["rule"], r["implementation"], fmt_time(r["median_s"]), fmt_time(r["min_s"]),
-            fmt_num(r.get("x_flop_floor")), fmt_num(r.get("speedup_vs_backprop")) + "x", f"{r['bound']:.3g}x",
+            r["rule"], r["implementation"], timing.fmt_time(r["median_s"]), timing.fmt_time(r["min_s"]),
+            timing.fmt_num(r.get("x_flop_floor")), timing.fmt_num(r.get("speedup_vs_backprop")) + "x",
+            f"{r['bound']:.3g}x",
             (f"{r['repeats']} repeats; " if r["repeats"] < rows[0]["repeats"] else "") + r.get("note", ""),
         ])
-    print_table(f"Part 1, SGD step of {title}, batch {batch}, cross-entropy{load_note(load)}",
-                ["rule", "implementation", "median", "min", "x FLOP floor", "vs backprop", "bound", "note"], table)
+    timing.print_table(f"Part 1, SGD step of {title}, batch {batch}, cross-entropy{load_note(load)}",
+                       ["rule", "implementation", "median", "min", "x FLOP floor", "vs backprop", "bound", "note"],
+                       table)
 
 
 def print_macs(title: str, macs: dict, costs: list[tuple[int, int]]) -> None:
@@ -471,8 +459,8 @@ def bench_sign_feedback(args, device, peaks, name: str, shape: tuple[int, ...]) 
             row["error"] = "compiled extension not loaded"
         else:
             try:
-                row.update(time_fn(fn, device, args.repeats, warmup=args.warmup,
-                                   min_repeat_s=args.min_repeat_s).as_dict())
+                row.update(timing.time_fn(fn, device, args.repeats, warmup=args.warmup,
+                                          min_repeat_s=args.min_repeat_s).as_dict())
             except Exception as exc:
                 row["error"] = failed(exc)
         rows.append(row)
@@ -494,12 +482,13 @@ def print_sign_table(rows: list[dict], load: float | None) -> None:
         if "error" in r:
             table.append(head + ["n/a", "", "", "", "", "", r["error"]])
             continue
-        table.append(head + [fmt_time(r["median_s"]), fmt_time(r["min_s"]), fmt_time(r["floor_s"]),
-                             fmt_num(r["x_floor"]), fmt_num(r["gbps"]), fmt_num(r.get("vs_fused")), ""])
-    print_table(f"Part 2, sign_feedback (B = s*sign(W) or |R|*sign(W)), fp32; floor: read W + write B at the "
-                f"measured copy bandwidth{load_note(load)}",
-                ["weight", "shape", "B", "variant", "median", "min", "floor", "x floor", "GB/s", "vs fused", "note"],
-                table)
+        table.append(head + [timing.fmt_time(r["median_s"]), timing.fmt_time(r["min_s"]), timing.fmt_time(r["floor_s"]),
+                             timing.fmt_num(r["x_floor"]), timing.fmt_num(r["gbps"]),
+                             timing.fmt_num(r.get("vs_fused")), ""])
+    timing.print_table(f"Part 2, sign_feedback (B = s*sign(W) or |R|*sign(W)), fp32; floor: read W + write B at the "
+                       f"measured copy bandwidth{load_note(load)}",
+                       ["weight", "shape", "B", "variant", "median", "min", "floor", "x floor", "GB/s", "vs fused",
+                        "note"], table)
 
 
 # ---------------------------------------------------------------------------
@@ -507,7 +496,7 @@ def print_sign_table(rows: list[dict], load: float | None) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device, env = start(args, f"; BioTorch {biotorch_version()}")
+    device, env = timing.start(args, f"; BioTorch {biotorch_version()}")
     args.warmup = 1 if args.quick else 3
     # A repeat of a microsecond op runs many calls, so the clock's resolution
     # and the timer's own overhead stay out of the figure.
@@ -515,12 +504,12 @@ def main(argv=None) -> int:
     if args.quick:
         args.row_seconds = min(args.row_seconds, 0.5)
 
-    whole_run = OtherLoad()
+    whole_run = timing.OtherLoad()
     print(f"timing: median and min per call over up to {args.repeats} loops (fewer when a step row would "
           f"pass {args.row_seconds:g} s), after {args.warmup} warm-up calls")
 
-    peaks = measure_peaks(device, quick=args.quick)
-    print_peaks(peaks)
+    peaks = timing.measure_peaks(device, quick=args.quick)
+    timing.print_peaks(peaks)
 
     rows: list[dict] = []
     all_macs = {}
@@ -532,14 +521,14 @@ def main(argv=None) -> int:
         all_macs[model_name] = {**macs, "layers": costs}
         print_macs(title, macs, costs)
         for batch in args.batches:
-            load = OtherLoad()
+            load = timing.OtherLoad()
             step_rows = bench_steps(args, device, peaks, model_name, batch, macs)
             for row in step_rows:
                 row["other_load"] = load.fraction()
             print_step_table(step_rows, title, batch, step_rows[0]["other_load"])
             rows += step_rows
 
-    load = OtherLoad()
+    load = timing.OtherLoad()
     sign_rows = []
     for name, shape in weight_shapes(args.hidden):
         sign_rows += bench_sign_feedback(args, device, peaks, name, shape)
@@ -549,13 +538,13 @@ def main(argv=None) -> int:
     rows += sign_rows
 
     other = whole_run.fraction()
-    print_other_load(other)
+    timing.print_other_load(other)
     if args.json:
-        write_json(args.json, {
+        timing.write_json(args.json, {
             "benchmark": "fa_family",
             **env,
             "biotorch": biotorch_version(),
-            "args": args_record(args),
+            "args": timing.args_record(args),
             "peaks": peaks.as_dict(),
             "other_load": other,
             "macs_per_sample": all_macs,

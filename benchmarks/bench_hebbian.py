@@ -21,18 +21,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import (  # noqa: E402
-    OtherLoad,
-    benchmark_parser,
-    fmt_num,
-    fmt_time,
-    measure_peaks,
-    print_peaks,
-    print_table,
-    start,
-    time_fn,
-    write_json,
-)
+import _timing as timing  # noqa: E402
 
 from localgrad import ops  # noqa: E402
 from localgrad.reference import hebbian as ref  # noqa: E402
@@ -96,19 +85,19 @@ def gemm_flops(rule: str, batch: int, n_in: int, n_out: int) -> float:
 
 
 def main(argv=None) -> int:
-    p = benchmark_parser(__doc__, repeats_default=7, repeats_default_help="7; 1 with --quick",
-                         quick_help="tiny shapes, one repeat: a smoke run")
+    p = timing.benchmark_parser(__doc__, repeats_default=7, repeats_default_help="7; 1 with --quick",
+                                quick_help="tiny shapes, one repeat: a smoke run")
     p.add_argument("--shapes", type=parse_shapes, default=None,
                    help="batch x n_in x n_out, comma-separated (default 64x784x2000,256x784x2000,1024x75x96)")
     p.add_argument("--rules", default="softhebb,krotov,oja,sanger")
     args = p.parse_args(argv)
-    device, env = start(args)
+    device, env = timing.start(args)
     shapes = args.shapes or ([(16, 20, 30)] if args.quick else [(64, 784, 2000), (256, 784, 2000), (1024, 75, 96)])
     repeats = 1 if args.quick else args.repeats
     rules = [r for r in args.rules.split(",") if r]
-    load = OtherLoad()
-    peaks = measure_peaks(device, quick=args.quick)
-    print_peaks(peaks)
+    load = timing.OtherLoad()
+    peaks = timing.measure_peaks(device, quick=args.quick)
+    timing.print_peaks(peaks)
 
     rows, table = [], []
     for batch, n_in, n_out in shapes:
@@ -118,10 +107,10 @@ def main(argv=None) -> int:
         u, grad = torch.empty(batch, n_out, device=device), torch.empty(n_out, n_in, device=device)
         for rule in rules:
             kw = SETTINGS[rule]
-            fused = time_fn(lambda: ops.hebbian_update(x, w, rule, u=u, grad=grad, **kw), device, repeats)
-            eager = time_fn(lambda: EAGER[rule](x, w, **kw), device, repeats)
-            reference = time_fn(lambda: ref.hebbian_update(x, w, rule, **kw), device, max(1, repeats // 2),
-                                min_repeat_s=0)
+            fused = timing.time_fn(lambda: ops.hebbian_update(x, w, rule, u=u, grad=grad, **kw), device, repeats)
+            eager = timing.time_fn(lambda: EAGER[rule](x, w, **kw), device, repeats)
+            reference = timing.time_fn(lambda: ref.hebbian_update(x, w, rule, **kw), device, max(1, repeats // 2),
+                                       min_repeat_s=0)
             # The eager step and the op agree (float32): a benchmark of different maths would mean nothing.
             _, eg = EAGER[rule](x, w, **kw)
             ops.hebbian_update(x, w, rule, u=u, grad=grad, **kw)
@@ -135,18 +124,19 @@ def main(argv=None) -> int:
                 "fused_over_floor": fused.median_s / floor, "max_rel_diff_vs_eager": agree,
             }
             rows.append(row)
-            table.append([rule, f"{batch}x{n_in}x{n_out}", fmt_time(fused.median_s), fmt_time(eager.median_s),
-                          fmt_time(reference.median_s), fmt_num(row["eager_over_fused"]),
-                          fmt_num(row["reference_over_fused"]), fmt_num(row["fused_over_floor"]),
+            table.append([rule, f"{batch}x{n_in}x{n_out}", timing.fmt_time(fused.median_s),
+                          timing.fmt_time(eager.median_s),
+                          timing.fmt_time(reference.median_s), timing.fmt_num(row["eager_over_fused"]),
+                          timing.fmt_num(row["reference_over_fused"]), timing.fmt_num(row["fused_over_floor"]),
                           f"{agree:.1e}"])
-    print_table("one layer's update per call (median)",
-                ["rule", "batch x in x out", "fused", "eager", "reference f64", "eager / fused",
-                 "ref / fused", "fused / floor", "rel diff"], table)
+    timing.print_table("one layer's update per call (median)",
+                       ["rule", "batch x in x out", "fused", "eager", "reference f64", "eager / fused",
+                        "ref / fused", "fused / floor", "rel diff"], table)
     other = load.fraction()
     if other is not None:
         print(f"\nother processes used {100 * other:.0f}% of the CPUs during the run")
     if args.json:
-        write_json(args.json, {"environment": env, "peaks": peaks.as_dict(), "other_load": other, "rows": rows})
+        timing.write_json(args.json, {"environment": env, "peaks": peaks.as_dict(), "other_load": other, "rows": rows})
     return 0
 
 

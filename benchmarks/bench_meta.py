@@ -29,20 +29,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import (  # noqa: E402
-    OtherLoad,
-    benchmark_parser,
-    fmt_num,
-    fmt_time,
-    measure_peaks,
-    parse_ints,
-    print_peaks,
-    print_table,
-    start,
-    synchronize,
-    time_fn,
-    write_json,
-)
+import _timing as timing  # noqa: E402
 
 from localgrad.activations import Activation  # noqa: E402
 from localgrad.meta.plastic import RECOMPUTE_TOLERANCE, PlasticEpisode, recompute_error_estimate  # noqa: E402
@@ -120,10 +107,10 @@ def floor_flops_bytes(steps, batch, n):
 
 
 def main(argv=None) -> int:
-    p = benchmark_parser(__doc__, repeats_default=3, repeats_default_help="3; 1 with --quick",
-                         quick_help="tiny shapes, one repeat: a smoke run")
-    p.add_argument("--steps", type=parse_ints, default=None, help="episode lengths T (default 10,50,200)")
-    p.add_argument("--sizes", type=parse_ints, default=None, help="N = n_in = n_out (default 64,128,256)")
+    p = timing.benchmark_parser(__doc__, repeats_default=3, repeats_default_help="3; 1 with --quick",
+                                quick_help="tiny shapes, one repeat: a smoke run")
+    p.add_argument("--steps", type=timing.parse_ints, default=None, help="episode lengths T (default 10,50,200)")
+    p.add_argument("--sizes", type=timing.parse_ints, default=None, help="N = n_in = n_out (default 64,128,256)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--mode", choices=("recurrent", "feedforward"), default="recurrent")
     p.add_argument("--eta", type=float, default=0.1)
@@ -135,10 +122,10 @@ def main(argv=None) -> int:
     batch = 2 if args.quick else args.batch
     repeats = 1 if args.quick else args.repeats
     recurrent = args.mode == "recurrent"
-    device, env = start(args, f"; {args.mode} tanh layer, batch {batch}, eta {args.eta}, float32")
-    load = OtherLoad()
-    peaks = measure_peaks(device, quick=args.quick)
-    print_peaks(peaks)
+    device, env = timing.start(args, f"; {args.mode} tanh layer, batch {batch}, eta {args.eta}, float32")
+    load = timing.OtherLoad()
+    peaks = timing.measure_peaks(device, quick=args.quick)
+    timing.print_peaks(peaks)
 
     rows, table = [], []
     for n in sizes:
@@ -156,9 +143,9 @@ def main(argv=None) -> int:
                     row[kind] = {"skipped": f"refused: estimated error {recompute_error:.2g}"}
                     continue
                 run, held = episode_fn(kind, inputs, args.eta)
-                timing = time_fn(run, device, repeats, warmup=1, min_repeat_s=0)
-                synchronize(device)
-                row[kind] = {"time": timing.as_dict(), "held_bytes": held}
+                measured = timing.time_fn(run, device, repeats, warmup=1, min_repeat_s=0)
+                timing.synchronize(device)
+                row[kind] = {"time": measured.as_dict(), "held_bytes": held}
             flops, nbytes = floor_flops_bytes(steps, batch, n)
             floor = peaks.floor_s(flops, nbytes)
             fused_t = row["fused"]["time"]["median_s"]
@@ -175,18 +162,21 @@ def main(argv=None) -> int:
 
             notes = "; ".join(f"{kind}: {row[kind]['skipped']}" for kind in ("fused, recomputed", "eager")
                               if "skipped" in row[kind])
-            table.append([f"{n}", f"{steps}", fmt_time(fused_t), fmt_time(median("fused, recomputed")),
-                          fmt_time(eager_t), fmt_num(row["eager_over_fused"]), fmt_num(held("fused")),
-                          fmt_num(held("fused, recomputed")), fmt_num(held("eager")), fmt_num(fused_t / floor),
+            table.append([f"{n}", f"{steps}", timing.fmt_time(fused_t), timing.fmt_time(median("fused, recomputed")),
+                          timing.fmt_time(eager_t), timing.fmt_num(row["eager_over_fused"]),
+                          timing.fmt_num(held("fused")),
+                          timing.fmt_num(held("fused, recomputed")), timing.fmt_num(held("eager")),
+                          timing.fmt_num(fused_t / floor),
                           notes])
-    print_table(f"one episode + its backward ({args.mode}, batch {batch}; median; held = MiB saved for the backward)",
-                ["N", "T", "fused", "fused recompute", "eager", "eager / fused", "held fused", "held recompute",
-                 "held eager", "fused / floor", "note"], table)
+    title = f"one episode + its backward ({args.mode}, batch {batch}; median; held = MiB saved for the backward)"
+    timing.print_table(title,
+                       ["N", "T", "fused", "fused recompute", "eager", "eager / fused", "held fused", "held recompute",
+                        "held eager", "fused / floor", "note"], table)
     other = load.fraction()
     if other is not None:
         print(f"\nother processes used {100 * other:.0f}% of the CPUs during the run")
     if args.json:
-        write_json(args.json, {"environment": env, "peaks": peaks.as_dict(), "other_load": other, "rows": rows})
+        timing.write_json(args.json, {"environment": env, "peaks": peaks.as_dict(), "other_load": other, "rows": rows})
     return 0
 
 

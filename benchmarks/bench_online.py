@@ -27,18 +27,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import (  # noqa: E402
-    args_record,
-    benchmark_parser,
-    environment,
-    fmt_num,
-    fmt_time,
-    parse_ints,
-    print_table,
-    setup_device,
-    time_fn,
-    write_json,
-)
+import _timing as timing  # noqa: E402
 
 from localgrad import ops  # noqa: E402
 from localgrad.online import LeakyRNN, SnAp  # noqa: E402
@@ -49,9 +38,9 @@ INPUT = 2
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = benchmark_parser(__doc__, repeats_default_help="5")
-    p.add_argument("--hidden", type=parse_ints, default=None, help="comma-separated (default 32,64,128,256)")
-    p.add_argument("--batches", type=parse_ints, default=None, help="comma-separated (default 1,32,256)")
+    p = timing.benchmark_parser(__doc__, repeats_default_help="5")
+    p.add_argument("--hidden", type=timing.parse_ints, default=None, help="comma-separated (default 32,64,128,256)")
+    p.add_argument("--batches", type=timing.parse_ints, default=None, help="comma-separated (default 1,32,256)")
     p.add_argument("--chunk", type=int, default=16, help="time steps of a chunk (default 16)")
     p.add_argument("--max-influence-mib", type=float, default=512.0, help="skip RTRL above this influence size")
     p.add_argument("--plot", metavar="PATH", help="write the log-log scaling plot here (needs matplotlib)")
@@ -83,7 +72,8 @@ def bench_config(args, device, hidden, batch) -> list[dict]:
     cols = INPUT + hidden + 1
     elem = 4
     model, w, h, x, d = step_inputs(hidden, batch, device)
-    time = lambda fn: time_fn(fn, device, args.repeats, warmup=1, min_repeat_s=0.005 if args.quick else 0.02)  # noqa: E731
+    time = lambda fn: timing.time_fn(fn, device, args.repeats, warmup=1,
+                                     min_repeat_s=0.005 if args.quick else 0.02)  # noqa: E731
     rows = []
 
     def row(rule, kind, kernel, reference=None, floor=None, bytes_per_sample=0, note=""):
@@ -99,7 +89,8 @@ def bench_config(args, device, hidden, batch) -> list[dict]:
     if influence_mib <= args.max_influence_mib:
         m = torch.randn(batch, hidden, hidden * cols, device=device)
         row("rtrl", "step", time(lambda: ops.rtrl_step(m, w, h, x, d, None, 0.5)),
-            time(lambda: ref.rtrl_step(m, w, h, x, d, None, 0.5)) if influence_mib <= args.max_influence_mib / 4 else None,
+            time(lambda: ref.rtrl_step(m, w, h, x, d, None,
+                                       0.5)) if influence_mib <= args.max_influence_mib / 4 else None,
             time(lambda: torch.matmul(w, m)), hidden * hidden * cols * elem)
         del m
     else:
@@ -157,14 +148,14 @@ def print_rows(rows):
     for r in rows:
         k, rf, fl = r["kernel_s"], r["reference_s"], r["floor_s"]
         table.append([
-            r["rule"], r["kind"], str(r["hidden"]), str(r["batch"]), fmt_time(k), fmt_time(rf),
-            fmt_num(rf / k) if k and rf else "-", fmt_num(k / fl) if k and fl else "-",
+            r["rule"], r["kind"], str(r["hidden"]), str(r["batch"]), timing.fmt_time(k), timing.fmt_time(rf),
+            timing.fmt_num(rf / k) if k and rf else "-", timing.fmt_num(k / fl) if k and fl else "-",
             f"{r['bytes_per_sample']:,}", r["note"],
         ])
-    print_table("time per step (median); ref/kernel > 1: kernel faster; kernel/floor: RTRL against its W·M matmul, "
-                "KF-RTRL against its W·A matmul",
-                ["rule", "kind", "H", "B", "kernel", "reference", "ref/kernel", "kernel/floor", "bytes/sample", "note"],
-                table)
+    timing.print_table("time per step (median); ref/kernel > 1: kernel faster; kernel/floor: RTRL against its W·M "
+                       "matmul, KF-RTRL against its W·A matmul",
+                       ["rule", "kind", "H", "B", "kernel", "reference", "ref/kernel", "kernel/floor", "bytes/sample",
+                        "note"], table)
 
 
 def plot(rows, path, batch):
@@ -214,8 +205,8 @@ def main(argv=None) -> int:
         if args.plot:
             plot(saved["rows"], args.plot, args.plot_batch or min(saved["args"]["batches"]))
         return 0
-    device = setup_device(args)
-    env = environment(device)
+    device = timing.setup_device(args)
+    env = timing.environment(device)
     print(f"online RNN benchmark on {env['device_name']}, torch {env['torch']}, {env['num_threads']} threads"
           " (CPU timings on a shared machine are noisy)")
     rows = []
@@ -226,8 +217,8 @@ def main(argv=None) -> int:
     if args.plot:
         plot(rows, args.plot, args.plot_batch or min(args.batches))
     if args.json:
-        write_json(args.json, {"benchmark": "online", **env,
-                               "args": args_record(args), "rows": rows})
+        timing.write_json(args.json, {"benchmark": "online", **env,
+                                      "args": timing.args_record(args), "rows": rows})
         print(f"\nwrote {args.json}")
     return 0
 

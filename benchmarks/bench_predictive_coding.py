@@ -30,20 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import (  # noqa: E402
-    OtherLoad,
-    benchmark_parser,
-    fmt_num,
-    fmt_time,
-    measure_peaks,
-    parse_ints,
-    parse_nets,
-    print_peaks,
-    print_table,
-    start,
-    time_fn,
-    write_json,
-)
+import _timing as timing  # noqa: E402
 
 from localgrad import ops  # noqa: E402
 from localgrad.activations import Activation  # noqa: E402
@@ -52,10 +39,11 @@ from localgrad.reference import predictive_coding as ref  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = benchmark_parser(__doc__, repeats_default_help="5")
-    p.add_argument("--batches", type=parse_ints, default=None, help="comma-separated (default 64,256)")
-    p.add_argument("--steps", type=parse_ints, default=None, help="inference steps T; 0 = L+1 (default 0,20,100)")
-    p.add_argument("--nets", type=parse_nets, default=None,
+    p = timing.benchmark_parser(__doc__, repeats_default_help="5")
+    p.add_argument("--batches", type=timing.parse_ints, default=None, help="comma-separated (default 64,256)")
+    p.add_argument("--steps", type=timing.parse_ints, default=None,
+                   help="inference steps T; 0 = L+1 (default 0,20,100)")
+    p.add_argument("--nets", type=timing.parse_nets, default=None,
                    help="widths joined by '-', comma-separated (default 784-256-256-10,784-128-128-128-128-10)")
     args = p.parse_args(argv)
     if args.quick:
@@ -152,19 +140,19 @@ def part1(args, device, peaks, results):
                     ref.predictive_coding_infer(x, weights, biases, ff, target, kinds, slopes, ref.IL, ref.CE,
                                                 1.0, T, 0.1, 0.0)
 
-                t_fused = time_fn(fused, device, args.repeats)
-                t_eager = time_fn(eager, device, args.repeats)
-                t_ref = time_fn(reference, device, args.repeats)
+                t_fused = timing.time_fn(fused, device, args.repeats)
+                t_eager = timing.time_fn(eager, device, args.repeats)
+                t_ref = timing.time_fn(reference, device, args.repeats)
                 floor = peaks.floor_s(infer_flops(sizes, batch, T), 0)
                 row = dict(net=net_name(sizes), batch=batch, steps=T, fused_s=t_fused.min_s,
                            eager_autograd_s=t_eager.min_s, reference_s=t_ref.min_s, floor_s=floor)
                 results.append(row)
-                rows.append([net_name(sizes), batch, T, fmt_time(t_fused.min_s), fmt_time(t_eager.min_s),
-                             fmt_time(t_ref.min_s), fmt_num(t_eager.min_s / t_fused.min_s),
-                             fmt_num(t_ref.min_s / t_fused.min_s), fmt_num(floor / t_fused.min_s, 2)])
-    print_table("Part 1: IL inference, T steps (ReLU, cross-entropy), best of the repeats per call",
-                ["net", "batch", "T", "fused", "(a) eager autograd", "(b) reference", "(a)/fused", "(b)/fused",
-                 "floor/fused"], rows)
+                rows.append([net_name(sizes), batch, T, timing.fmt_time(t_fused.min_s), timing.fmt_time(t_eager.min_s),
+                             timing.fmt_time(t_ref.min_s), timing.fmt_num(t_eager.min_s / t_fused.min_s),
+                             timing.fmt_num(t_ref.min_s / t_fused.min_s), timing.fmt_num(floor / t_fused.min_s, 2)])
+    timing.print_table("Part 1: IL inference, T steps (ReLU, cross-entropy), best of the repeats per call",
+                       ["net", "batch", "T", "fused", "(a) eager autograd", "(b) reference", "(a)/fused", "(b)/fused",
+                        "floor/fused"], rows)
 
 
 def part2(args, device, results):
@@ -179,8 +167,8 @@ def part2(args, device, results):
                 F.cross_entropy(model(x), y).backward()
                 opt.step()
 
-            t_bp = time_fn(backprop, device, args.repeats)
-            row = [net_name(sizes), batch, "backprop", fmt_time(t_bp.min_s), "1"]
+            t_bp = timing.time_fn(backprop, device, args.repeats)
+            row = [net_name(sizes), batch, "backprop", timing.fmt_time(t_bp.min_s), "1"]
             rows.append(row)
             for variant, steps in (("zil", None), ("il", 20), ("ipc", 20)):
                 learner = PredictiveCoding(model, variant=variant, steps=steps, loss="ce")
@@ -190,20 +178,21 @@ def part2(args, device, results):
                     learner.step(x, y)
                     opt.step()
 
-                t = time_fn(pc_step, device, args.repeats)
+                t = timing.time_fn(pc_step, device, args.repeats)
                 results.append(dict(net=net_name(sizes), batch=batch, rule=f"pc-{variant}", steps=learner.steps,
                                     step_s=t.min_s, backprop_s=t_bp.min_s))
-                rows.append([net_name(sizes), batch, f"pc-{variant} (T={learner.steps})", fmt_time(t.min_s),
-                             fmt_num(t.min_s / t_bp.min_s)])
-    print_table("Part 2: one training step (Adam), best of the repeats", ["net", "batch", "rule", "step", "x backprop"], rows)
+                rows.append([net_name(sizes), batch, f"pc-{variant} (T={learner.steps})", timing.fmt_time(t.min_s),
+                             timing.fmt_num(t.min_s / t_bp.min_s)])
+    timing.print_table("Part 2: one training step (Adam), best of the repeats", ["net", "batch", "rule", "step",
+                                                                                 "x backprop"], rows)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device, env = start(args)
-    load = OtherLoad()
-    peaks = measure_peaks(device, args.quick)
-    print_peaks(peaks)
+    device, env = timing.start(args)
+    load = timing.OtherLoad()
+    peaks = timing.measure_peaks(device, args.quick)
+    timing.print_peaks(peaks)
     results1, results2 = [], []
     with torch.no_grad():
         part1(args, device, peaks, results1)
@@ -212,9 +201,9 @@ def main(argv=None) -> int:
     if other is not None:
         print(f"\nother processes used {100 * other:.0f}% of the CPUs' time during the run")
     if args.json:
-        write_json(args.json, {"environment": env, "peaks": peaks.as_dict(), "rows": results1 + results2,
-                               "inference": results1,
-                               "training_step": results2, "other_load": other})
+        timing.write_json(args.json, {"environment": env, "peaks": peaks.as_dict(), "rows": results1 + results2,
+                                      "inference": results1,
+                                      "training_step": results2, "other_load": other})
     return 0
 
 

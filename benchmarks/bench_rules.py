@@ -32,18 +32,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import (  # noqa: E402
-    OtherLoad,
-    args_record,
-    benchmark_parser,
-    fmt_num,
-    fmt_time,
-    print_other_load,
-    print_table,
-    start,
-    time_fn,
-    write_json,
-)
+import _timing as timing  # noqa: E402
 
 import localgrad  # noqa: E402
 from localgrad import online  # noqa: E402
@@ -104,7 +93,7 @@ def time_rule(rule: str, args, device, only: int | None = None):
         opt.step()
 
     try:
-        return time_fn(step, device, args.repeats, warmup=1 if args.quick else 2), None, kind
+        return timing.time_fn(step, device, args.repeats, warmup=1 if args.quick else 2), None, kind
     except (RuntimeError, ValueError) as e:  # a rule that refuses the run (not the model) at its first step
         return None, f"{type(e).__name__}: {e}", kind
 
@@ -116,15 +105,15 @@ def baseline_for(inputs: str, kind: int, args, device, cache: dict):
         cache[inputs, kind] = None, None
         for name in localgrad.rules(inputs=inputs):
             if localgrad.rule_info(name).baseline:
-                timing, refusal, _ = time_rule(name, args, device, only=kind)
-                if timing is not None:
-                    cache[inputs, kind] = name, timing
+                measured, _, _ = time_rule(name, args, device, only=kind)
+                if measured is not None:
+                    cache[inputs, kind] = name, measured
                     break
     return cache[inputs, kind]
 
 
 def main(argv=None) -> int:
-    p = benchmark_parser(__doc__, repeats_default=None, repeats_default_help="5; 1 with --quick")
+    p = timing.benchmark_parser(__doc__, repeats_default=None, repeats_default_help="5; 1 with --quick")
     p.add_argument("--rules", default=None, help="comma-separated registered rules (default: all)")
     p.add_argument("--batch", type=int, default=None, help="default 128; 8 with --quick")
     p.add_argument("--hidden", type=int, default=None, help="default 256; 16 with --quick")
@@ -134,33 +123,33 @@ def main(argv=None) -> int:
     args.hidden = args.hidden or (16 if args.quick else 256)
     args.steps = args.steps or (4 if args.quick else 28)
     args.repeats = args.repeats or (1 if args.quick else 5)
-    device, env = start(args)
+    device, env = timing.start(args)
     rules = args.rules.split(",") if args.rules else localgrad.rules()
     unknown = sorted(set(rules) - set(localgrad.rules()))
     if unknown:
         raise SystemExit(f"--rules: not registered: {', '.join(unknown)}")
-    load = OtherLoad()
+    load = timing.OtherLoad()
 
     rows, table, baselines = [], [], {}
     for rule in rules:
         info = localgrad.rule_info(rule)
         inputs = info.inputs
-        timing, refusal, kind = time_rule(rule, args, device)
-        base, base_timing = baseline_for(inputs, kind, args, device, baselines) if timing else (None, None)
+        measured, refusal, kind = time_rule(rule, args, device)
+        base, base_timing = baseline_for(inputs, kind, args, device, baselines) if measured else (None, None)
         if base == rule:
-            timing = base_timing  # one measurement of the baseline, the one the ratios divide by
-        ratio = timing.median_s / base_timing.median_s if timing and base_timing else None
+            measured = base_timing  # one measurement of the baseline, the one the ratios divide by
+        ratio = measured.median_s / base_timing.median_s if measured and base_timing else None
         rows.append({"rule": rule, "family": info.family, "inputs": inputs, "baseline": base,
-                     "timing": timing.as_dict() if timing else None, "vs_baseline": ratio, "refused": refusal})
-        table.append([rule, info.family, fmt_time(timing.median_s) if timing else "refuses",
-                      f"{fmt_num(ratio)}x {base}" if ratio else (refusal or "")[:70]])
-    print_table(f"one training step per rule (batch {args.batch}, hidden {args.hidden}, T {args.steps})",
-                ["rule", "family", "median step", "vs baseline"], table)
+                     "timing": measured.as_dict() if measured else None, "vs_baseline": ratio, "refused": refusal})
+        table.append([rule, info.family, timing.fmt_time(measured.median_s) if measured else "refuses",
+                      f"{timing.fmt_num(ratio)}x {base}" if ratio else (refusal or "")[:70]])
+    timing.print_table(f"one training step per rule (batch {args.batch}, hidden {args.hidden}, T {args.steps})",
+                       ["rule", "family", "median step", "vs baseline"], table)
     other = load.fraction()
-    print_other_load(other)
+    timing.print_other_load(other)
     if args.json:
-        write_json(args.json, {"benchmark": "rules", "environment": env, "args": args_record(args),
-                               "other_load": other, "rows": rows})
+        timing.write_json(args.json, {"benchmark": "rules", "environment": env, "args": timing.args_record(args),
+                                      "other_load": other, "rows": rows})
     return 0
 
 

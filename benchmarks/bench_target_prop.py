@@ -54,28 +54,15 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import (  # noqa: E402
-    OtherLoad,
-    args_record,
-    benchmark_parser,
-    fmt_num,
-    fmt_time,
-    measure_peaks,
-    parse_ints,
-    print_peaks,
-    print_table,
-    start,
-    time_fn,
-    write_json,
-)
+import _timing as timing  # noqa: E402
 
 from localgrad.experiments.demo import mlp  # noqa: E402
 from localgrad.target_prop import TargetProp  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = benchmark_parser(__doc__, repeats_default_help="5")
-    p.add_argument("--batches", type=parse_ints, default=None, help="comma-separated (default 64)")
+    p = timing.benchmark_parser(__doc__, repeats_default_help="5")
+    p.add_argument("--batches", type=timing.parse_ints, default=None, help="comma-separated (default 64)")
     p.add_argument("--net", default=None, help="widths joined by '-' (default 784-256-256-10, the demo's)")
     p.add_argument("--iterations", type=int, default=None, help="K of the sequential schedule (default 20)")
     p.add_argument("--samples", type=int, default=None, help="S of the parallel schedule (default 10)")
@@ -216,7 +203,7 @@ def time_localgrad(model, x, y, variant, iterations, samples, closed_form, devic
         if fb_opt is not None:
             fb_opt.step()
 
-    return time_fn(step, device, repeats)
+    return timing.time_fn(step, device, repeats)
 
 
 def run(args, device, peaks, results):
@@ -234,17 +221,18 @@ def run(args, device, peaks, results):
             F.cross_entropy(model(x), y).backward()
             opt.step()
 
-        t_bp = time_fn(backprop, device, args.repeats).min_s
+        t_bp = timing.time_fn(backprop, device, args.repeats).min_s
         floor_bp = peaks.floor_s(backprop_flops(sizes, batch), 0)
         results.append(dict(net=net, batch=batch, rule="backprop", implementation="autograd", schedule="-",
                             iterations=0, samples=0, step_s=t_bp, backprop_s=t_bp, floor_s=floor_bp))
-        rows.append([net, batch, "backprop", "-", "autograd", fmt_time(t_bp), "1", fmt_num(floor_bp / t_bp, 2)])
+        rows.append([net, batch, "backprop", "-", "autograd", timing.fmt_time(t_bp), "1",
+                     timing.fmt_num(floor_bp / t_bp, 2)])
 
         def add(rule, schedule, k, s, impl, seconds, floor):
             results.append(dict(net=net, batch=batch, rule=rule, implementation=impl, schedule=schedule,
                                 iterations=k, samples=s, step_s=seconds, backprop_s=t_bp, floor_s=floor))
-            rows.append([net, batch, rule, f"{schedule} (K={k}, S={s})", impl, fmt_time(seconds),
-                         fmt_num(seconds / t_bp), fmt_num(floor / seconds, 2)])
+            rows.append([net, batch, rule, f"{schedule} (K={k}, S={s})", impl, timing.fmt_time(seconds),
+                         timing.fmt_num(seconds / t_bp), timing.fmt_num(floor / seconds, 2)])
 
         for variant in ("dtp", "ldrl"):
             for schedule, k, s in schedules(args):
@@ -258,7 +246,7 @@ def run(args, device, peaks, results):
                 model_e = mlp(sizes).to(device)
                 opt_e = torch.optim.Adam(model_e.parameters(), lr=1e-3)
                 eager = EagerPublishedDTP(model_e, variant, 0.1, 0.1, k, s)
-                t = time_fn(lambda: eager.step(x, y, opt_e), device, args.repeats).min_s
+                t = timing.time_fn(lambda: eager.step(x, y, opt_e), device, args.repeats).min_s
                 add(variant, schedule, k, s, "published loop (eager re-impl.)", t, floor)
         # The other variants, demo schedule only.
         for variant in ("tp", "ddtp", "gait"):
@@ -268,9 +256,9 @@ def run(args, device, peaks, results):
             for impl, closed in (("localgrad", True), ("reference", False)):
                 t = time_localgrad(model_v, x, y, variant, 1, 1, closed, device, args.repeats).min_s
                 add(variant, "demo", 1, 1, impl + (" (gated)" if variant == "tp" else ""), t, floor)
-    print_table("One training step (feedback training, targets, forward update, optimizer steps), best of the "
-                "repeats", ["net", "batch", "rule", "schedule", "implementation", "step", "x backprop",
-                            "floor/step"], rows)
+    timing.print_table("One training step (feedback training, targets, forward update, optimizer steps), best of the "
+                       "repeats", ["net", "batch", "rule", "schedule", "implementation", "step", "x backprop",
+                                   "floor/step"], rows)
 
 
 def gait_sizes(sizes):
@@ -292,10 +280,10 @@ def gait_mlp(sizes) -> nn.Sequential:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device, env = start(args)
-    load = OtherLoad()
-    peaks = measure_peaks(device, args.quick)
-    print_peaks(peaks)
+    device, env = timing.start(args)
+    load = timing.OtherLoad()
+    peaks = timing.measure_peaks(device, args.quick)
+    timing.print_peaks(peaks)
     print(f"schedules: {', '.join(f'{n} K={k} S={s}' for n, k, s in schedules(args))}")
     results: list[dict] = []
     run(args, device, peaks, results)
@@ -303,9 +291,9 @@ def main(argv=None) -> int:
     if other is not None:
         print(f"\nother processes used {100 * other:.0f}% of the CPUs' time during the run")
     if args.json:
-        write_json(args.json, {"benchmark": "target_prop", "environment": env, "peaks": peaks.as_dict(),
-                               "args": args_record(args), "rows": results,
-                               "other_load": other})
+        timing.write_json(args.json, {"benchmark": "target_prop", "environment": env, "peaks": peaks.as_dict(),
+                                      "args": timing.args_record(args), "rows": results,
+                                      "other_load": other})
     return 0
 
 

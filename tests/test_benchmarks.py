@@ -18,7 +18,7 @@ from localgrad.bench import benchmarks_dir
 # checkout), so that the tests also run against an installed wheel.
 BENCHMARKS = str(benchmarks_dir())
 FAMILIES = ["dfa", "eprop_lif", "eqprop", "fa_family", "hebbian", "meta", "online", "predictive_coding",
-            "target_prop"]
+            "rules", "target_prop"]
 
 pytestmark = pytest.mark.skipif(not localgrad.has_extension(), reason="the compiled extension is not built")
 

@@ -20,12 +20,22 @@ _emulating = [False]
 _fakes: dict[str, object] = {}
 
 
-def compiled_ops(available: bool = True):
+def compiled_ops():
     """The op namespace a wrapper calls: torch.ops.localgrad_emulated inside
     `emulated()`, else torch.ops.localgrad; None without the extension."""
     if _emulating[0]:
         return torch.ops.localgrad_emulated
-    return torch.ops.localgrad if available and has_extension() else None
+    return torch.ops.localgrad if has_extension() else None
+
+
+def run_op(op: str, tensor: torch.Tensor, reference_fn, args: tuple, compiled_only: tuple = ()):
+    """The dispatch of a wrapper whose op returns its result: the compiled op
+    (`compiled_only` appended: arguments the reference has no use for), or
+    else fall_back and the pure-PyTorch reference on `args`."""
+    if (lib := compiled_ops()) is not None:
+        return getattr(lib, op)(*args, *compiled_only)
+    fall_back(op, tensor)
+    return reference_fn(*args)
 
 
 @contextlib.contextmanager

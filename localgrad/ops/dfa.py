@@ -9,13 +9,7 @@ import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import (
-    compiled_ops,
-    fall_back,
-    FLOATS,
-    register_checked_fake,
-    register_missing_cuda,
-)
+from localgrad.ops._common import compiled_ops, fall_back, FLOATS, register_checked_fake, register_missing_cuda
 from localgrad._checks import as_float, as_int
 
 N_ACTIVATIONS = 6  # csrc/activation.h kNumActivations
@@ -58,7 +52,7 @@ def dfa_project(
         buffer = error.new_empty((error.shape[0], sum(widths)))
         out = list(buffer.split(list(widths), dim=1))
     out = list(out)
-    if (lib := compiled_ops(has_extension())) is not None:
+    if (lib := compiled_ops()) is not None:
         lib.dfa_project(error, feedback, activations, kinds, slopes, out)
         return out
     fall_back("dfa_project", error)

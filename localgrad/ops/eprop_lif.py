@@ -11,13 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from localgrad._extension import has_extension
-from localgrad.ops._common import (
-    compiled_ops,
-    fall_back,
-    REALS,
-    register_checked_fake,
-    register_missing_cuda,
-)
+from localgrad.ops._common import compiled_ops, fall_back, REALS, register_checked_fake, register_missing_cuda
 from localgrad._checks import as_bool, as_float
 from localgrad.reference import eprop_lif as reference
 
@@ -61,7 +55,7 @@ def eprop_lif_chunk(
     op = "eprop_lif_chunk"
     neuron = [as_float(p, op, f"{NEURON[i]} (neuron[{i}])") for i, p in enumerate(neuron)]
     adaptive, loss_scale = as_bool(adaptive, op, "adaptive"), as_float(loss_scale, op, "loss_scale")
-    if (lib := compiled_ops(has_extension())) is not None:
+    if (lib := compiled_ops()) is not None:
         lib.eprop_lif_chunk(
             x, weight_in, weight_rec, weight_out, bias_out, feedback, target, signal,
             neuron, adaptive, MODE_CODES[mode], loss_scale, *args,

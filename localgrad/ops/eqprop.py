@@ -11,13 +11,7 @@ import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import (
-    REALS,
-    compiled_ops,
-    fall_back,
-    register_checked_fake,
-    register_missing_cuda,
-)
+from localgrad.ops._common import compiled_ops, fall_back, REALS, register_checked_fake, register_missing_cuda
 from localgrad._checks import as_bool, as_float, as_int
 from localgrad.reference.eqprop import ACTIVATIONS, CLAMP, FREE, NUDGE_CE, NUDGE_MSE
 
@@ -60,7 +54,7 @@ def eqprop_relax(
     async_update = as_bool(async_update, op, "async_update")
     tol = as_float(tol, op, "tol", finite=False)
     weights, biases, states = list(weights), list(biases), list(states)
-    if (lib := compiled_ops(has_extension())) is not None:
+    if (lib := compiled_ops()) is not None:
         return lib.eqprop_relax(
             x, weights, biases, states, target, beta, nudge, activation, steps, async_update, tol
         )
@@ -96,7 +90,7 @@ def eqprop_update(
     if bias_grads is None:
         bias_grads = [x.new_empty((widths[i + 1],)) for i in range(len(states_a))]
     weight_grads, bias_grads = list(weight_grads), list(bias_grads)
-    if (lib := compiled_ops(has_extension())) is not None:
+    if (lib := compiled_ops()) is not None:
         lib.eqprop_update(x, states_a, states_b, scale, weight_grads, bias_grads)
         return weight_grads, bias_grads
     fall_back("eqprop_update", x)

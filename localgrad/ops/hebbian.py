@@ -9,12 +9,7 @@ import math
 import torch
 
 from localgrad._extension import has_extension
-from localgrad.ops._common import (
-    compiled_ops,
-    fall_back,
-    register_fake,
-    register_missing_cuda,
-)
+from localgrad.ops._common import compiled_ops, fall_back, register_fake, register_missing_cuda
 from localgrad._checks import as_bool, as_float, as_int
 from localgrad.reference import hebbian as _ref
 
@@ -106,7 +101,7 @@ def hebbian_update(
         u = x.new_empty((x.shape[0], weight.shape[0])) if x.dim() == 2 and weight.dim() == 2 else x.new_empty(0)
     if grad is None:
         grad = torch.empty_like(weight)
-    if (lib := compiled_ops(has_extension())) is not None:
+    if (lib := compiled_ops()) is not None:
         lib.hebbian_update(x, weight, theta, code, *args, u, grad)
         return u, grad
     fall_back(_OP, x)

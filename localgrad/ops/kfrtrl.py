@@ -9,14 +9,8 @@ import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import (
-    _check_alpha,
-    _check_step,
-    compiled_ops,
-    fall_back,
-    register_checked_fake,
-    register_missing_cuda,
-)
+from localgrad.ops._common import (_check_alpha, _check_step, compiled_ops, fall_back, register_checked_fake,
+                                   register_missing_cuda)
 from localgrad._checks import as_bool, as_float
 
 
@@ -37,7 +31,7 @@ def kfrtrl_step(u, A, weight_hh, signs, h_prev, x, dphi, alpha: float, eps: floa
     op = "kfrtrl_step"
     scalars = (as_float(alpha, op, "alpha"), as_float(eps, op, "eps", positive=True))
     check_signs = as_bool(check_signs, op, "check_signs")
-    if (lib := compiled_ops(has_extension())) is not None:
+    if (lib := compiled_ops()) is not None:
         u_out, a_out = lib.kfrtrl_step(u, A, weight_hh, signs, h_prev, x, dphi, *scalars, check_signs)
         rank = u.shape[1]
         if rank == 1:

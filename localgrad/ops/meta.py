@@ -11,14 +11,7 @@ import torch
 
 from localgrad._extension import has_extension
 from localgrad.activations import Activation
-from localgrad.ops._common import (
-    REALS,
-    Spec,
-    compiled_ops,
-    fall_back,
-    register_checked_fake,
-    register_missing_cuda,
-)
+from localgrad.ops._common import compiled_ops, fall_back, REALS, register_checked_fake, register_missing_cuda, Spec
 from localgrad._checks import as_bool, as_float, as_int
 from localgrad.reference import meta as reference
 
@@ -49,7 +42,7 @@ def plastic_episode(u, x, weight, alpha, h0, eta: float, activation: int = Activ
     op = "plastic_episode"
     eta, activation = _scalars(op, eta, activation)
     store_traces = as_bool(store_traces, op, "store_traces")
-    if (lib := compiled_ops(has_extension())) is not None:
+    if (lib := compiled_ops()) is not None:
         return lib.plastic_episode(u, x, weight, alpha, h0, eta, activation, store_traces, modulation)
     fall_back(op, u)
     _check_forward(Spec(op), u, x, weight, alpha, h0, eta, activation, store_traces, modulation)
@@ -74,7 +67,7 @@ def plastic_episode_backward(grad_ys, grad_h, x, weight, alpha, ys, h_T, traces,
     when modulation is None))."""
     op = "plastic_episode_backward"
     eta, activation = _scalars(op, eta, activation)
-    if (lib := compiled_ops(has_extension())) is not None:
+    if (lib := compiled_ops()) is not None:
         return lib.plastic_episode_backward(grad_ys, grad_h, x, weight, alpha, ys, h_T, traces, eta, activation,
                                             modulation)
     fall_back(op, grad_ys)

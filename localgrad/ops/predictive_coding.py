@@ -12,12 +12,7 @@ import torch
 
 from localgrad import activations
 from localgrad._extension import has_extension
-from localgrad.ops._common import (
-    compiled_ops,
-    fall_back,
-    register_checked_fake,
-    register_missing_cuda,
-)
+from localgrad.ops._common import compiled_ops, fall_back, register_checked_fake, register_missing_cuda
 from localgrad._checks import as_float, as_int
 from localgrad.reference import predictive_coding as ref
 from localgrad.reference.predictive_coding import LOSSES, VARIANTS

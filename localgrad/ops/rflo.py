@@ -8,14 +8,7 @@ import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import (
-    _check_alpha,
-    compiled_ops,
-    fall_back,
-    REALS,
-    register_checked_fake,
-    register_missing_cuda,
-)
+from localgrad.ops._common import _check_alpha, REALS, register_checked_fake, register_missing_cuda, run_op
 from localgrad._checks import as_float
 
 
@@ -24,11 +17,8 @@ def rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, alpha: float) -> tup
 
     trace: (batch, H, C); xs: (T, batch, I); h_prevs, dphis, signals: (T, batch, H);
     hh_mask: (H, H) or None. Returns (trace after the chunk, grad (H, C))."""
-    alpha = as_float(alpha, "rflo_chunk", "alpha")
-    if (lib := compiled_ops(has_extension())) is not None:
-        return lib.rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, alpha)
-    fall_back("rflo_chunk", trace)
-    return reference.online_rnn.rflo_chunk(trace, xs, h_prevs, dphis, signals, hh_mask, alpha)
+    args = (trace, xs, h_prevs, dphis, signals, hh_mask, as_float(alpha, "rflo_chunk", "alpha"))
+    return run_op("rflo_chunk", trace, reference.online_rnn.rflo_chunk, args)
 
 
 def _check(spec, trace, xs, h_prevs, dphis, signals, hh_mask, alpha):

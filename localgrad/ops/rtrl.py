@@ -7,14 +7,7 @@ import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import (
-    _check_alpha,
-    _check_step,
-    compiled_ops,
-    fall_back,
-    register_checked_fake,
-    register_missing_cuda,
-)
+from localgrad.ops._common import _check_alpha, _check_step, register_checked_fake, register_missing_cuda, run_op
 from localgrad._checks import as_float
 
 
@@ -24,11 +17,8 @@ def rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float) -> t
     influence: (batch, H, H·C), C = I + H + 1; weight_hh: (H, H), already
     masked; h_prev, dphi: (batch, H); x: (batch, I); hh_mask: (H, H) or None.
     Returns the new influence (W_hh M by BLAS, the rest in one fused pass)."""
-    alpha = as_float(alpha, "rtrl_step", "alpha")
-    if (lib := compiled_ops(has_extension())) is not None:
-        return lib.rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha)
-    fall_back("rtrl_step", influence)
-    return reference.online_rnn.rtrl_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha)
+    args = (influence, weight_hh, h_prev, x, dphi, hh_mask, as_float(alpha, "rtrl_step", "alpha"))
+    return run_op("rtrl_step", influence, reference.online_rnn.rtrl_step, args)
 
 
 def _check(spec, influence, weight_hh, h_prev, x, dphi, hh_mask, alpha):

@@ -9,13 +9,7 @@ import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import (
-    compiled_ops,
-    fall_back,
-    FLOATS,
-    register_checked_fake,
-    register_missing_cuda,
-)
+from localgrad.ops._common import compiled_ops, fall_back, FLOATS, register_checked_fake, register_missing_cuda
 from localgrad._checks import as_bool, as_float, as_int
 
 
@@ -38,7 +32,7 @@ def sign_feedback(
     scale, random_magnitude = as_float(scale, op, "scale"), as_bool(random_magnitude, op, "random_magnitude")
     if out is None:
         out = torch.empty_like(weight, memory_format=torch.contiguous_format)
-    if (lib := compiled_ops(has_extension())) is not None:
+    if (lib := compiled_ops()) is not None:
         lib.sign_feedback(weight, seed, counter, scale, random_magnitude, out)
         return out
     fall_back("sign_feedback", weight)

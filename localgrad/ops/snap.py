@@ -7,14 +7,7 @@ import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import (
-    _check_alpha,
-    _check_step,
-    compiled_ops,
-    fall_back,
-    register_checked_fake,
-    register_missing_cuda,
-)
+from localgrad.ops._common import _check_alpha, _check_step, register_checked_fake, register_missing_cuda, run_op
 from localgrad._checks import as_bool, as_float
 
 
@@ -33,10 +26,8 @@ def snap_step(influence, weight_hh, h_prev, x, dphi, hh_mask, alpha: float,
     mask; out-of-range entries then read and write out of bounds."""
     args = (influence, weight_hh, h_prev, x, dphi, hh_mask, as_float(alpha, "snap_step", "alpha"), entry_unit, entry_row, nbr_ptr,
             nbr_entry, nbr_weight)
-    if (lib := compiled_ops(has_extension())) is not None:
-        return lib.snap_step(*args, as_bool(check_indices, "snap_step", "check_indices"))
-    fall_back("snap_step", influence)
-    return reference.online_rnn.snap_step(*args)
+    return run_op("snap_step", influence, reference.online_rnn.snap_step, args,
+                  compiled_only=(as_bool(check_indices, "snap_step", "check_indices"),))
 
 
 def _check(spec, influence, weight_hh, h_prev, x, dphi, hh_mask, alpha, entry_unit, entry_row, nbr_ptr,

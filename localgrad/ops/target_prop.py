@@ -12,12 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from localgrad._extension import has_extension
-from localgrad.ops._common import (
-    compiled_ops,
-    fall_back,
-    register_fake,
-    register_missing_cuda,
-)
+from localgrad.ops._common import compiled_ops, fall_back, register_fake, register_missing_cuda
 from localgrad._checks import as_float, as_int
 from localgrad.reference import target_prop as ref
 

@@ -9,14 +9,7 @@ import torch
 
 from localgrad import reference
 from localgrad._extension import has_extension
-from localgrad.ops._common import (
-    _check_alpha,
-    _check_step,
-    compiled_ops,
-    fall_back,
-    register_checked_fake,
-    register_missing_cuda,
-)
+from localgrad.ops._common import _check_alpha, _check_step, register_checked_fake, register_missing_cuda, run_op
 from localgrad._checks import as_float
 
 
@@ -27,10 +20,7 @@ def uoro_step(s_tilde, theta_tilde, weight_hh, nu, h_prev, x, dphi, hh_mask, alp
     (batch, H); theta_tilde: (batch, H, C); weight_hh: (H, H), masked."""
     args = (s_tilde, theta_tilde, weight_hh, nu, h_prev, x, dphi, hh_mask, as_float(alpha, "uoro_step", "alpha"),
             as_float(eps, "uoro_step", "eps", positive=True))
-    if (lib := compiled_ops(has_extension())) is not None:
-        return lib.uoro_step(*args)
-    fall_back("uoro_step", s_tilde)
-    return reference.online_rnn.uoro_step(*args)
+    return run_op("uoro_step", s_tilde, reference.online_rnn.uoro_step, args)
 
 
 def _check(spec, s_tilde, theta_tilde, weight_hh, nu, h_prev, x, dphi, hh_mask, alpha, eps):
