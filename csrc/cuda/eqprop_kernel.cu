@@ -14,12 +14,12 @@
 
 #include "element.cuh"
 #include "launch.h"
+#include "warp.cuh"
 
 namespace localgrad::eqprop {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kWarp = 32;
 // Warp-per-row and warp-per-unit loops (and their shuffles) need whole warps.
 static_assert(kThreads % kWarp == 0, "eqprop: kThreads must be a whole number of warps");
 
@@ -40,20 +40,6 @@ template <> struct DeltaBits<double> {
     return __longlong_as_double(static_cast<long long>(b));
   }
 };
-
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-#pragma unroll
-  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-template <typename T>
-__device__ __forceinline__ T warp_max(T v) {
-#pragma unroll
-  for (int o = kWarp / 2; o > 0; o /= 2) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
 
 // Where each piece lives in the persistent kernel's shared memory, in
 // elements. Computed identically by the host (to size it) and the device.

@@ -14,28 +14,14 @@
 #include "element.cuh"
 
 #include "launch.h"
+#include "warp.cuh"
 
 namespace localgrad::hebbian {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kWarp = 32;
 constexpr int kWarps = kThreads / kWarp;
 constexpr int64_t kMaxGrid = 65535;
-
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-#pragma unroll
-  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-template <typename T>
-__device__ __forceinline__ T warp_max(T v) {
-#pragma unroll
-  for (int o = kWarp / 2; o > 0; o /= 2) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
 
 // Block-wide sum or max, every thread gets the result. `scratch` holds
 // kWarps values; the trailing __syncthreads lets the caller reuse it.

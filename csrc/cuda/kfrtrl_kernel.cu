@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "launch.h"
+#include "tiles.cuh"
 
 namespace localgrad::kfrtrl {
 namespace {
@@ -18,16 +19,6 @@ namespace {
 constexpr int kThreads = 256;
 // The tree reduction halves kThreads down to 1: it needs a power of two.
 static_assert(kThreads >= 32 && (kThreads & (kThreads - 1)) == 0, "kfrtrl: kThreads must be a power of two");
-
-// The half-open range of [0, n) that tile t of `tiles` covers.
-struct Slice {
-  int64_t begin, end;
-};
-__host__ __device__ inline Slice slice(int64_t n, int64_t t, int64_t tiles) {
-  const int64_t per = (n + tiles - 1) / tiles;
-  const int64_t begin = t * per < n ? t * per : n;
-  return {begin, begin + per < n ? begin + per : n};
-}
 
 // One sample's inputs; factor j of A starts at j * H².
 template <typename scalar_t>
@@ -75,17 +66,7 @@ __global__ void __launch_bounds__(kThreads) kf_norms_kernel(const StepParams q) 
     const scalar_t ad = s.alpha * s.dphi[k];
     d2 += ad * ad;
   }
-  sums[0][threadIdx.x] = ja2;
-  sums[1][threadIdx.x] = u2;
-  sums[2][threadIdx.x] = d2;
-  sums[3][threadIdx.x] = v2;
-  __syncthreads();
-  for (int half = kThreads / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half)
-      for (int j = 0; j < 4; ++j) sums[j][threadIdx.x] += sums[j][threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x < 4) static_cast<scalar_t*>(q.partials)[blockIdx.x * 4 + threadIdx.x] = sums[threadIdx.x][0];
+  store_tile_sums<kThreads>(sums, {ja2, u2, d2, v2}, static_cast<scalar_t*>(q.partials));
 }
 
 template <typename scalar_t>
@@ -93,9 +74,8 @@ __global__ void __launch_bounds__(kThreads) kf_update_kernel(const StepParams q)
   const int64_t t = blockIdx.x % q.tiles, b = blockIdx.x / q.tiles;
   const Sample<scalar_t> s(q, b);
   const auto* partials = static_cast<const scalar_t*>(q.partials) + b * q.tiles * 4;
-  scalar_t norm2[4] = {0, 0, 0, 0};
-  for (int64_t i = 0; i < q.tiles; ++i)
-    for (int j = 0; j < 4; ++j) norm2[j] += partials[i * 4 + j];
+  scalar_t norm2[4];
+  sample_sums(partials, q.tiles, norm2);
   const scalar_t eps = static_cast<scalar_t>(q.eps);
   const scalar_t rho0 = sqrt((sqrt(norm2[0]) + eps) / (sqrt(norm2[1]) + eps));
   const scalar_t rho1 = sqrt((sqrt(norm2[2]) + eps) / (sqrt(norm2[3]) + eps));
@@ -163,16 +143,9 @@ cudaError_t launch_typed(const StepParams& q, cudaStream_t stream) {
 }  // namespace
 
 int64_t tiles_for(int64_t batch, int64_t hidden, int64_t input) {
-  int device = 0, sm_count = 1;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);
-  // Two blocks per SM at least, a slice no thinner than one pass of the
-  // block's threads, and one tile per sample once the batch fills the GPU.
+  // A sample's rows: A's H² entries and u's C = I + H + 1.
   const int64_t width = hidden * hidden > input + hidden + 1 ? hidden * hidden : input + hidden + 1;
-  const int64_t want = batch > 0 ? (2 * static_cast<int64_t>(sm_count) + batch - 1) / batch : 1;
-  const int64_t most = (width + kThreads - 1) / kThreads;
-  const int64_t tiles = want < most ? want : most;
-  return tiles > 1 ? tiles : 1;
+  return tiles_for_width(batch, width, kThreads);
 }
 
 cudaError_t launch_step(const StepParams& params, ScalarKind dtype, cudaStream_t stream) {

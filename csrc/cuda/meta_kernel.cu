@@ -14,21 +14,14 @@
 #include <algorithm>
 
 #include "launch.h"
+#include "warp.cuh"
 
 namespace localgrad::meta {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kWarp = 32;
 constexpr int kWarps = kThreads / kWarp;
 constexpr int64_t kMaxGrid = 65535;
-
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-#pragma unroll
-  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 
 // The step's rate of episode b: e_tb = eta m_tb when modulated.
 template <typename T>

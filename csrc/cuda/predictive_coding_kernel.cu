@@ -8,28 +8,14 @@
 #include <cstdint>
 
 #include "launch.h"
+#include "warp.cuh"
 
 namespace localgrad::predictive_coding {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kWarp = 32;
 constexpr int kRowsPerBlock = kThreads / kWarp;
 constexpr int64_t kMaxGrid = 1 << 16;
-
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-#pragma unroll
-  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-template <typename T>
-__device__ __forceinline__ T warp_max(T v) {
-#pragma unroll
-  for (int o = kWarp / 2; o > 0; o /= 2) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
 
 template <typename T>
 __global__ void errors_kernel(const ErrorParams p) {

@@ -9,6 +9,7 @@
 
 #include "../online_rnn.h"
 #include "launch.h"
+#include "tiles.cuh"
 
 namespace localgrad::uoro {
 namespace {
@@ -17,16 +18,6 @@ constexpr int kThreads = 256;
 // The tree reduction halves kThreads down to 1 and indexes sums[.][tid]: it
 // needs a power of two, and the launches below use exactly kThreads.
 static_assert(kThreads >= 32 && (kThreads & (kThreads - 1)) == 0, "uoro: kThreads must be a power of two");
-
-// The half-open range of [0, n) that tile t of `tiles` covers.
-struct Slice {
-  int64_t begin, end;
-};
-__host__ __device__ inline Slice slice(int64_t n, int64_t t, int64_t tiles) {
-  const int64_t per = (n + tiles - 1) / tiles;
-  const int64_t begin = t * per < n ? t * per : n;
-  return {begin, begin + per < n ? begin + per : n};
-}
 
 template <typename scalar_t>
 struct Sample {
@@ -73,17 +64,7 @@ __global__ void __launch_bounds__(kThreads) norms_kernel(const StepParams q) {
     dtheta2 += d * d;
     theta2 += u.theta[p] * u.theta[p];
   }
-  sums[0][threadIdx.x] = js2;
-  sums[1][threadIdx.x] = nu2;
-  sums[2][threadIdx.x] = theta2;
-  sums[3][threadIdx.x] = dtheta2;
-  __syncthreads();
-  for (int half = kThreads / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half)
-      for (int j = 0; j < 4; ++j) sums[j][threadIdx.x] += sums[j][threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x < 4) static_cast<scalar_t*>(q.partials)[blockIdx.x * 4 + threadIdx.x] = sums[threadIdx.x][0];
+  store_tile_sums<kThreads>(sums, {js2, nu2, theta2, dtheta2}, static_cast<scalar_t*>(q.partials));
 }
 
 template <typename scalar_t>
@@ -91,9 +72,8 @@ __global__ void __launch_bounds__(kThreads) update_kernel(const StepParams q) {
   const int64_t t = blockIdx.x % q.tiles;
   const Sample<scalar_t> u(q, blockIdx.x / q.tiles);
   const auto* partials = static_cast<const scalar_t*>(q.partials) + u.b * q.tiles * 4;
-  scalar_t norm2[4] = {0, 0, 0, 0};
-  for (int64_t i = 0; i < q.tiles; ++i)
-    for (int j = 0; j < 4; ++j) norm2[j] += partials[i * 4 + j];
+  scalar_t norm2[4];
+  sample_sums(partials, q.tiles, norm2);
   const scalar_t eps = static_cast<scalar_t>(q.eps);
   const scalar_t rho0 = sqrt((sqrt(norm2[2]) + eps) / (sqrt(norm2[0]) + eps));
   const scalar_t rho1 = sqrt((sqrt(norm2[3]) + eps) / (sqrt(norm2[1]) + eps));
@@ -119,16 +99,7 @@ cudaError_t launch_typed(const StepParams& q, cudaStream_t stream) {
 }  // namespace
 
 int64_t tiles_for(int64_t batch, int64_t hidden, int64_t input) {
-  int device = 0, sm_count = 1;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);
-  // Two blocks per SM at least, a slice no thinner than one pass of the
-  // block's threads, and one tile per sample once the batch fills the GPU.
-  const int64_t width = hidden * (input + hidden + 1);
-  const int64_t want = batch > 0 ? (2 * static_cast<int64_t>(sm_count) + batch - 1) / batch : 1;
-  const int64_t most = (width + kThreads - 1) / kThreads;
-  const int64_t tiles = want < most ? want : most;
-  return tiles > 1 ? tiles : 1;
+  return tiles_for_width(batch, hidden * (input + hidden + 1), kThreads);  // θ̃'s H·C entries per sample
 }
 
 cudaError_t launch_step(const StepParams& params, ScalarKind dtype, cudaStream_t stream) {

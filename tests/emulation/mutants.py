@@ -6,7 +6,7 @@ run of its family's emulated tests, which must then fail.
     python tests/emulation/mutants.py --list
     python tests/emulation/mutants.py dfa-no-sync-after-load
 
-Each mutation replaces one exact snippet of a csrc/cuda/*.cu file. The file is
+Each mutation replaces one exact snippet of a csrc/cuda/*.cu(h) file. The file is
 restored in a `finally` (and on SIGINT/SIGTERM); a copy of the original sits
 in build/mutants/ while it is mutated, and a later run first puts back any
 copy a killed run left. The extension is rebuilt with the original sources
@@ -89,10 +89,10 @@ MUTANTS = [
            "if (DeltaBits<T>::value(row_delta[r]) < static_cast<T>(p.tol)) frozen[r] = 1;",
            "if (DeltaBits<T>::value(row_delta[r]) <= static_cast<T>(p.tol)) frozen[r] = 1;", EQPROP,
            "< to <=: with tol = 0 a row that stopped moving freezes"),
-    Mutant("eqprop-short-butterfly", "eqprop_kernel.cu",
+    Mutant("warp-sum-short-butterfly", "warp.cuh",
            "for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);",
            "for (int o = kWarp / 4; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);", EQPROP,
-           "a warp sum that skips one shuffle level"),
+           "a warp sum (EqProp's layer products) that skips the first shuffle level"),
     Mutant("eqprop-step-freeze-at-equal", "eqprop_kernel.cu",
            "if (row_delta[r] < static_cast<T>(tol)) frozen[r] = 1;",
            "if (row_delta[r] <= static_cast<T>(tol)) frozen[r] = 1;", EQPROP,
@@ -121,26 +121,26 @@ MUTANTS = [
            "alpha * dphi[b * q.hidden + k] * acc;",
            "alpha * dphi[b * q.hidden + i] * acc;", online("snap"),
            "swap two indices: phi' of the row unit instead of the entry's unit"),
-    Mutant("uoro-no-sync-in-reduction", "uoro_kernel.cu",
+    Mutant("tiles-no-sync-in-reduction", "tiles.cuh",
            "      for (int j = 0; j < 4; ++j) sums[j][threadIdx.x] += sums[j][threadIdx.x + half];\n    __syncthreads();\n",
            "      for (int j = 0; j < 4; ++j) sums[j][threadIdx.x] += sums[j][threadIdx.x + half];\n",
-           online("uoro"), "drop the __syncthreads of the tree reduction"),
-    Mutant("uoro-short-reduction", "uoro_kernel.cu",
+           online("uoro"), "drop the __syncthreads of the tree reduction (UORO's and KF-RTRL's norms)"),
+    Mutant("tiles-short-reduction", "tiles.cuh",
            "for (int half = kThreads / 2; half > 0; half /= 2) {",
-           "for (int half = kThreads / 2; half > 1; half /= 2) {", online("uoro"),
-           "> 0 to > 1: the reduction stops one level early"),
+           "for (int half = kThreads / 2; half > 1; half /= 2) {", online("kfrtrl"),
+           "> 0 to > 1: the norms' reduction stops one level early"),
     Mutant("eqprop-static-shared-uncounted", "eqprop_kernel.cu",
            "  return static_cast<size_t>(bytes) - attr.sharedSizeBytes;",
            "  return static_cast<size_t>(bytes);", ["tests/test_eqprop_op.py", "-k", "static_shared"],
            "the opt-in limit not reduced by the layout table's static shared memory"),
-    Mutant("uoro-own-tile-only", "uoro_kernel.cu",
-           "for (int64_t i = 0; i < q.tiles; ++i)",
-           "for (int64_t i = t; i < t + 1; ++i)", online("uoro"),
-           "each tile forms rho from its own slice's norms, not the sample's"),
-    Mutant("uoro-short-slice", "uoro_kernel.cu",
+    Mutant("tiles-first-tile-only", "tiles.cuh",
+           "for (int64_t i = 0; i < tiles; ++i)",
+           "for (int64_t i = 0; i < 1; ++i)", online("uoro"),
+           "every tile forms rho from the first tile's norms, not the sample's"),
+    Mutant("tiles-short-slice", "tiles.cuh",
            "const int64_t per = (n + tiles - 1) / tiles;",
            "const int64_t per = n / tiles;", online("uoro"),
-           "slices rounded down: the tail of a sample's row is never written"),
+           "slices rounded down (UORO's and KF-RTRL's tiles): the tail of a sample's row is never written"),
     Mutant("sign-stride-too-long", "sign_feedback_kernel.cu",
            "const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;",
            "const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads * 2;", SIGN,
@@ -171,10 +171,10 @@ MUTANTS = [
            "for (int64_t c = lane; c < n; c += kWarp) e[c] = a[c] - mu[c];",
            "for (int64_t c = lane; c < n - 1; c += kWarp) e[c] = a[c] - mu[c];", PC,
            "a hidden layer's last error column keeps the prediction"),
-    Mutant("pc-short-softmax-sum", "predictive_coding_kernel.cu",
+    Mutant("warp-sum-skips-last-level", "warp.cuh",
            "  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);",
            "  for (int o = kWarp / 2; o > 1; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);", PC,
-           "> 0 to > 1: the softmax denominator misses half the lanes"),
+           "> 0 to > 1: predictive coding's softmax denominator misses half the lanes"),
     Mutant("pc-no-error-refresh", "predictive_coding_kernel.cu",
            "    if (p.refresh_error) e[c] += now - old;\n", "", PC,
            "errors not refreshed after a state step (stale until the next error pass)"),
@@ -206,14 +206,6 @@ MUTANTS = [
 
 # KF-RTRL (kfrtrl_kernel.cu): the rank-1 reduction and update, the rank >= 2 terms.
 MUTANTS += [
-    Mutant("kfrtrl-short-reduction", "kfrtrl_kernel.cu",
-           "for (int half = kThreads / 2; half > 0; half /= 2) {",
-           "for (int half = kThreads / 2; half > 1; half /= 2) {", online("kfrtrl"),
-           "> 0 to > 1: the norms' reduction stops one level early"),
-    Mutant("kfrtrl-own-tile-only", "kfrtrl_kernel.cu",
-           "for (int64_t i = 0; i < q.tiles; ++i)",
-           "for (int64_t i = t; i < t + 1; ++i)", online("kfrtrl"),
-           "each tile forms rho from its own slice's norms, not the sample's"),
     Mutant("kfrtrl-no-immediate-term", "kfrtrl_kernel.cu",
            "new_a * (i == k ? s.alpha * s.dphi[k] : scalar_t(0));",
            "new_a * (i == k + 1 ? s.alpha * s.dphi[k] : scalar_t(0));", online("kfrtrl"),
@@ -246,10 +238,6 @@ MUTANTS += [
            "gs[b * plane + s] = keep * gs[b * plane + s] + a * outer;",
            "gs[b * plane + s] = gs[b * plane + s] + a * outer;", META,
            "dL/dH_(t-1) forgets the (1 - eta) decay"),
-    Mutant("meta-short-warp-sum", "meta_kernel.cu",
-           "  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);",
-           "  for (int o = kWarp / 2; o > 1; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);", META,
-           "> 0 to > 1: the row sums miss half the lanes"),
 ]
 
 
