@@ -50,34 +50,25 @@ LOCALGRAD_HD acc_t derivative_from_output(acc_t h, acc_t slope) {
 
 }  // namespace localgrad
 
-// Turns a runtime Activation into the compile-time constant `kAct` inside the
-// body, so inner loops carry no branch on the kind.
-#define LOCALGRAD_DISPATCH_ACTIVATION(KIND, ...)                          \
-  [&] {                                                                   \
-    switch (KIND) {                                                       \
-      case ::localgrad::Activation::Derivative: {                         \
-        constexpr auto kAct = ::localgrad::Activation::Derivative;        \
-        return __VA_ARGS__();                                             \
-      }                                                                   \
-      case ::localgrad::Activation::Identity: {                           \
-        constexpr auto kAct = ::localgrad::Activation::Identity;          \
-        return __VA_ARGS__();                                             \
-      }                                                                   \
-      case ::localgrad::Activation::ReLU: {                               \
-        constexpr auto kAct = ::localgrad::Activation::ReLU;              \
-        return __VA_ARGS__();                                             \
-      }                                                                   \
-      case ::localgrad::Activation::LeakyReLU: {                          \
-        constexpr auto kAct = ::localgrad::Activation::LeakyReLU;         \
-        return __VA_ARGS__();                                             \
-      }                                                                   \
-      case ::localgrad::Activation::Tanh: {                               \
-        constexpr auto kAct = ::localgrad::Activation::Tanh;              \
-        return __VA_ARGS__();                                             \
-      }                                                                   \
-      default: {                                                          \
-        constexpr auto kAct = ::localgrad::Activation::Sigmoid;           \
-        return __VA_ARGS__();                                             \
-      }                                                                   \
-    }                                                                     \
+// One case of an activation dispatch: `kAct` is the compile-time constant
+// inside the body, so inner loops carry no branch on the kind.
+#define LOCALGRAD_ACTIVATION_BODY(NAME, ...)                     \
+  {                                                              \
+    constexpr auto kAct = ::localgrad::Activation::NAME;         \
+    return __VA_ARGS__();                                        \
+  }
+#define LOCALGRAD_ACTIVATION_CASE(NAME, ...) \
+  case ::localgrad::Activation::NAME: LOCALGRAD_ACTIVATION_BODY(NAME, __VA_ARGS__)
+
+// Every activation (Sigmoid the default).
+#define LOCALGRAD_DISPATCH_ACTIVATION(KIND, ...)                  \
+  [&] {                                                           \
+    switch (KIND) {                                               \
+      LOCALGRAD_ACTIVATION_CASE(Derivative, __VA_ARGS__)          \
+      LOCALGRAD_ACTIVATION_CASE(Identity, __VA_ARGS__)            \
+      LOCALGRAD_ACTIVATION_CASE(ReLU, __VA_ARGS__)                \
+      LOCALGRAD_ACTIVATION_CASE(LeakyReLU, __VA_ARGS__)           \
+      LOCALGRAD_ACTIVATION_CASE(Tanh, __VA_ARGS__)                \
+      default: LOCALGRAD_ACTIVATION_BODY(Sigmoid, __VA_ARGS__)    \
+    }                                                             \
   }()

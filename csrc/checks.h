@@ -36,6 +36,17 @@ inline void check_float(const at::Tensor& t, const char* op, const char* name) {
                    t.scalar_type());
 }
 
+// Kernels written for float32 and float64 only (no half types).
+inline void check_real(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
+                   " must be float32 or float64, got ", t.scalar_type());
+}
+
+// The name of element i of a list argument, for messages: "weights[2]".
+inline std::string item(const char* list, size_t i) {
+  return std::string(list) + "[" + std::to_string(i) + "]";
+}
+
 inline void check_dim(const at::Tensor& t, int64_t dim, const char* op,
                       const char* name, const char* shape) {
   TORCH_CHECK_VALUE(t.dim() == dim, op, ": ", name, " must be ", dim, "-D ",
@@ -174,6 +185,37 @@ inline void check_no_overlap(const at::Tensor& out, const char* out_name,
                     op, ": ", out_name, " (written) shares memory with ", other_name,
                     "; in-place use is not supported, pass a separate buffer for ",
                     out_name);
+}
+
+// A stack of layers (weights[i]: (n_{i+1}, n_i), biases[i]: (n_{i+1},)) on x
+// (batch, n_0): every weight and bias checked against x and its neighbours.
+// Returns the widths n_0..n_L.
+inline std::vector<int64_t> check_layers(const at::Tensor& x, at::TensorList weights, at::TensorList biases,
+                                         int64_t max_layers, const char* op) {
+  TORCH_CHECK_VALUE(!weights.empty(), op, ": weights must hold at least one layer");
+  TORCH_CHECK_VALUE(static_cast<int64_t>(weights.size()) <= max_layers, op,
+                    ": at most ", max_layers, " layers, got ", weights.size());
+  TORCH_CHECK_VALUE(biases.size() == weights.size(), op, ": biases must have one tensor per layer (",
+                    weights.size(), "), got ", biases.size());
+  std::vector<int64_t> widths{x.size(1)};
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const std::string wname = item("weights", i), bname = item("biases", i);
+    const at::Tensor& w = weights[i];
+    check_dim(w, 2, op, wname.c_str(), "(n_out, n_in)");
+    check_same_dtype(w, x, op, wname.c_str(), "x");
+    check_same_device(w, x, op, wname.c_str(), "x");
+    TORCH_CHECK_VALUE(w.size(1) == widths.back(), op, ": ", wname, " must have ", widths.back(),
+                      " columns (the width of layer ", i, "), got shape ", w.sizes());
+    TORCH_CHECK_VALUE(w.size(0) > 0, op, ": ", wname, " has no rows: every layer needs a unit");
+    const at::Tensor& b = biases[i];
+    check_dim(b, 1, op, bname.c_str(), "(n_out,)");
+    check_same_dtype(b, x, op, bname.c_str(), "x");
+    check_same_device(b, x, op, bname.c_str(), "x");
+    TORCH_CHECK_VALUE(b.size(0) == w.size(0), op, ": ", bname, " must have ", w.size(0),
+                      " entries (the rows of ", wname, "), got ", b.size(0));
+    widths.push_back(w.size(0));
+  }
+  return widths;
 }
 
 // localgrad's ops are outside autograd: they read tensors that require grad

@@ -45,8 +45,7 @@ PreparedChunk prepare_chunk(const at::Tensor& x, const at::Tensor& weight_in,
                             const at::Tensor& grad_w, const at::Tensor& grad_out,
                             const at::Tensor& outputs) {
   check_dim(x, 3, kOp, "x", "(T, batch, n_in)");
-  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, kOp,
-                   ": x must be float32 or float64, got ", x.scalar_type());
+  check_real(x, kOp, "x");
   TORCH_CHECK_VALUE(mode >= 0 && mode < kNumSignalModes, kOp, ": signal_mode must be 0 (mse), 1 "
                     "(cross-entropy) or 2 (given signal), got ", mode);
   TORCH_CHECK_VALUE(neuron.size() == 6, kOp, ": neuron must hold (alpha, rho, beta, v_th, "

@@ -14,15 +14,6 @@ namespace {
 constexpr const char* kRelax = "eqprop_relax";
 constexpr const char* kUpdate = "eqprop_update";
 
-std::string item(const char* list, size_t i) {
-  return std::string(list) + "[" + std::to_string(i) + "]";
-}
-
-void check_relax_dtype(const at::Tensor& x, const char* op) {
-  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
-                   ": x must be float32 or float64, got ", x.scalar_type());
-}
-
 // Checks one list of per-layer tensors against x and the widths.
 void check_states(at::TensorList states, const at::Tensor& x,
                   const std::vector<int64_t>& widths, const char* op, const char* list) {
@@ -41,35 +32,6 @@ void check_states(at::TensorList states, const at::Tensor& x,
   }
 }
 
-// Widths n_0..n_L from x and the weights, with every weight and bias checked.
-std::vector<int64_t> check_weights(const at::Tensor& x, at::TensorList weights,
-                                   at::TensorList biases, const char* op) {
-  TORCH_CHECK_VALUE(!weights.empty(), op, ": weights must hold at least one layer");
-  TORCH_CHECK_VALUE(static_cast<int64_t>(weights.size()) <= kMaxLayers, op,
-                    ": at most ", kMaxLayers, " layers, got ", weights.size());
-  TORCH_CHECK_VALUE(biases.size() == weights.size(), op, ": biases must have one tensor per layer (",
-                    weights.size(), "), got ", biases.size());
-  std::vector<int64_t> widths{x.size(1)};
-  for (size_t i = 0; i < weights.size(); ++i) {
-    const std::string wname = item("weights", i), bname = item("biases", i);
-    const at::Tensor& w = weights[i];
-    check_dim(w, 2, op, wname.c_str(), "(n_out, n_in)");
-    check_same_dtype(w, x, op, wname.c_str(), "x");
-    check_same_device(w, x, op, wname.c_str(), "x");
-    TORCH_CHECK_VALUE(w.size(1) == widths.back(), op, ": ", wname, " must have ", widths.back(),
-                      " columns (the width of layer ", i, "), got shape ", w.sizes());
-    TORCH_CHECK_VALUE(w.size(0) > 0, op, ": ", wname, " has no rows: every layer needs a unit");
-    const at::Tensor& b = biases[i];
-    check_dim(b, 1, op, bname.c_str(), "(n_out,)");
-    check_same_dtype(b, x, op, bname.c_str(), "x");
-    check_same_device(b, x, op, bname.c_str(), "x");
-    TORCH_CHECK_VALUE(b.size(0) == w.size(0), op, ": ", bname, " must have ", w.size(0),
-                      " entries (the rows of ", wname, "), got ", b.size(0));
-    widths.push_back(w.size(0));
-  }
-  return widths;
-}
-
 }  // namespace
 
 PreparedRelax prepare_relax(const at::Tensor& x, at::TensorList weights,
@@ -78,10 +40,10 @@ PreparedRelax prepare_relax(const at::Tensor& x, at::TensorList weights,
                             int64_t nudge, int64_t activation, int64_t steps,
                             double tol) {
   check_dim(x, 2, kRelax, "x", "(batch, n_in)");
-  check_relax_dtype(x, kRelax);
+  check_real(x, kRelax, "x");
   TORCH_CHECK_VALUE(x.size(1) > 0, kRelax, ": x must have at least one feature");
   PreparedRelax p;
-  p.widths = check_weights(x, weights, biases, kRelax);
+  p.widths = check_layers(x, weights, biases, kMaxLayers, kRelax);
   check_states(states, x, p.widths, kRelax, "states");
   for (size_t i = 0; i < states.size(); ++i) {
     check_rows_dense(states[i], kRelax, item("states", i).c_str());
@@ -170,7 +132,7 @@ void compute_pre(const PreparedRelax& p, const at::Tensor& drive, at::TensorList
 void check_update(const at::Tensor& x, at::TensorList states_a, at::TensorList states_b,
                   double scale, at::TensorList weight_grads, at::TensorList bias_grads) {
   check_dim(x, 2, kUpdate, "x", "(batch, n_in)");
-  check_relax_dtype(x, kUpdate);
+  check_real(x, kUpdate, "x");
   TORCH_CHECK_VALUE(std::isfinite(scale), kUpdate, ": scale must be finite, got ", scale);
   TORCH_CHECK_VALUE(!states_a.empty(), kUpdate, ": states_a must hold at least one layer");
   std::vector<int64_t> widths{x.size(1)};

@@ -36,8 +36,16 @@ namespace localgrad::meta {
 // f: the values are localgrad/activations.py's codes.
 enum class PlasticActivation : int64_t { Identity = 1, Tanh = 4 };
 
+// What every step's kernels share: the sizes and the plasticity rate eta.
+struct StepSizes {
+  int64_t batch = 0;
+  int64_t n_out = 0;
+  int64_t n_in = 0;
+  double eta = 0.0;
+};
+
 // One forward step, a row (b, i) of H at a time.
-struct ForwardStepParams {
+struct ForwardStepParams : StepSizes {
   const void* drive = nullptr;  // (B, N_out): u_t + W p_t
   const void* p = nullptr;      // (B, N_in)
   const void* alpha = nullptr;  // (N_out, N_in)
@@ -45,15 +53,11 @@ struct ForwardStepParams {
   void* trace = nullptr;        // (B, N_out, N_in): H_{t-1} written, or null
   void* y = nullptr;            // (B, N_out): y_t written
   const void* rate = nullptr;   // (B,): e_t, or null (every rate is eta)
-  int64_t batch = 0;
-  int64_t n_out = 0;
-  int64_t n_in = 0;
-  double eta = 0.0;
   PlasticActivation activation = PlasticActivation::Tanh;
 };
 
 // Backward, step 1: a row (b, i) at a time.
-struct BackwardRowParams {
+struct BackwardRowParams : StepSizes {
   const void* grad_y = nullptr;  // (B, N_out): dL/dy_t from outside the layer
   const void* carry = nullptr;   // (B, N_out): dL/dp_{t+1} (recurrent), or null
   const void* y = nullptr;       // (B, N_out): y_t
@@ -64,15 +68,11 @@ struct BackwardRowParams {
   void* grad_a = nullptr;        // (B, N_out): ga written
   void* grad_rate = nullptr;     // (B, N_out): each row's share of dL/de_t, written
   const void* rate = nullptr;    // (B,): e_t, or null (every rate is eta)
-  int64_t batch = 0;
-  int64_t n_out = 0;
-  int64_t n_in = 0;
-  double eta = 0.0;
   PlasticActivation activation = PlasticActivation::Tanh;
 };
 
 // Backward, step 2: a column (b, j) at a time (a sum over i).
-struct BackwardInputParams {
+struct BackwardInputParams : StepSizes {
   const void* alpha = nullptr;   // (N_out, N_in)
   const void* h_prev = nullptr;  // (B, N_out, N_in): H_{t-1}
   const void* grad_h = nullptr;  // (B, N_out, N_in): G = dL/dH_t
@@ -80,14 +80,10 @@ struct BackwardInputParams {
   const void* y = nullptr;       // (B, N_out)
   void* grad_p = nullptr;        // (B, N_in): accumulated
   const void* rate = nullptr;    // (B,): e_t, or null
-  int64_t batch = 0;
-  int64_t n_out = 0;
-  int64_t n_in = 0;
-  double eta = 0.0;
 };
 
 // Backward, step 3: a synapse (i, j) at a time (a sum over b).
-struct BackwardWeightParams {
+struct BackwardWeightParams : StepSizes {
   const void* alpha = nullptr;   // (N_out, N_in)
   const void* h_prev = nullptr;  // (B, N_out, N_in)
   const void* grad_a = nullptr;  // (B, N_out)
@@ -95,10 +91,6 @@ struct BackwardWeightParams {
   void* grad_h = nullptr;        // G = dL/dH_t in, dL/dH_{t-1} out
   void* grad_alpha = nullptr;    // (N_out, N_in): accumulated
   const void* rate = nullptr;    // (B,): e_t, or null
-  int64_t batch = 0;
-  int64_t n_out = 0;
-  int64_t n_in = 0;
-  double eta = 0.0;
 };
 
 }  // namespace localgrad::meta

@@ -12,11 +12,6 @@ namespace {
 constexpr const char* kForward = "plastic_episode";
 constexpr const char* kBackward = "plastic_episode_backward";
 
-void check_real(const at::Tensor& t, const char* op, const char* name) {
-  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
-                   " must be float32 or float64, got ", t.scalar_type());
-}
-
 void check_like(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* name,
                 const char* ref_name) {
   check_same_dtype(t, ref, op, name, ref_name);
@@ -122,13 +117,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> plastic_episode(
     drive_all = at::addmm(u.view({rows, s.n_out}), x.view({rows, s.n_in}), weight.t()).view(u.sizes());
   }
   const at::Tensor zeros = at::zeros({s.batch, s.n_in}, u.options());
-  ForwardStepParams q;
+  ForwardStepParams q{StepSizes{s.batch, s.n_out, s.n_in, eta}};
   q.alpha = alpha.const_data_ptr();
   q.h = h.data_ptr();
-  q.batch = s.batch;
-  q.n_out = s.n_out;
-  q.n_in = s.n_in;
-  q.eta = eta;
   q.activation = act;
   for (int64_t t = 0; t < s.steps; ++t) {
     at::Tensor p, drive;
@@ -204,11 +195,12 @@ BackwardResult plastic_episode_backward(const at::Tensor& grad_ys_arg, const std
   // Recurrent: the plastic inputs are the outputs one step back.
   const at::Tensor zeros = at::zeros({s.batch, s.n_in}, options);
   at::Tensor carry;  // dL/dp_{t+1}, recurrent only
+  const StepSizes sizes{s.batch, s.n_out, s.n_in, eta};
 
   for (int64_t t = s.steps - 1; t >= 0; --t) {
     const at::Tensor p = x.defined() ? x[t] : (t > 0 ? ys[t - 1] : zeros);
     const at::Tensor y = ys[t], ga = grad_u[t];
-    BackwardRowParams r;
+    BackwardRowParams r{sizes};
     r.grad_y = grad_ys[t].const_data_ptr();
     r.carry = carry.defined() ? carry.const_data_ptr() : nullptr;
     r.y = y.const_data_ptr();
@@ -220,41 +212,29 @@ BackwardResult plastic_episode_backward(const at::Tensor& grad_ys_arg, const std
     r.grad_rate = rate_rows[t].data_ptr();
     const void* rate_t = rate.defined() ? rate[t].const_data_ptr() : nullptr;
     r.rate = rate_t;
-    r.batch = s.batch;
-    r.n_out = s.n_out;
-    r.n_in = s.n_in;
-    r.eta = eta;
     r.activation = act;
     kernels.backward_rows(r, is_double);
     const void* h_prev = traces.defined() ? traces[t].const_data_ptr() : h.const_data_ptr();
 
     // Feed-forward: Wᵀ ga for every step comes in one product after the loop.
     at::Tensor grad_p = x.defined() ? grad_x[t] : at::mm(ga, weight);
-    BackwardInputParams in;
+    BackwardInputParams in{sizes};
     in.alpha = alpha.const_data_ptr();
     in.h_prev = h_prev;
     in.grad_h = g.const_data_ptr();
     in.grad_a = ga.const_data_ptr();
     in.y = y.const_data_ptr();
     in.grad_p = grad_p.data_ptr();
-    in.batch = s.batch;
-    in.n_out = s.n_out;
-    in.n_in = s.n_in;
-    in.eta = eta;
     in.rate = rate_t;
     kernels.backward_inputs(in, is_double);
 
-    BackwardWeightParams w;
+    BackwardWeightParams w{sizes};
     w.alpha = alpha.const_data_ptr();
     w.h_prev = h_prev;
     w.grad_a = ga.const_data_ptr();
     w.p = p.const_data_ptr();
     w.grad_h = g.data_ptr();
     w.grad_alpha = grad_alpha.data_ptr();
-    w.batch = s.batch;
-    w.n_out = s.n_out;
-    w.n_in = s.n_in;
-    w.eta = eta;
     w.rate = rate_t;
     kernels.backward_weights(w, is_double);
     if (!x.defined()) carry = grad_p;

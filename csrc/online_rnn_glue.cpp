@@ -7,11 +7,6 @@
 namespace localgrad::online_rnn {
 namespace {
 
-void check_real(const at::Tensor& t, const char* op, const char* name) {
-  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
-                   " must be float32 or float64, got ", t.scalar_type());
-}
-
 void check_shape(const at::Tensor& t, at::IntArrayRef want, const char* op, const char* name,
                  const char* meaning) {
   TORCH_CHECK_VALUE(t.sizes() == want, op, ": ", name, " must have shape ", want, " ", meaning, ", got ",

@@ -121,28 +121,13 @@ struct StateParams {
 
 // The value-node activations as compile-time constants (the schema's codes
 // 1..5 of localgrad::Activation; the glue refuses 0).
-#define LOCALGRAD_DISPATCH_PC_ACTIVATION(KIND, ...)                   \
-  [&] {                                                               \
-    switch (KIND) {                                                   \
-      case ::localgrad::Activation::ReLU: {                           \
-        constexpr auto kAct = ::localgrad::Activation::ReLU;          \
-        return __VA_ARGS__();                                         \
-      }                                                               \
-      case ::localgrad::Activation::LeakyReLU: {                      \
-        constexpr auto kAct = ::localgrad::Activation::LeakyReLU;     \
-        return __VA_ARGS__();                                         \
-      }                                                               \
-      case ::localgrad::Activation::Tanh: {                           \
-        constexpr auto kAct = ::localgrad::Activation::Tanh;          \
-        return __VA_ARGS__();                                         \
-      }                                                               \
-      case ::localgrad::Activation::Sigmoid: {                        \
-        constexpr auto kAct = ::localgrad::Activation::Sigmoid;       \
-        return __VA_ARGS__();                                         \
-      }                                                               \
-      default: {                                                      \
-        constexpr auto kAct = ::localgrad::Activation::Identity;      \
-        return __VA_ARGS__();                                         \
-      }                                                               \
-    }                                                                 \
+#define LOCALGRAD_DISPATCH_PC_ACTIVATION(KIND, ...)               \
+  [&] {                                                           \
+    switch (KIND) {                                               \
+      LOCALGRAD_ACTIVATION_CASE(ReLU, __VA_ARGS__)                \
+      LOCALGRAD_ACTIVATION_CASE(LeakyReLU, __VA_ARGS__)           \
+      LOCALGRAD_ACTIVATION_CASE(Tanh, __VA_ARGS__)                \
+      LOCALGRAD_ACTIVATION_CASE(Sigmoid, __VA_ARGS__)             \
+      default: LOCALGRAD_ACTIVATION_BODY(Identity, __VA_ARGS__)   \
+    }                                                             \
   }()

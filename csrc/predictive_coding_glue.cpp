@@ -14,15 +14,6 @@ namespace {
 constexpr const char* kInfer = "predictive_coding_infer";
 constexpr const char* kUpdate = "predictive_coding_update";
 
-std::string item(const char* list, size_t i) {
-  return std::string(list) + "[" + std::to_string(i) + "]";
-}
-
-void check_dtype(const at::Tensor& x, const char* op) {
-  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
-                   ": x must be float32 or float64, got ", x.scalar_type());
-}
-
 std::vector<Activation> check_kinds(at::IntArrayRef kinds, at::ArrayRef<double> slopes, size_t n,
                                     const char* op) {
   TORCH_CHECK_VALUE(kinds.size() == n && slopes.size() == n, op,
@@ -51,30 +42,6 @@ void check_tensor(const at::Tensor& t, const at::Tensor& x, const char* op, cons
   check_same_device(t, x, op, name.c_str(), "x");
   TORCH_CHECK_VALUE(t.sizes() == at::IntArrayRef(shape), op, ": ", name, " must have shape ",
                     at::IntArrayRef(shape), ", got ", t.sizes());
-}
-
-std::vector<int64_t> check_weights(const at::Tensor& x, at::TensorList weights,
-                                   at::TensorList biases, const char* op) {
-  TORCH_CHECK_VALUE(!weights.empty(), op, ": weights must hold at least one layer");
-  TORCH_CHECK_VALUE(static_cast<int64_t>(weights.size()) <= kMaxLayers, op, ": at most ",
-                    kMaxLayers, " layers, got ", weights.size());
-  TORCH_CHECK_VALUE(biases.size() == weights.size(), op,
-                    ": biases must have one tensor per layer (", weights.size(), "), got ",
-                    biases.size());
-  std::vector<int64_t> widths{x.size(1)};
-  for (size_t i = 0; i < weights.size(); ++i) {
-    const std::string wname = item("weights", i), bname = item("biases", i);
-    const at::Tensor& w = weights[i];
-    check_dim(w, 2, op, wname.c_str(), "(n_out, n_in)");
-    check_same_dtype(w, x, op, wname.c_str(), "x");
-    check_same_device(w, x, op, wname.c_str(), "x");
-    TORCH_CHECK_VALUE(w.size(1) == widths.back(), op, ": ", wname, " must have ", widths.back(),
-                      " columns (the width of layer ", i, "), got shape ", w.sizes());
-    TORCH_CHECK_VALUE(w.size(0) > 0, op, ": ", wname, " has no rows: every layer needs a unit");
-    check_tensor(biases[i], x, op, bname, {w.size(0)});
-    widths.push_back(w.size(0));
-  }
-  return widths;
 }
 
 at::Tensor activate_aten(const at::Tensor& a, Activation kind, double slope) {
@@ -113,9 +80,9 @@ void infer_impl(const at::Tensor& x, at::TensorList weights, at::TensorList bias
                 int64_t steps, double gamma, double lr, const Elementwise& backend) {
   const char* op = kInfer;
   check_dim(x, 2, op, "x", "(batch, n_in)");
-  check_dtype(x, op);
+  check_real(x, op, "x");
   TORCH_CHECK_VALUE(x.size(1) > 0, op, ": x must have at least one feature");
-  const std::vector<int64_t> widths = check_weights(x, weights, biases, op);
+  const std::vector<int64_t> widths = check_layers(x, weights, biases, kMaxLayers, op);
   const int L = static_cast<int>(weights.size());
   const int64_t batch = x.size(0);
   const std::vector<Activation> kind = check_kinds(kinds, slopes, L, op);
@@ -291,7 +258,7 @@ void update_impl(const at::Tensor& x, at::TensorList states, at::TensorList erro
                  at::TensorList weight_grads, at::TensorList bias_grads) {
   const char* op = kUpdate;
   check_dim(x, 2, op, "x", "(batch, n_in)");
-  check_dtype(x, op);
+  check_real(x, op, "x");
   TORCH_CHECK_VALUE(std::isfinite(scale), op, ": scale must be finite, got ", scale);
   TORCH_CHECK_VALUE(!errors.empty(), op, ": errors must hold at least one layer");
   TORCH_CHECK_VALUE(static_cast<int64_t>(errors.size()) <= kMaxLayers, op, ": at most ",

@@ -15,10 +15,6 @@ namespace {
 
 constexpr const char* kOp = "target_prop_feedback_grads";
 
-std::string item(const char* list, size_t i) {
-  return std::string(list) + "[" + std::to_string(i) + "]";
-}
-
 void check_like(const at::Tensor& t, const at::Tensor& ref, const std::string& name,
                 std::vector<int64_t> shape) {
   TORCH_CHECK_VALUE(t.dim() == static_cast<int64_t>(shape.size()), kOp, ": ", name, " must be ",
@@ -70,8 +66,7 @@ void feedback_grads_impl(at::TensorList inputs, at::TensorList outputs, at::Tens
   }
   const at::Tensor& ref = inputs[0];
   TORCH_CHECK_VALUE(ref.dim() == 2, kOp, ": inputs[0] must be 2-D (batch, n), got shape ", ref.sizes());
-  TORCH_CHECK_TYPE(ref.scalar_type() == at::kFloat || ref.scalar_type() == at::kDouble, kOp,
-                   ": inputs[0] must be float32 or float64, got ", ref.scalar_type());
+  check_real(ref, kOp, "inputs[0]");
   const int64_t batch = ref.size(0);
   check_like(loss, ref, "loss", {});
   TensorRoles roles;

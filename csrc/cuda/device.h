@@ -34,3 +34,10 @@ inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream();
 #define LOCALGRAD_CUDA_IMPL(m) TORCH_LIBRARY_IMPL(localgrad, CUDA, m)
 
 #endif
+
+namespace localgrad::device {
+// Raises, naming the op, when a kernel launch failed.
+inline void check_launch(cudaError_t status, const char* op) {
+  TORCH_CHECK(status == cudaSuccess, op, ": CUDA kernel launch failed: ", cudaGetErrorString(status));
+}
+}  // namespace localgrad::device

@@ -35,8 +35,7 @@ void dfa_project_cuda(const at::Tensor& error, const at::Tensor& feedback,
     params.n_layers = static_cast<int>(count);
     std::copy_n(p.layers.begin() + first, count, params.layers);
     const cudaError_t status = launch_project(params, scalar_kind(error.scalar_type()), stream);
-    TORCH_CHECK(status == cudaSuccess, "dfa_project: CUDA kernel launch failed: ",
-                cudaGetErrorString(status));
+    device::check_launch(status, "dfa_project");
   }
 }
 

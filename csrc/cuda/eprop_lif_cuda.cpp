@@ -67,8 +67,7 @@ void eprop_lif_chunk_cuda(const at::Tensor& x, const at::Tensor& weight_in,
   }
   const cudaStream_t stream = device::current_stream();
   const cudaError_t status = launch_chunk(c, dtype, p.adaptive, p.mode, stream);
-  TORCH_CHECK(status == cudaSuccess, "eprop_lif_chunk: CUDA kernel launch failed: ",
-              cudaGetErrorString(status));
+  device::check_launch(status, "eprop_lif_chunk");
 }
 
 }  // namespace

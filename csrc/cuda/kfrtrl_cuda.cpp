@@ -33,7 +33,7 @@ std::tuple<at::Tensor, at::Tensor> kfrtrl_step_cuda(const at::Tensor& u, const a
     q.partials = partials.data_ptr();
   }
   const cudaError_t status = launch_step(q, scalar_kind(h_prev.scalar_type()), device::current_stream());
-  TORCH_CHECK(status == cudaSuccess, "kfrtrl_step: CUDA kernel launch failed: ", cudaGetErrorString(status));
+  device::check_launch(status, "kfrtrl_step");
   return {u_out, a_out};
 }
 

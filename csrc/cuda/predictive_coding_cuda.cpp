@@ -15,8 +15,7 @@ namespace localgrad::predictive_coding {
 namespace {
 
 void check_launch(cudaError_t status) {
-  TORCH_CHECK(status == cudaSuccess,
-              "predictive_coding_infer: CUDA kernel launch failed: ", cudaGetErrorString(status));
+  device::check_launch(status, "predictive_coding_infer");
 }
 
 void infer_cuda(const at::Tensor& x, at::TensorList weights, at::TensorList biases,

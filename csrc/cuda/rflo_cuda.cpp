@@ -24,7 +24,7 @@ std::tuple<at::Tensor, at::Tensor> rflo_chunk_cuda(const at::Tensor& trace, cons
   p.params.grad = grad.data_ptr();
   const cudaError_t status = launch_chunk(p.params, scalar_kind(trace.scalar_type()),
                                           device::current_stream());
-  TORCH_CHECK(status == cudaSuccess, "rflo_chunk: CUDA kernel launch failed: ", cudaGetErrorString(status));
+  device::check_launch(status, "rflo_chunk");
   return {trace_out, grad};
 }
 

@@ -20,7 +20,7 @@ at::Tensor rtrl_step_cuda(const at::Tensor& influence, const at::Tensor& weight_
   p.params.out = out.data_ptr();
   const cudaError_t status = launch_finish_step(p.params, scalar_kind(h_prev.scalar_type()),
                                                 device::current_stream());
-  TORCH_CHECK(status == cudaSuccess, "rtrl_step: CUDA kernel launch failed: ", cudaGetErrorString(status));
+  device::check_launch(status, "rtrl_step");
   return out;
 }
 

@@ -16,8 +16,7 @@ void sign_feedback_cuda(const at::Tensor& weight, int64_t seed, int64_t counter,
   const cudaError_t status = launch(prepared.params, random_magnitude,
                                     scalar_kind(weight.scalar_type()),
                                     device::current_stream());
-  TORCH_CHECK(status == cudaSuccess, "sign_feedback: CUDA kernel launch failed: ",
-              cudaGetErrorString(status));
+  device::check_launch(status, "sign_feedback");
 }
 
 }  // namespace

@@ -23,7 +23,7 @@ at::Tensor snap_step_cuda(const at::Tensor& influence, const at::Tensor& weight_
   p.params.out = out.data_ptr();
   const cudaError_t status = launch_step(p.params, scalar_kind(h_prev.scalar_type()),
                                          device::current_stream());
-  TORCH_CHECK(status == cudaSuccess, "snap_step: CUDA kernel launch failed: ", cudaGetErrorString(status));
+  device::check_launch(status, "snap_step");
   return out;
 }
 

@@ -14,8 +14,7 @@ namespace localgrad::target_prop {
 namespace {
 
 void check_launch(cudaError_t status) {
-  TORCH_CHECK(status == cudaSuccess,
-              "target_prop_feedback_grads: CUDA kernel launch failed: ", cudaGetErrorString(status));
+  device::check_launch(status, "target_prop_feedback_grads");
 }
 
 void feedback_grads_cuda(at::TensorList inputs, at::TensorList outputs, at::TensorList gates,

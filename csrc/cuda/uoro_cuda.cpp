@@ -29,7 +29,7 @@ std::tuple<at::Tensor, at::Tensor> uoro_step_cuda(const at::Tensor& s_tilde, con
   p.params.partials = partials.data_ptr();
   const cudaError_t status = launch_step(p.params, scalar_kind(h_prev.scalar_type()),
                                          device::current_stream());
-  TORCH_CHECK(status == cudaSuccess, "uoro_step: CUDA kernel launch failed: ", cudaGetErrorString(status));
+  device::check_launch(status, "uoro_step");
   return {s_out, theta_out};
 }
 
