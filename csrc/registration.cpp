@@ -8,7 +8,37 @@
 // declares the same list in the namespace localgrad_emulated, for CPU tensors.
 #include <torch/library.h>
 
+#include <cstring>
+#include <string>
+#include <vector>
+
 namespace {
+
+// The names of the ops defined below, for the registrations after the list.
+std::vector<std::string>& op_names() {
+  static std::vector<std::string> names;
+  return names;
+}
+
+void def(torch::Library& m, const char* schema) {
+  m.def(schema);
+  op_names().emplace_back(schema, std::strchr(schema, '(') - schema);
+}
+
+// localgrad's ops compute in their inputs' dtype. Under torch.autocast, the
+// products the glue runs through ATen would come back in bf16/fp16 into
+// buffers that the kernels read as the inputs' dtype: every op runs with
+// autocast off instead (its dtype checks then see the tensors as given).
+void without_autocast(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+  op.callBoxed(stack);
+}
+
+void register_without_autocast(torch::Library& m) {
+  for (const std::string& name : op_names()) {
+    m.impl(name.c_str(), torch::CppFunction::makeFromBoxedFunction<&without_autocast>());
+  }
+}
 
 // The fake kernels are registered from each family's module for the localgrad
 // namespace; the emulated namespace's are registered by localgrad.ops when
@@ -31,7 +61,7 @@ void define_ops(torch::Library& m) {
   // h_l = f(a_l) (or f'(a_l) itself for kind 0; None for identity);
   // kinds/slopes: activation code and LeakyReLU slope per layer
   // (localgrad/activations.py); out[l]: (batch, width_l), written.
-  m.def(
+  def(m,
       "dfa_project(Tensor error, Tensor feedback, Tensor?[] activations, "
       "int[] kinds, float[] slopes, Tensor(a!)[] out) -> ()");
 
@@ -40,7 +70,7 @@ void define_ops(torch::Library& m) {
   // (weight's shape): scale * sign(weight) (uSF), or, with random_magnitude,
   // |R| * sign(weight) with R ~ U(-scale, scale) drawn by the counter-based
   // RNG from (seed, counter, element index) (brSF advances counter, frSF not).
-  m.def(
+  def(m,
       "sign_feedback(Tensor weight, int seed, int counter, float scale, "
       "bool random_magnitude, Tensor(a!) out) -> ()");
 
@@ -55,7 +85,7 @@ void define_ops(torch::Library& m) {
   // activation: 0 hardsigmoid clamp(.,0,1), 1 sigmoid, 2 tanh. async_update:
   // even layers, then odd ones. A row that moved less than tol stops.
   // Returns the steps each row ran, (batch,) int64.
-  m.def(
+  def(m,
       "eqprop_relax(Tensor x, Tensor[] weights, Tensor[] biases, Tensor(a!)[] states, "
       "Tensor? target, float beta, int nudge, int activation, int steps, "
       "bool async_update, float tol) -> Tensor");
@@ -63,7 +93,7 @@ void define_ops(torch::Library& m) {
   // EqProp / CHL contrastive update of every layer (a_0 = b_0 = x):
   //   weight_grads[i] = scale * (a_{i+1}^T a_i - b_{i+1}^T b_i)
   //   bias_grads[i]   = scale * sum over the batch of (a_{i+1} - b_{i+1})
-  m.def(
+  def(m,
       "eqprop_update(Tensor x, Tensor[] states_a, Tensor[] states_b, float scale, "
       "Tensor(a!)[] weight_grads, Tensor(b!)[] bias_grads) -> ()");
 
@@ -73,13 +103,13 @@ void define_ops(torch::Library& m) {
   // (csrc/online_rnn.h); weight_hh is the masked W_hh, hh_mask its pattern.
   // RTRL (Williams & Zipser 1989): influence (batch, H, H*C) -> M_t =
   // (1-α) M + α φ'(a) ⊙ (W_hh M + Ī).
-  m.def(
+  def(m,
       "rtrl_step(Tensor influence, Tensor weight_hh, Tensor h_prev, Tensor x, "
       "Tensor dphi, Tensor? hh_mask, float alpha) -> Tensor");
   set_module(m, "localgrad.ops.snap");
   // SnAp-n (Menick et al. 2021): the same update on kept entries (unit k,
   // row i), influence (batch, E, C), neighbour lists in CSR form.
-  m.def(
+  def(m,
       "snap_step(Tensor influence, Tensor weight_hh, Tensor h_prev, Tensor x, "
       "Tensor dphi, Tensor? hh_mask, float alpha, Tensor entry_unit, "
       "Tensor entry_row, Tensor nbr_ptr, Tensor nbr_entry, Tensor nbr_weight, "
@@ -87,13 +117,13 @@ void define_ops(torch::Library& m) {
   set_module(m, "localgrad.ops.rflo");
   // RFLO (Murray 2019) / rate e-prop: eligibility traces (batch, H, C) over a
   // chunk of T steps and Σ_t Σ_b signal ⊙ trace -> (trace_T, grad (H, C)).
-  m.def(
+  def(m,
       "rflo_chunk(Tensor trace, Tensor xs, Tensor h_prevs, Tensor dphis, "
       "Tensor signals, Tensor? hh_mask, float alpha) -> (Tensor, Tensor)");
   set_module(m, "localgrad.ops.uoro");
   // UORO (Tallec & Ollivier 2017): one rank-one update of (s̃ (batch, H),
   // θ̃ (batch, H, C)) with random signs nu.
-  m.def(
+  def(m,
       "uoro_step(Tensor s_tilde, Tensor theta_tilde, Tensor weight_hh, Tensor nu, "
       "Tensor h_prev, Tensor x, Tensor dphi, Tensor? hh_mask, float alpha, "
       "float eps) -> (Tensor, Tensor)");
@@ -110,7 +140,7 @@ void define_ops(torch::Library& m) {
   // state (v .. out_trace) updated in place; grad_w (hidden, n_in + hidden)
   // and grad_out (n_out, hidden + 1) accumulated; outputs (T, batch, n_out)
   // written with the readout of every step.
-  m.def(
+  def(m,
       "eprop_lif_chunk(Tensor x, Tensor weight_in, Tensor weight_rec, Tensor weight_out, "
       "Tensor bias_out, Tensor feedback, Tensor? target, Tensor? signal, float[] neuron, "
       "bool adaptive, int signal_mode, float loss_scale, Tensor(a!) v, Tensor(b!) a, Tensor(c!) z, "
@@ -126,7 +156,7 @@ void define_ops(torch::Library& m) {
   // pre-activations (Krotov: the p-currents), and grad (n_out, n_in) =
   // -rate_k dW_k / (max |dW| if normalize), rate_k = lr (| |w_k|_p - 1 | +
   // 1e-10)^lr_power; dW the batch mean of the rule's update.
-  m.def(
+  def(m,
       "hebbian_update(Tensor x, Tensor weight, Tensor? theta, int rule, float temperature, "
       "float p, int rank, float anti, float lr, float lr_power, bool normalize, "
       "Tensor(a!) u, Tensor(b!) grad) -> ()");
@@ -142,14 +172,14 @@ void define_ops(torch::Library& m) {
   // the initial state), 2 Z-IL (node L-1-t moves at step t, errors read at
   // their step), 3 iPC (weights and biases also move every step by lr times
   // the batch-summed update, in place).
-  m.def(
+  def(m,
       "predictive_coding_infer(Tensor x, Tensor(a!)[] weights, Tensor(b!)[] biases, "
       "Tensor(c!)[] states, Tensor(d!)[] errors, Tensor target, int[] kinds, float[] slopes, "
       "int variant, int loss, float output_precision, int steps, float gamma, float lr) -> ()");
   // The update of every layer: weight_grads[i] = scale * errors[i]^T f_i(a_i),
   // bias_grads[i] = scale * sum over the batch of errors[i] (a_0 = x,
   // a_i = states[i-1]).
-  m.def(
+  def(m,
       "predictive_coding_update(Tensor x, Tensor[] states, Tensor[] errors, int[] kinds, "
       "float[] slopes, float scale, Tensor(a!)[] weight_grads, Tensor(b!)[] bias_grads) -> ()");
 
@@ -159,7 +189,7 @@ void define_ops(torch::Library& m) {
   // Rank 1: the reduced (u, A) of the step, (batch, 1, C) and (batch, 1, H, H).
   // Rank r ≥ 2: the r + 1 unreduced terms [u | v], [J A | α D], (batch, r+1, C)
   // and (batch, r+1, H, H), for the OK reduction in ATen (ok_reduce).
-  m.def(
+  def(m,
       "kfrtrl_step(Tensor u, Tensor A, Tensor weight_hh, Tensor signs, Tensor h_prev, Tensor x, "
       "Tensor dphi, float alpha, float eps, bool check_signs=True) -> (Tensor, Tensor)");
   set_module(m, "localgrad.ops.meta");
@@ -172,14 +202,14 @@ void define_ops(torch::Library& m) {
   // modulation: (T, batch) m, each step's rate eta m (in [0, 1)) in place of
   // eta; None: eta. Returns (ys, h_T, traces): traces (T, batch, n_out, n_in),
   // H before each step, when store_traces, else (0,).
-  m.def(
+  def(m,
       "plastic_episode(Tensor u, Tensor? x, Tensor weight, Tensor alpha, Tensor h0, float eta, "
       "int activation, bool store_traces, Tensor? modulation=None) -> (Tensor, Tensor, Tensor)");
   // Its backward, recomputing H_{t-1} = (H_t - eta y_t p_tᵀ) / (1 - eta) from
   // h_T step by step (or reading traces): (grad_u, grad_x ((0,) when
   // recurrent), grad_weight, grad_alpha, grad_eta (0-d), grad_h0,
   // grad_modulation ((0,) without modulation)).
-  m.def(
+  def(m,
       "plastic_episode_backward(Tensor grad_ys, Tensor? grad_h, Tensor? x, Tensor weight, "
       "Tensor alpha, Tensor ys, Tensor h_T, Tensor? traces, float eta, int activation, "
       "Tensor? modulation=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
@@ -194,7 +224,7 @@ void define_ops(torch::Library& m) {
   // weights W_l (m, n), biases b_l, fb_weights V (n, m), fb_biases c (n,),
   // kinds/slopes layer l's activation. variant 0 dtp/tp, 1 ldrl. Writes the
   // batch means grad_weights[k] = dV, grad_biases[k] = dc and loss (summed over maps).
-  m.def(
+  def(m,
       "target_prop_feedback_grads(Tensor[] inputs, Tensor[] outputs, Tensor[] gates, Tensor[] weights, "
       "Tensor[] biases, Tensor[] fb_weights, Tensor[] fb_biases, Tensor[] noise_in, Tensor[] noise_out, "
       "int[] kinds, float[] slopes, int variant, Tensor(a!)[] grad_weights, Tensor(b!)[] grad_biases, "
@@ -205,6 +235,9 @@ void define_ops(torch::Library& m) {
 
 #if defined(LOCALGRAD_CUDA_EMULATION)
 TORCH_LIBRARY(localgrad_emulated, m) { define_ops(m); }
+TORCH_LIBRARY_IMPL(localgrad_emulated, AutocastCPU, m) { register_without_autocast(m); }
 #else
 TORCH_LIBRARY(localgrad, m) { define_ops(m); }
+TORCH_LIBRARY_IMPL(localgrad, AutocastCPU, m) { register_without_autocast(m); }
+TORCH_LIBRARY_IMPL(localgrad, AutocastCUDA, m) { register_without_autocast(m); }
 #endif

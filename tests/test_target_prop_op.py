@@ -106,6 +106,19 @@ def test_float32_within_tolerance(device, variant):
     check(args, variant, 5e-5)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_autocast_leaves_the_op_in_its_inputs_dtype(device):
+    """Under torch.autocast the glue's own products once came back in bf16
+    into float32 buffers (heap corruption); every op now runs with autocast
+    off: the same bits as outside it."""
+    args = make_maps(9, 2, [20, 16, 6], "dtp", True, dtype=torch.float32, device=device, seed=5)
+    plain = call(args, "dtp")
+    with torch.autocast("cuda" if device == "cuda" else "cpu", dtype=torch.bfloat16):
+        under = call(args, "dtp")
+    for a, b in zip([*plain[0], *plain[1], plain[2]], [*under[0], *under[1], under[2]]):
+        assert a.dtype == torch.float32 and torch.equal(a, b)
+
+
 @pytest.mark.parametrize("device", KERNEL_DEVICES)
 def test_grid_stride_loops_reach_every_element(device):
     cap = grid_cap(device)
