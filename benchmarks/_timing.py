@@ -270,12 +270,29 @@ def print_peaks(peaks: Peaks) -> None:
           f"{peaks.bandwidth / 1e9:.4g} GB/s (copy, {peaks.copy_bytes / 2**20:.0f} MiB read+written)")
 
 
+def report_peaks(device: torch.device, quick: bool = False) -> Peaks:
+    """measure_peaks, printed: the line every benchmark with floors opens with."""
+    peaks = measure_peaks(device, quick=quick)
+    print_peaks(peaks)
+    return peaks
+
+
 def print_other_load(other: float | None) -> None:
     """The closing line of a run measured with OtherLoad, naming the CPU count
     so that "25%" reads as one busy core of four."""
     if other is not None:
         print(f"\nother processes used {100 * other:.0f}% of the {os.cpu_count()} CPUs during this run"
               + (": CPU timings taken under load are unreliable" if other > 0.05 else ""))
+
+
+def finish(args: argparse.Namespace, load: OtherLoad, record: dict) -> float | None:
+    """The end of a run: the other processes' share of the CPUs printed and,
+    with --json, `record` written with it. Returns that share."""
+    other = load.fraction()
+    print_other_load(other)
+    if args.json:
+        write_json(args.json, {**record, "other_load": other})
+    return other
 
 
 def args_record(args: argparse.Namespace) -> dict:

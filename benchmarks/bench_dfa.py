@@ -344,8 +344,7 @@ def main(argv=None) -> int:
     whole_run = timing.OtherLoad()
     print(f"timing: median and min per call over {args.repeats} loops, after {args.warmup} warm-up calls")
 
-    peaks = timing.measure_peaks(device, quick=args.quick)
-    timing.print_peaks(peaks)
+    peaks = timing.report_peaks(device, args.quick)
 
     rows: list[dict] = []
     n_out, widths = args.sizes[-1], args.sizes[1:-1]

@@ -136,8 +136,7 @@ def main(argv=None) -> int:
     args.warmup = 1
     args.min_repeat_s = 0.0 if args.quick else 0.02
     whole_run = timing.OtherLoad()
-    peaks = timing.measure_peaks(device, quick=args.quick)
-    timing.print_peaks(peaks)
+    peaks = timing.report_peaks(device, args.quick)
     rows: list[dict] = []
     for hidden in args.hidden:
         load = timing.OtherLoad()

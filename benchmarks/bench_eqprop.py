@@ -349,8 +349,7 @@ def main(argv=None) -> int:
 
     whole_run = timing.OtherLoad()
     print(f"timing: median and min per call over {args.repeats} loops, after {args.warmup} warm-up call")
-    peaks = timing.measure_peaks(device, quick=args.quick)
-    timing.print_peaks(peaks)
+    peaks = timing.report_peaks(device, args.quick)
 
     rows: list[dict] = []
     for sizes in args.nets:

@@ -508,8 +508,7 @@ def main(argv=None) -> int:
     print(f"timing: median and min per call over up to {args.repeats} loops (fewer when a step row would "
           f"pass {args.row_seconds:g} s), after {args.warmup} warm-up calls")
 
-    peaks = timing.measure_peaks(device, quick=args.quick)
-    timing.print_peaks(peaks)
+    peaks = timing.report_peaks(device, args.quick)
 
     rows: list[dict] = []
     all_macs = {}

@@ -96,8 +96,7 @@ def main(argv=None) -> int:
     repeats = 1 if args.quick else args.repeats
     rules = [r for r in args.rules.split(",") if r]
     load = timing.OtherLoad()
-    peaks = timing.measure_peaks(device, quick=args.quick)
-    timing.print_peaks(peaks)
+    peaks = timing.report_peaks(device, args.quick)
 
     rows, table = [], []
     for batch, n_in, n_out in shapes:
@@ -132,11 +131,7 @@ def main(argv=None) -> int:
     timing.print_table("one layer's update per call (median)",
                        ["rule", "batch x in x out", "fused", "eager", "reference f64", "eager / fused",
                         "ref / fused", "fused / floor", "rel diff"], table)
-    other = load.fraction()
-    if other is not None:
-        print(f"\nother processes used {100 * other:.0f}% of the CPUs during the run")
-    if args.json:
-        timing.write_json(args.json, {"environment": env, "peaks": peaks.as_dict(), "other_load": other, "rows": rows})
+    timing.finish(args, load, {"benchmark": "hebbian", "environment": env, "peaks": peaks.as_dict(), "rows": rows})
     return 0
 
 

@@ -124,8 +124,7 @@ def main(argv=None) -> int:
     recurrent = args.mode == "recurrent"
     device, env = timing.start(args, f"; {args.mode} tanh layer, batch {batch}, eta {args.eta}, float32")
     load = timing.OtherLoad()
-    peaks = timing.measure_peaks(device, quick=args.quick)
-    timing.print_peaks(peaks)
+    peaks = timing.report_peaks(device, args.quick)
 
     rows, table = [], []
     for n in sizes:
@@ -172,11 +171,7 @@ def main(argv=None) -> int:
     timing.print_table(title,
                        ["N", "T", "fused", "fused recompute", "eager", "eager / fused", "held fused", "held recompute",
                         "held eager", "fused / floor", "note"], table)
-    other = load.fraction()
-    if other is not None:
-        print(f"\nother processes used {100 * other:.0f}% of the CPUs during the run")
-    if args.json:
-        timing.write_json(args.json, {"environment": env, "peaks": peaks.as_dict(), "other_load": other, "rows": rows})
+    timing.finish(args, load, {"benchmark": "meta", "environment": env, "peaks": peaks.as_dict(), "rows": rows})
     return 0
 
 

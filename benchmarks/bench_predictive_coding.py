@@ -191,8 +191,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     device, env = timing.start(args)
     load = timing.OtherLoad()
-    peaks = timing.measure_peaks(device, args.quick)
-    timing.print_peaks(peaks)
+    peaks = timing.report_peaks(device, args.quick)
     results1, results2 = [], []
     with torch.no_grad():
         part1(args, device, peaks, results1)

@@ -145,11 +145,8 @@ def main(argv=None) -> int:
                       f"{timing.fmt_num(ratio)}x {base}" if ratio else (refusal or "")[:70]])
     timing.print_table(f"one training step per rule (batch {args.batch}, hidden {args.hidden}, T {args.steps})",
                        ["rule", "family", "median step", "vs baseline"], table)
-    other = load.fraction()
-    timing.print_other_load(other)
-    if args.json:
-        timing.write_json(args.json, {"benchmark": "rules", "environment": env, "args": timing.args_record(args),
-                                      "other_load": other, "rows": rows})
+    timing.finish(args, load, {"benchmark": "rules", "environment": env, "args": timing.args_record(args),
+                               "rows": rows})
     return 0
 
 

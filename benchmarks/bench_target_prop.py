@@ -282,8 +282,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     device, env = timing.start(args)
     load = timing.OtherLoad()
-    peaks = timing.measure_peaks(device, args.quick)
-    timing.print_peaks(peaks)
+    peaks = timing.report_peaks(device, args.quick)
     print(f"schedules: {', '.join(f'{n} K={k} S={s}' for n, k, s in schedules(args))}")
     results: list[dict] = []
     run(args, device, peaks, results)

@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from testing import cpu_kernels, DEVICES, EMULATED, grid_cap, KERNEL_DEVICES, kernels, poisoned, rel_err, TOLERANCE
+from testing import (cpu_kernels, DEVICES, EMULATED, grid_cap, KERNEL_DEVICES, kernels, LAYERED_SHAPES, poisoned,
+                     rel_err, TOLERANCE)
 
 import localgrad
 from localgrad import ops, reference
@@ -13,19 +14,8 @@ pytestmark = pytest.mark.skipif(not localgrad.has_extension(), reason="compiled 
 NUDGES = [FREE, NUDGE_MSE, NUDGE_CE, CLAMP]
 ACTIVATIONS = [0, 1, 2]  # hardsigmoid, sigmoid, tanh
 
-# (batch, sizes n_0..n_L): tiny, one layer, empty batch, odd widths, a width-1
-# layer, four layers, wider than a warp, a batch over one CUDA tile, and inner
-# weights too big for the CPU's row tiles and the CUDA persistent kernel.
-SHAPES = [
-    (1, [1, 1]),
-    (3, [4, 2]),
-    (0, [5, 3, 2]),
-    (5, [9, 13, 6]),
-    (7, [6, 1, 5, 3]),
-    (6, [20, 31, 17, 5, 10]),
-    (33, [40, 70, 45, 10]),
-    (5, [8, 600, 500, 4]),
-]
+# And inner weights too big for the CPU's row tiles and the CUDA persistent kernel.
+SHAPES = LAYERED_SHAPES + [(5, [8, 600, 500, 4])]
 
 
 def make_net(batch, sizes, dtype, device, seed=0, gain=1.0):

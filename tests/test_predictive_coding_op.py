@@ -3,7 +3,7 @@ reference (localgrad.reference.predictive_coding) and their contract."""
 
 import pytest
 import torch
-from testing import DEVICES, KERNEL_DEVICES, cpu_kernels, grid_cap, kernels, poisoned, rel_err
+from testing import DEVICES, KERNEL_DEVICES, LAYERED_SHAPES, cpu_kernels, grid_cap, kernels, poisoned, rel_err
 
 import localgrad
 from localgrad import ops
@@ -13,19 +13,8 @@ from localgrad.reference import predictive_coding as ref
 pytestmark = pytest.mark.skipif(not localgrad.has_extension() or not _compiled(),
                                 reason="compiled extension with the predictive-coding ops not built")
 
-# (batch, widths n_0..n_L): one layer, tiny, empty batch, odd widths, a
-# width-1 layer, four layers, wider than a warp and a batch over one CUDA
-# block, and wide hidden layers.
-SHAPES = [
-    (1, [1, 1]),
-    (3, [4, 2]),
-    (0, [5, 3, 2]),
-    (5, [9, 13, 6]),
-    (7, [6, 1, 5, 3]),
-    (6, [20, 31, 17, 5, 10]),
-    (33, [40, 70, 45, 10]),
-    (9, [30, 300, 200, 10]),
-]
+# And wide hidden layers.
+SHAPES = LAYERED_SHAPES + [(9, [30, 300, 200, 10])]
 # identity, relu, leaky relu, tanh, sigmoid: cycled over a_0..a_{L-1}.
 KIND_CYCLE = [1, 4, 2, 5, 3]
 VARIANTS = list(ref.VARIANTS)

@@ -13,6 +13,19 @@ DEVICES = ["cpu", CUDA, EMULATED]
 # Where the CUDA kernels run: a GPU, or the emulation.
 KERNEL_DEVICES = [CUDA, EMULATED]
 
+# Layered nets (batch, widths n_0..n_L) for the ops that run a whole stack of
+# layers: tiny, one layer, an empty batch, odd widths, a width-1 layer, four
+# layers, wider than a warp with a batch over one CUDA tile.
+LAYERED_SHAPES = [
+    (1, [1, 1]),
+    (3, [4, 2]),
+    (0, [5, 3, 2]),
+    (5, [9, 13, 6]),
+    (7, [6, 1, 5, 3]),
+    (6, [20, 31, 17, 5, 10]),
+    (33, [40, 70, 45, 10]),
+]
+
 
 def cpu_kernels():
     """The CPU kernels, also inside an emulated test: for the side of a

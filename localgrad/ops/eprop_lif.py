@@ -19,24 +19,11 @@ MODE_CODES = {"mse": 0, "ce": 1, "signal": 2}
 NEURON = ("alpha", "rho", "beta", "v_th", "gamma", "kappa")
 
 
-def eprop_lif_chunk(
-    x: torch.Tensor,
-    weight_in: torch.Tensor,
-    weight_rec: torch.Tensor,
-    weight_out: torch.Tensor,
-    bias_out: torch.Tensor,
-    feedback: torch.Tensor,
-    target: torch.Tensor | None,
-    signal: torch.Tensor | None,
-    neuron: Sequence[float],
-    adaptive: bool,
-    mode: str,
-    loss_scale: float,
-    state: dict[str, torch.Tensor],
-    grad_w: torch.Tensor,
-    grad_out: torch.Tensor,
-    outputs: torch.Tensor,
-) -> None:
+def eprop_lif_chunk(x: torch.Tensor, weight_in: torch.Tensor, weight_rec: torch.Tensor, weight_out: torch.Tensor,
+                    bias_out: torch.Tensor, feedback: torch.Tensor, target: torch.Tensor | None,
+                    signal: torch.Tensor | None, neuron: Sequence[float], adaptive: bool, mode: str, loss_scale: float,
+                    state: dict[str, torch.Tensor], grad_w: torch.Tensor, grad_out: torch.Tensor, outputs: torch.Tensor
+                   ) -> None:
     """Runs the equations of localgrad.reference.eprop_lif over x (T, batch,
     n_in). mode: "mse" (target (T, batch, n_out)), "ce" (int64 target (T,
     batch), < 0 = no loss that step) or "signal" (learning signal (T, batch,

@@ -26,20 +26,10 @@ def _code(value, table: dict, what: str) -> int:
     return as_int(value, "eqprop_relax", what)
 
 
-def eqprop_relax(
-    x: torch.Tensor,
-    weights: Sequence[torch.Tensor],
-    biases: Sequence[torch.Tensor],
-    states: Sequence[torch.Tensor],
-    target: torch.Tensor | None = None,
-    *,
-    beta: float = 0.0,
-    nudge: str | int = "free",
-    activation: str | int = "hardsigmoid",
-    steps: int = 20,
-    async_update: bool = False,
-    tol: float = 0.0,
-) -> torch.Tensor:
+def eqprop_relax(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+                 states: Sequence[torch.Tensor], target: torch.Tensor | None = None, *, beta: float = 0.0,
+                 nudge: str | int = "free", activation: str | int = "hardsigmoid", steps: int = 20,
+                 async_update: bool = False, tol: float = 0.0) -> torch.Tensor:
     """Runs `steps` relaxation steps in place in `states` (see
     localgrad.reference.eqprop for the model). x: (batch, n_0); weights[i]:
     (n_{i+1}, n_i); biases[i]: (n_{i+1},); states[i]: (batch, n_{i+1}), the
@@ -67,14 +57,9 @@ def eqprop_relax(
     return ran
 
 
-def eqprop_update(
-    x: torch.Tensor,
-    states_a: Sequence[torch.Tensor],
-    states_b: Sequence[torch.Tensor],
-    scale: float,
-    weight_grads: Sequence[torch.Tensor] | None = None,
-    bias_grads: Sequence[torch.Tensor] | None = None,
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def eqprop_update(x: torch.Tensor, states_a: Sequence[torch.Tensor], states_b: Sequence[torch.Tensor], scale: float,
+                  weight_grads: Sequence[torch.Tensor] | None = None, bias_grads: Sequence[torch.Tensor] | None = None
+                 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """weight_grads[i] = scale * (a_{i+1}^T a_i - b_{i+1}^T b_i), bias_grads[i]
     = scale * sum_batch (a_{i+1} - b_{i+1}), with a_0 = b_0 = x, for every
     layer in one call; allocated when not given. Returns both lists."""

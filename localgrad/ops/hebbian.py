@@ -58,21 +58,10 @@ def _check(x, weight, theta, rule, temperature, p, rank, anti, lr, lr_power, u, 
         raise ValueError(f"{_OP}: grad must have the shape of weight {tuple(weight.shape)}, got {tuple(grad.shape)}")
 
 
-def hebbian_update(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    rule: str | int,
-    theta: torch.Tensor | None = None,
-    temperature: float = 1.0,
-    p: float = 3.0,
-    rank: int = 2,
-    anti: float = 0.4,
-    lr: float = 1.0,
-    lr_power: float = 0.0,
-    normalize: bool = False,
-    u: torch.Tensor | None = None,
-    grad: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def hebbian_update(x: torch.Tensor, weight: torch.Tensor, rule: str | int, theta: torch.Tensor | None = None,
+                   temperature: float = 1.0, p: float = 3.0, rank: int = 2, anti: float = 0.4, lr: float = 1.0,
+                   lr_power: float = 0.0, normalize: bool = False, u: torch.Tensor | None = None,
+                   grad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of a Hebbian rule on one layer, fused:
 
         u = x W^T (Krotov: the p-currents), y = f_rule(u),

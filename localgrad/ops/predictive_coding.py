@@ -43,23 +43,11 @@ def _compiled_ops():
     return compiled_ops() if _compiled() else None
 
 
-def predictive_coding_infer(
-    x: torch.Tensor,
-    weights: Sequence[torch.Tensor],
-    biases: Sequence[torch.Tensor],
-    states: Sequence[torch.Tensor],
-    target: torch.Tensor,
-    kinds: Sequence[int],
-    slopes: Sequence[float] | None = None,
-    *,
-    variant: str | int = "il",
-    loss: str | int = "mse",
-    output_precision: float = 1.0,
-    steps: int = 20,
-    gamma: float = 0.1,
-    lr: float = 0.0,
-    errors: Sequence[torch.Tensor] | None = None,
-) -> list[torch.Tensor]:
+def predictive_coding_infer(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+                            states: Sequence[torch.Tensor], target: torch.Tensor, kinds: Sequence[int],
+                            slopes: Sequence[float] | None = None, *, variant: str | int = "il",
+                            loss: str | int = "mse", output_precision: float = 1.0, steps: int = 20, gamma: float = 0.1,
+                            lr: float = 0.0, errors: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
     """Runs inference in place in `states` (and, for iPC, in `weights` and
     `biases`); writes the errors eps_1..eps_L into `errors` (allocated when
     not given) and returns them. x: (batch, n_0); weights[l]: (n_{l+1}, n_l);
@@ -97,16 +85,11 @@ def predictive_coding_infer(
     return errors
 
 
-def predictive_coding_update(
-    x: torch.Tensor,
-    states: Sequence[torch.Tensor],
-    errors: Sequence[torch.Tensor],
-    kinds: Sequence[int],
-    slopes: Sequence[float] | None = None,
-    scale: float = 1.0,
-    weight_grads: Sequence[torch.Tensor] | None = None,
-    bias_grads: Sequence[torch.Tensor] | None = None,
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def predictive_coding_update(x: torch.Tensor, states: Sequence[torch.Tensor], errors: Sequence[torch.Tensor],
+                             kinds: Sequence[int], slopes: Sequence[float] | None = None, scale: float = 1.0,
+                             weight_grads: Sequence[torch.Tensor] | None = None,
+                             bias_grads: Sequence[torch.Tensor] | None = None
+                            ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """weight_grads[l] = scale * errors[l]^T f_l(a_l), bias_grads[l] = scale *
     sum over the batch of errors[l], a_0 = x, a_l = states[l-1], for every
     layer in one call; allocated when not given. Returns both lists."""
