@@ -152,7 +152,7 @@ TABLES: dict[str, Table] = {
         [("net", get("net"), text), ("batch", get("batch"), number), ("variant", get("variant"), text),
          ("median", get("median_s"), seconds), ("× backprop's time", get("vs_backprop"), times)],
         where={"part": "step"}),
-    "online-2026-11-24": Table(
+    "online": Table(
         ("online-cpu-2026-11-24.json",),
         [("rule", get("rule"), text), ("kind", get("kind"), text), ("hidden", get("hidden"), number),
          ("batch", get("batch"), number), ("fused", get("kernel_s"), seconds),
