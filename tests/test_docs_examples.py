@@ -10,6 +10,7 @@ reason (a GPU, a cluster, a long run); shell blocks are not executed.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import sys
@@ -108,6 +109,18 @@ def test_extractor_reads_skip_markers(tmp_path):
     first, second = blocks_of(page, root=tmp_path)
     assert first.skip == "needs a GPU" and first.code == "raise SystemExit\n"
     assert second.skip is None and second.code == "x = 1\n"
+
+
+def test_readme_tables_match_their_json():
+    # README.md is not built by mkdocs: its measured tables are written into
+    # it by docs/gen_tables.py, and must not drift from the JSON they show.
+    spec = importlib.util.spec_from_file_location("localgrad_docs_tables", ROOT / "docs" / "gen_tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = tables
+    spec.loader.exec_module(tables)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert tables.BLOCK.search(readme), "README.md holds no generated table"
+    assert tables.updated(readme) == readme, "README.md's tables are stale: python docs/gen_tables.py --update README.md"
 
 
 @pytest.mark.parametrize("block", ALL_BLOCKS, ids=lambda b: f"{b.page}:{b.line}")
