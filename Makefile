@@ -4,6 +4,7 @@
 # and
 #   make dist   the sdist and a wheel built from it, into dist/ (for this
 #               venv's torch; tools/build_wheel.sh makes the CUDA wheels)
+#   make docs   the docs site into site/ (mkdocs build --strict)
 # Where the base python already has torch (a GPU machine), the venv reuses it
 # instead of installing the CPU build.
 
@@ -13,7 +14,7 @@ TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh') setup.py pyproject.toml
 
-.PHONY: install demo test bench dist clean
+.PHONY: install demo test bench dist docs clean
 
 $(VENV)/.torch:
 	@if $(PYTHON) -c 'import torch' 2>/dev/null; then \
@@ -40,9 +41,18 @@ test: install
 bench: install
 	$(VENV)/bin/localgrad bench dfa
 
+# The docs extra of pyproject.toml; mkdocstrings imports nothing, but the
+# hooks read localgrad's rule registry, hence the install.
+$(VENV)/.docs: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q "mkdocs-material>=9.5" "mkdocstrings[python]>=0.26"
+	touch $@
+
+docs: $(VENV)/.docs
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
 dist: $(VENV)/.torch
 	$(PY) -m pip install -q build
 	$(PY) -m build --no-isolation --outdir dist
 
 clean:
-	rm -rf build dist localgrad/_C*.so localgrad/_build_config.py $(VENV)
+	rm -rf build dist site localgrad/_C*.so localgrad/_build_config.py $(VENV)

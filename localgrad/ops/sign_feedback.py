@@ -26,7 +26,9 @@ def sign_feedback(
     scale * sign(weight) (uSF), or with random_magnitude |R| * sign(weight),
     R ~ U(-scale, scale) drawn from (seed, counter, element index) by the
     counter-based RNG (brSF: a new counter each update; frSF: a fixed one).
-    Writes into `out` (weight's shape, contiguous) when given; returns it."""
+    weight: any shape, float64, float32, float16 or bfloat16; the result has
+    its shape and dtype. Writes into `out` (weight's shape, contiguous) when
+    given; returns it."""
     op = "sign_feedback"
     seed, counter = as_int(seed, op, "seed"), as_int(counter, op, "counter")
     scale, random_magnitude = as_float(scale, op, "scale"), as_bool(random_magnitude, op, "random_magnitude")

@@ -73,7 +73,7 @@ def bp_lambda(
 
     blocks: f_1 .. f_K; params[k]: the parameters of block k+1 (θ_{k+1});
     x: h_0 (batch, ...); output_grad(h_K) -> per-sample ∂ℓ/∂h_K;
-    synthetic[k](h_{k+1}) -> ĝ_{k+1} for the K-1 interfaces; lam: λ.
+    `synthetic[k](h_{k+1})` -> ĝ_{k+1} for the K-1 interfaces; lam: λ.
 
     Returns a dict: "h" [h_1 .. h_K], "synthetic" [ĝ_1 .. ĝ_{K-1}],
     "targets" [t_1 .. t_{K-1}], "mixed" [z_1 .. z_K], "updates" (per block,

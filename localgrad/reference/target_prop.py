@@ -362,7 +362,7 @@ def layerwise_feedback_losses(variant, inputs, outputs, layers, maps, noise_in, 
     """The layer-wise feedback losses with the layers and maps as callables
     (any tensor shapes): map k is g_l, l = k + 2, inputs[k] = h_{l-1},
     outputs[k] = h_l (their rows repeated for stacked noise samples),
-    layers[k](x) = f_l(x) (forward weights held fixed), maps[k](h) = g_l(h)
+    `layers[k](x)` = f_l(x) (forward weights held fixed), `maps[k](h)` = g_l(h)
     (differentiable in its parameters), noise_in[k] / noise_out[k] shaped
     like inputs[k] / outputs[k]. The tp/dtp reconstruction loss (Lee eq. 13)
     or L-DRL's (Ernoult eq. 10), each the sum over the rows: as
@@ -387,7 +387,7 @@ def layerwise_feedback_losses(variant, inputs, outputs, layers, maps, noise_in, 
 def module_forward_gradients(pre_fns, params, hs, pre, targets, kinds, slopes, scales):
     """The forward .grad of the local losses 1/2 ||s_l(a_l) - t_l||^2
     (h_{l-1}, t_l fixed), batch mean, divided by scales[l-1], for layers given
-    as pre_fns[l-1](h_{l-1}) = a_l (differentiable in params[l-1]): autograd
+    as `pre_fns[l-1](h_{l-1})` = a_l (differentiable in params[l-1]): autograd
     pulls delta_l = s_l'(a_l) (h_l - t_l) / (batch scale_l) back through a_l.
     What `forward_gradients` gives for Linear layers."""
     batch = max(hs[0].shape[0], 1)
