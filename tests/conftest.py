@@ -15,6 +15,7 @@ def pytest_configure(config):
     import duration_budget
 
     config.pluginmanager.register(duration_budget, "localgrad-duration-budget")
+    config.addinivalue_line("markers", "xdist_group(name): run with the other items of the group on one xdist worker")
     config.addinivalue_line("markers", "cuda: runs on a GPU (skipped without one)")
     config.addinivalue_line(
         "markers",
