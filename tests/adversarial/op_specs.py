@@ -501,6 +501,7 @@ class PredictiveCodingInfer(OpSpec):
 
     name = "predictive_coding_infer"
     outputs = ("states", "errors")
+    unchecked_outputs = ("weights", "biases")  # written by iPC only; the table's call is IL
     anchor = "x"
     scalars = {"gamma": [float("nan"), float("inf")], "output_precision": [float("nan")]}
     ints = ("steps",)
