@@ -160,16 +160,28 @@ def test_inductor_fullgraph_matches_eager(op):
 @pytest.mark.parametrize("op", OPS)
 def test_emulated_kernels_match_cpu_kernels(op):
     """The CUDA kernels on the host emulation against the CPU kernels, on the
-    table's call in float64 and float32 (the emulated build registers every
-    op under torch.ops.localgrad_emulated for CPU tensors)."""
+    table's call (the emulated build registers every op under
+    torch.ops.localgrad_emulated for CPU tensors): float64 to 1e-12; float32
+    judged against float64, within 4 times the CPU kernel's own float32
+    error (reductions such as plastic_episode_backward's grad_eta round
+    differently in another summation order)."""
     from localgrad._extension import load_emulation
 
     load_emulation()
     spec = SPECS[op]
-    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
-        cpu_args, emu_args = _fresh(spec.make(dtype)), _fresh(spec.make(dtype))
-        want = spec.results(cpu_args, getattr(torch.ops.localgrad, op)(*cpu_args.values()))
-        got = spec.results(emu_args, getattr(torch.ops.localgrad_emulated, op)(*emu_args.values()))
-        assert set(got) == set(want)
-        for key in want:
-            assert _rel_err(got[key], want[key]) <= tol, (op, dtype, key)
+
+    def run(namespace, dtype):
+        a = _fresh(spec.make(dtype))
+        return spec.results(a, getattr(namespace, op)(*a.values()))
+
+    cpu64, emu64 = run(torch.ops.localgrad, torch.float64), run(torch.ops.localgrad_emulated, torch.float64)
+    cpu32, emu32 = run(torch.ops.localgrad, torch.float32), run(torch.ops.localgrad_emulated, torch.float32)
+    assert set(emu64) == set(cpu64) and set(emu32) == set(cpu32)
+    for key in cpu64:
+        assert _rel_err(emu64[key], cpu64[key]) <= 1e-12, (op, "float64", key)
+    for key in cpu32:
+        if not cpu32[key].is_floating_point():
+            assert torch.equal(emu32[key], cpu32[key]), (op, "float32", key)
+            continue
+        own = _rel_err(cpu32[key], cpu64[key])
+        assert _rel_err(emu32[key], cpu64[key]) <= 4 * own + 1e-6, (op, "float32", key, own)
