@@ -12,6 +12,9 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
+# pytest-xdist: tests run on every core (at most 8 workers); each adversarial
+# batch stays on one worker (loadgroup).
+PYTEST_ARGS ?= -n auto --maxprocesses 8 --dist loadgroup
 SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh') setup.py pyproject.toml
 
 .PHONY: install demo test bench dist docs clean
@@ -36,7 +39,7 @@ demo: install
 	$(PY) -m localgrad demo
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: install
 	$(VENV)/bin/localgrad bench dfa

@@ -36,6 +36,7 @@ Always install with `pip install --no-build-isolation ...`: an isolated build
 fetches another torch and compiles against its ABI.
 """
 
+import concurrent.futures
 import glob
 import os
 import re
@@ -388,14 +389,23 @@ def compile_instrumented(wrappers, sanitizer, macros, include_dirs):
     flags += [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in macros]
     flags += [f'-DLOCALGRAD_EMULATION_SANITIZER="{sanitizer}"']
     flags += [f"-I{d}" for d in include_dirs]
-    objects = []
+    objects, stale = [], []
     for wrapper in wrappers:
         src = ROOT / wrapper
         obj = out_dir / (src.stem + ".o")
         if not obj.exists() or obj.stat().st_mtime < max(newest, src.stat().st_mtime):
-            print(f"localgrad build: {src.name} with -fsanitize={sanitizer}")
-            subprocess.run([*cxx, *flags, "-c", str(src), "-o", str(obj)], check=True)
+            stale.append((src, obj))
         objects.append(str(obj))
+
+    def compile_one(pair):
+        src, obj = pair
+        print(f"localgrad build: {src.name} with -fsanitize={sanitizer}", flush=True)
+        subprocess.run([*cxx, *flags, "-c", str(src), "-o", str(obj)], check=True)
+
+    # MAX_JOBS at a time, as ninja does for the rest of the build.
+    jobs = max(1, int(os.environ.get("MAX_JOBS") or default_max_jobs()))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(compile_one, stale))
     return objects
 
 

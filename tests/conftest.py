@@ -12,6 +12,10 @@ REQUIRE_EMULATION = os.environ.get("LOCALGRAD_REQUIRE_EMULATION") == "1"
 
 
 def pytest_configure(config):
+    import duration_budget
+
+    config.pluginmanager.register(duration_budget, "localgrad-duration-budget")
+    config.addinivalue_line("markers", "xdist_group(name): run with the other items of the group on one xdist worker")
     config.addinivalue_line("markers", "cuda: runs on a GPU (skipped without one)")
     config.addinivalue_line(
         "markers",

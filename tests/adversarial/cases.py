@@ -470,6 +470,13 @@ def batches() -> dict[str, list[Case]]:
         for level in ("ops", "wrapper"):
             out[f"{op}/{level}"] = op_cases(op, level)
     out["api"] = api_cases.cases()
+    # Each case is a pytest item selected by its id: a repeated id gets #2, #3.
+    for cases in out.values():
+        seen: dict[str, int] = {}
+        for case in cases:
+            seen[case.id] = seen.get(case.id, 0) + 1
+            if seen[case.id] > 1:
+                case.id = f"{case.id}#{seen[case.id]}"
     return out
 
 

@@ -449,3 +449,114 @@ class TargetPropFeedbackGrads(OpSpec):
 
 
 SPECS[TargetPropFeedbackGrads.name] = TargetPropFeedbackGrads()
+# --- Hebbian (localgrad/reference/hebbian.py) ---
+from localgrad.reference import hebbian as ref_hebbian  # noqa: E402
+
+
+class HebbianUpdate(OpSpec):
+    """BCM (the one rule that reads theta), normalised."""
+
+    name = "hebbian_update"
+    outputs = ("u", "grad")
+    anchor = "x"
+    scalars = {"lr": [float("nan"), float("inf")], "lr_power": [float("nan")]}
+    ints = ("rule", "rank")
+
+    def make(self, dtype=torch.float64, batch=3):
+        g = _gen(12)
+        nan = float("nan")
+        return dict(x=_rand(g, dtype, batch, 5), weight=_rand(g, dtype, 4, 5, scale=0.5),
+                    theta=_rand(g, dtype, 4).abs(), rule=2, temperature=1.0, p=3.0, rank=2, anti=0.4, lr=0.5,
+                    lr_power=0.0, normalize=True, u=torch.full((batch, 4), nan, dtype=dtype),
+                    grad=torch.full((4, 5), nan, dtype=dtype))  # fmt: skip
+
+    def call_wrapper(self, a):
+        ops.hebbian_update(a["x"], a["weight"], a["rule"], theta=a["theta"], temperature=a["temperature"], p=a["p"],
+                           rank=a["rank"], anti=a["anti"], lr=a["lr"], lr_power=a["lr_power"],
+                           normalize=a["normalize"], u=a["u"], grad=a["grad"])  # fmt: skip
+
+    def reference(self, a):
+        u, grad = ref_hebbian.hebbian_update(a["x"], a["weight"], a["rule"], a["theta"], a["temperature"], a["p"],
+                                             a["rank"], a["anti"], a["lr"], a["lr_power"], a["normalize"])  # fmt: skip
+        return {"u": u, "grad": grad}
+
+
+SPECS[HebbianUpdate.name] = HebbianUpdate()
+# --- predictive coding (localgrad/reference/predictive_coding.py) ---
+from localgrad.reference import predictive_coding as ref_pc  # noqa: E402
+
+
+def _pc_net(g, dtype, batch, widths=(4, 5, 3)):
+    L = len(widths) - 1
+    return dict(
+        x=_rand(g, dtype, batch, widths[0]),
+        weights=[_rand(g, dtype, widths[k + 1], widths[k], scale=0.5) for k in range(L)],
+        biases=[_rand(g, dtype, widths[k + 1], scale=0.1) for k in range(L)],
+        states=[_rand(g, dtype, batch, widths[k]) for k in range(1, L)],
+    )
+
+
+class PredictiveCodingInfer(OpSpec):
+    """IL (weights and biases are only read), a tanh hidden layer, MSE."""
+
+    name = "predictive_coding_infer"
+    outputs = ("states", "errors")
+    unchecked_outputs = ("weights", "biases")  # written by iPC only; the table's call is IL
+    anchor = "x"
+    scalars = {"gamma": [float("nan"), float("inf")], "output_precision": [float("nan")]}
+    ints = ("steps",)
+
+    def make(self, dtype=torch.float64, batch=3):
+        g = _gen(13)
+        net = _pc_net(g, dtype, batch)
+        nan = float("nan")
+        return dict(x=net["x"], weights=net["weights"], biases=net["biases"], states=net["states"],
+                    errors=[torch.full((batch, 5), nan, dtype=dtype), torch.full((batch, 3), nan, dtype=dtype)],
+                    target=_rand(g, dtype, batch, 3), kinds=[1, 4], slopes=[0.0, 0.0], variant=0, loss=0,
+                    output_precision=1.0, steps=4, gamma=0.2, lr=0.0)  # fmt: skip
+
+    def call_wrapper(self, a):
+        ops.predictive_coding_infer(a["x"], a["weights"], a["biases"], a["states"], a["target"], a["kinds"],
+                                    a["slopes"], variant=a["variant"], loss=a["loss"],
+                                    output_precision=a["output_precision"], steps=a["steps"], gamma=a["gamma"],
+                                    lr=a["lr"], errors=a["errors"])  # fmt: skip
+
+    def reference(self, a):
+        states, errors, _, _ = ref_pc.predictive_coding_infer(
+            a["x"], a["weights"], a["biases"], a["states"], a["target"], a["kinds"], a["slopes"], a["variant"],
+            a["loss"], a["output_precision"], a["steps"], a["gamma"], a["lr"])
+        out = {f"states[{i}]": s for i, s in enumerate(states)}
+        out.update({f"errors[{i}]": e for i, e in enumerate(errors)})
+        return out
+
+
+class PredictiveCodingUpdate(OpSpec):
+    name = "predictive_coding_update"
+    outputs = ("weight_grads", "bias_grads")
+    anchor = "x"
+    scalars = {"scale": [float("nan"), float("inf")]}
+    ints = ("kinds",)
+
+    def make(self, dtype=torch.float64, batch=3):
+        g = _gen(14)
+        net = _pc_net(g, dtype, batch)
+        nan = float("nan")
+        return dict(x=net["x"], states=net["states"],
+                    errors=[_rand(g, dtype, batch, 5), _rand(g, dtype, batch, 3)], kinds=[1, 4],
+                    slopes=[0.0, 0.0], scale=0.5,
+                    weight_grads=[torch.full((5, 4), nan, dtype=dtype), torch.full((3, 5), nan, dtype=dtype)],
+                    bias_grads=[torch.full((5,), nan, dtype=dtype), torch.full((3,), nan, dtype=dtype)])  # fmt: skip
+
+    def call_wrapper(self, a):
+        ops.predictive_coding_update(a["x"], a["states"], a["errors"], a["kinds"], a["slopes"], a["scale"],
+                                     a["weight_grads"], a["bias_grads"])  # fmt: skip
+
+    def reference(self, a):
+        gw, gb = ref_pc.predictive_coding_update(a["x"], a["states"], a["errors"], a["kinds"], a["slopes"],
+                                                 a["scale"])  # fmt: skip
+        out = {f"weight_grads[{i}]": t for i, t in enumerate(gw)}
+        out.update({f"bias_grads[{i}]": t for i, t in enumerate(gb)})
+        return out
+
+
+SPECS.update({s.name: s for s in (PredictiveCodingInfer(), PredictiveCodingUpdate())})

@@ -1,7 +1,9 @@
-"""Runs one batch of adversarial cases in this process:
-`python runner.py BATCH [FIRST]` prints `START <id>` before each case and one
-JSON line after it, so the parent (test_adversarial.py) can tell which case
-a crash killed and restart after it."""
+"""Runs adversarial cases of one batch in this process:
+`python runner.py BATCH [IDS_FILE]` runs the cases whose ids the JSON list in
+IDS_FILE names (default: the whole batch), in the batch's order. It prints
+`START <id>` before each case and one JSON line after it, so the parent
+(test_adversarial.py) can tell which case a crash killed and restart after
+it."""
 
 from __future__ import annotations
 
@@ -19,11 +21,15 @@ warnings.simplefilter("ignore")  # the suite judges errors, not warnings
 torch.set_num_threads(1)
 
 
-def main(batch: str, first: int = 0) -> int:
+def main(batch: str, ids_file: str | None = None) -> int:
     from cases import batches, judge
 
     selected = batches()[batch]
-    for case in selected[first:]:
+    if ids_file is not None:
+        with open(ids_file) as f:
+            wanted = set(json.load(f))
+        selected = [c for c in selected if c.id in wanted]
+    for case in selected:
         print(f"START {case.id}", flush=True)
         try:
             outcome, detail = judge(case)
@@ -35,4 +41,4 @@ def main(batch: str, first: int = 0) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0))
+    sys.exit(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None))

@@ -1,33 +1,41 @@
 """Proof that the emulated tests can fail: known mutations of the CUDA kernels,
-each applied to the source for one rebuild of localgrad._C_emulated and one
-run of its family's emulated tests, which must then fail.
+each compiled into its own localgrad._C_emulated and run against its
+family's emulated tests, which must then fail.
 
     python tests/emulation/mutants.py            # all mutants, prints the score
     python tests/emulation/mutants.py --list
     python tests/emulation/mutants.py dfa-no-sync-after-load
+    python tests/emulation/mutants.py --jobs 1   # one at a time
 
-Each mutation replaces one exact snippet of a csrc/cuda/*.cu(h) file. The file is
-restored in a `finally` (and on SIGINT/SIGTERM); a copy of the original sits
-in build/mutants/ while it is mutated, and a later run first puts back any
-copy a killed run left. The extension is rebuilt with the original sources
-at the end. Exit status 1 when a mutant survives, 2 on a broken mutant (its
-snippet not found, or it does not compile).
+Needs the plain emulated build in this checkout (`LOCALGRAD_CUDA_EMULATION=only
+python setup.py build_ext --inplace`). Nothing of the checkout is written:
+each worker gets a scratch copy of csrc/, the localgrad package and tests/;
+a mutant recompiles only its kernel file there (a shared header's mutant:
+every kernel file that includes it), with the compile command ninja
+recorded for the checkout's build, relinks against the checkout's other
+objects, and runs the tests in the copy. Kernel files are torch-free, so one
+mutant costs seconds of compiling, not a build. Exit status 1 when a mutant
+survives, 2 on a broken mutant (its snippet not found, or it does not
+compile).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import queue
+import shlex
 import shutil
-import signal
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-BACKUP = ROOT / "build" / "mutants"
 
 
 @dataclass
@@ -241,27 +249,127 @@ MUTANTS += [
 ]
 
 
-def restore_leftovers():
-    if not BACKUP.exists():
-        return
-    for saved in BACKUP.glob("*.cu"):
-        target = ROOT / "csrc" / "cuda" / saved.name
-        print(f"restoring {target} from a killed run's copy")
-        shutil.copyfile(saved, target)
-        saved.unlink()
+class EmulatedBuild:
+    """The checkout's plain emulated build, as ninja recorded it: how each
+    object was compiled, and the objects the extension links."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        variant = root / "build" / "emulated" / "variant"
+        if not variant.exists() or variant.read_text() != "plain":
+            sys.exit(f"mutants: no plain emulated build in {root} (build it with LOCALGRAD_CUDA_EMULATION=only "
+                     "python setup.py build_ext --inplace; a sanitizer build does not do)")
+        ninja = [p for p in root.glob("build/temp.*/build.ninja") if "_C_emulated" in p.read_text()]
+        if len(ninja) != 1:
+            sys.exit(f"mutants: expected one build.ninja of localgrad._C_emulated under {root}/build, found {ninja}")
+        self.vars, self.compile_rule, self.objects = {}, None, {}
+        lines = ninja[0].read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("rule compile"):
+                self.compile_rule = lines[i + 1].strip().removeprefix("command = ")
+            elif line.startswith("build ") and ": compile " in line:
+                out, src = line[len("build "):].split(": compile ")
+                self.objects[Path(src.strip()).name] = Path(out.strip())
+            elif " = " in line and not line.startswith(" "):
+                key, value = line.split(" = ", 1)
+                self.vars[key.strip()] = value
+        if self.compile_rule is None or not self.objects:
+            sys.exit(f"mutants: could not read the compile rule and objects from {ninja[0]}")
+        missing = [str(o) for o in self.objects.values() if not o.exists()]
+        if missing:
+            sys.exit(f"mutants: objects of the emulated build are missing: {missing[:3]}")
+
+    def compile_command(self, wrapper: Path, obj: Path, scratch: Path) -> str:
+        # Headers come from the scratch copy too, so the object sees one tree.
+        flags = {k: v.replace(f"-I{self.root}/csrc", f"-I{scratch}/csrc") for k, v in self.vars.items()}
+        cmd = self.compile_rule.replace("$out.d", f"{obj}.d").replace("$in", str(wrapper)).replace("$out", str(obj))
+        for key in ("post_cflags", "cflags", "cxx"):  # longest names first: $cflags is inside $post_cflags
+            cmd = cmd.replace(f"${key}", flags.get(key, ""))
+        return cmd
+
+    def link_command(self, replaced: dict[str, Path], out: Path) -> list[str]:
+        import torch.utils.cpp_extension as ext
+
+        cxx = shlex.split(self.vars.get("cxx", "c++"))
+        objects = [str(replaced.get(name, o)) for name, o in sorted(self.objects.items())]
+        libs = ["-L" + d for d in ext.library_paths()] + ["-lc10", "-ltorch", "-ltorch_cpu", "-ltorch_python"]
+        return [*cxx, "-shared", "-fPIC", *objects, *libs, "-fopenmp", "-pthread", "-o", str(out)]
 
 
-def build(env):
-    return subprocess.run(
-        [sys.executable, "setup.py", "build_ext", "--inplace"], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+class Scratch:
+    """A worker's copy: csrc/ (the mutated file lives here), the localgrad
+    package with its built extensions, tests/ and pyproject.toml (pytest's
+    settings). Tests run there with it first on PYTHONPATH."""
+
+    def __init__(self, root: Path, parent: Path, index: int):
+        self.path = parent / f"worker{index}"
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        for name in ("csrc", "localgrad", "tests"):
+            shutil.copytree(root / name, self.path / name, ignore=ignore, symlinks=True)
+        shutil.copy2(root / "pyproject.toml", self.path / "pyproject.toml")
+        (self.path / "build" / "emulated").mkdir(parents=True)
+        self.extension = self.path / "localgrad" / ("_C_emulated" + sysconfig.get_config_var("EXT_SUFFIX"))
+        if not self.extension.exists():
+            sys.exit(f"mutants: {self.extension.name} is not built in {root}/localgrad")
+
+    def env(self, base: dict) -> dict:
+        return dict(base, PYTHONPATH=os.pathsep.join([str(self.path), base.get("PYTHONPATH", "")]).rstrip(os.pathsep))
 
 
-def run_tests(mutant, env, timeout):
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-m", "emulated", "-p", "no:cacheprovider", *mutant.tests]
+def check_scratch_is_used(scratch: Scratch, env: dict):
+    """The copy, not the checkout's editable install, must be what the tests
+    import; otherwise every mutant would 'survive' on the original code."""
+    probe = "import localgrad, sys; print(localgrad.__file__)"
+    r = subprocess.run([sys.executable, "-c", probe], cwd=scratch.path, env=env, capture_output=True, text=True)
+    if r.returncode != 0 or not Path(r.stdout.strip()).resolve().is_relative_to(scratch.path.resolve()):
+        sys.exit(f"mutants: the scratch copy's localgrad is not the one imported ({r.stdout.strip()} {r.stderr[-500:]})")
+
+
+def kernel_files(m: Mutant) -> list[str]:
+    """The kernel files a mutation reaches: its own .cu, or every .cu that
+    includes the shared header (.cuh) it mutates."""
+    if m.file.endswith(".cu"):
+        return [m.file]
+    return sorted(p.name for p in (ROOT / "csrc" / "cuda").glob("*.cu") if f'#include "{m.file}"' in p.read_text())
+
+
+def build_mutant(build: EmulatedBuild, scratch: Scratch, m: Mutant) -> tuple[bool, str]:
+    """Mutates the scratch copy's file, compiles the kernel files it reaches,
+    links the extension in the copy; the copy's file is put back afterwards."""
+    source = scratch.path / "csrc" / "cuda" / m.file
+    original = source.read_text()
+    kernels = kernel_files(m)
+    if not kernels:
+        return False, f"no kernel file includes {m.file}"
+    replaced = {}
     try:
-        r = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        source.write_text(original.replace(m.old, m.new))
+        for kernel in kernels:
+            wrapper_name = "cuda_" + Path(kernel).stem + ".cpp"
+            if wrapper_name not in build.objects:
+                return False, f"no object of {wrapper_name} in the emulated build"
+            wrapper = scratch.path / "build" / "emulated" / wrapper_name
+            shutil.copy2(ROOT / "build" / "emulated" / wrapper_name, wrapper)  # includes ../../csrc/cuda/<file>
+            obj = scratch.path / "build" / (Path(kernel).stem + ".o")
+            compiled = subprocess.run(build.compile_command(wrapper, obj, scratch.path), shell=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+            if compiled.returncode != 0:
+                return False, compiled.stdout[-2000:]
+            replaced[wrapper_name] = obj
+        linked = subprocess.run(build.link_command(replaced, scratch.extension), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        if linked.returncode != 0:
+            return False, linked.stdout[-2000:]
+        return True, ""
+    finally:
+        source.write_text(original)
+
+
+def run_tests(mutant, scratch, env, timeout):
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-m", "emulated", "-p", "no:cacheprovider", "-p", "no:xdist",
+           *mutant.tests]  # fmt: skip
+    try:
+        r = subprocess.run(cmd, cwd=scratch.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            timeout=timeout)  # fmt: skip
     except subprocess.TimeoutExpired:
         return True, "timed out (a hang counts as caught)"
@@ -276,53 +384,69 @@ def main():
     parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per mutant's tests")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="mutants built and tested side by side (default: 2, or 1 on one core)")  # fmt: skip
     args = parser.parse_args()
     if args.list:
         for m in MUTANTS:
             print(f"{m.name:32s} {m.file:26s} {m.why}")
         return 0
+    if args.jobs < 1:
+        sys.exit(f"--jobs must be at least 1, got {args.jobs}")
     by_name = {m.name: m for m in MUTANTS}
     unknown = [n for n in args.names if n not in by_name]
     if unknown:
         sys.exit(f"unknown mutants: {unknown}")
     chosen = [by_name[n] for n in args.names] if args.names else MUTANTS
 
-    env = dict(os.environ, LOCALGRAD_CUDA_EMULATION="only", LOCALGRAD_REQUIRE_EMULATION="1")
-    env.pop("LOCALGRAD_EMULATION_SANITIZER", None)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    restore_leftovers()
-    BACKUP.mkdir(parents=True, exist_ok=True)
-    results, broken = [], []
+    build = EmulatedBuild(ROOT)
+    base_env = dict(os.environ, LOCALGRAD_CUDA_EMULATION="only", LOCALGRAD_REQUIRE_EMULATION="1",
+                    OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))  # fmt: skip
+    for key in ("LOCALGRAD_EMULATION_SANITIZER", "LOCALGRAD_EMULATION_COVERAGE", "LOCALGRAD_TEST_BUDGET_S"):
+        base_env.pop(key, None)
+    broken = []
+    runnable = []
+    for m in chosen:
+        found = (ROOT / "csrc" / "cuda" / m.file).read_text().count(m.old)
+        if found != 1:
+            broken.append(m.name)
+            print(f"BROKEN  {m.name}: snippet found {found} times in {m.file}")
+        else:
+            runnable.append(m)
+
+    results = []
     start = time.time()
-    try:
-        for m in chosen:
-            path = ROOT / "csrc" / "cuda" / m.file
-            original = path.read_text()
-            if original.count(m.old) != 1:
-                broken.append(m.name)
-                print(f"BROKEN  {m.name}: snippet found {original.count(m.old)} times in {m.file}")
-                continue
-            t0 = time.time()
-            shutil.copyfile(path, BACKUP / m.file)
+    with tempfile.TemporaryDirectory(prefix="localgrad-mutants-") as tmp:
+        jobs = min(args.jobs, max(len(runnable), 1))
+        free = queue.Queue()
+        for i in range(jobs):
+            scratch = Scratch(ROOT, Path(tmp), i)
+            check_scratch_is_used(scratch, scratch.env(base_env))
+            free.put(scratch)
+
+        def one(m):
+            scratch = free.get()
             try:
-                path.write_text(original.replace(m.old, m.new))
-                built = build(env)
-                if built.returncode != 0:
-                    broken.append(m.name)
-                    print(f"BROKEN  {m.name}: does not compile\n{built.stdout[-2000:]}")
-                    continue
-                caught, detail = run_tests(m, env, args.timeout)
+                t0 = time.time()
+                ok, log = build_mutant(build, scratch, m)
+                if not ok:
+                    return m, None, f"does not build\n{log}", time.time() - t0
+                caught, detail = run_tests(m, scratch, scratch.env(base_env), args.timeout)
+                return m, caught, detail, time.time() - t0
             finally:
-                path.write_text(original)
-                (BACKUP / m.file).unlink(missing_ok=True)
-            results.append((m, caught))
-            print(f"{'caught ' if caught else 'SURVIVED'} {m.name:32s} {time.time() - t0:5.0f} s  {detail}", flush=True)
-    finally:
-        print("rebuilding with the original sources", flush=True)
-        build(env)
+                free.put(scratch)
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for m, caught, detail, took in pool.map(one, runnable):
+                if caught is None:
+                    broken.append(m.name)
+                    print(f"BROKEN  {m.name}: {detail}", flush=True)
+                    continue
+                results.append((m, caught))
+                print(f"{'caught ' if caught else 'SURVIVED'} {m.name:32s} {took:5.0f} s  {detail}", flush=True)
     caught = sum(c for _, c in results)
     print(f"mutation score: {caught}/{len(results)} caught"
-          f" ({100 * caught / max(len(results), 1):.0f} %) in {time.time() - start:.0f} s")  # fmt: skip
+          f" ({100 * caught / max(len(results), 1):.0f} %) in {time.time() - start:.0f} s with {args.jobs} job(s)")  # fmt: skip
     if broken:
         print(f"broken mutants: {broken}")
         return 2
