@@ -118,12 +118,18 @@ def logit(a: torch.Tensor, kind: str, threshold: float) -> torch.Tensor:
     return g + threshold if kind == "neg_sumsq" else g - threshold
 
 
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """log(1 + e^x) to the last bit (F.softplus returns x itself above 20,
+    an error of e^-20 ~ 2e-9 that a float64 oracle cannot have)."""
+    return torch.logaddexp(x, torch.zeros_like(x))
+
+
 def pair_loss(u_pos: torch.Tensor, u_neg: torch.Tensor, loss: str, alpha: float) -> torch.Tensor:
     """The batch-mean loss of one layer from its rows' logits (B,) each."""
     if loss == "threshold":
-        return (F.softplus(-u_pos) + F.softplus(u_neg)).mean()
+        return (softplus(-u_pos) + softplus(u_neg)).mean()
     if loss == "symmetric":
-        return F.softplus(-alpha * (u_pos - u_neg)).mean()
+        return softplus(-alpha * (u_pos - u_neg)).mean()
     raise ValueError(f"forward_forward: loss must be one of {LOSSES}, got {loss!r}")
 
 
