@@ -77,8 +77,10 @@ class ForwardForwardLearner(Learner):
     (MNIST's first 10 pixels are black in every image). predict(x) returns
     (batch, n_classes) scores: readout="goodness" (default), the goodness
     accumulated over layers score_from.. for each label embedded in turn
-    (section 3.3; default all but the first layer when there are two or
-    more); readout="linear", the model's last Linear as a softmax readout of
+    (section 3.3; default every layer: the paper skips the first of its
+    four 2000-unit layers, score_from=1, but on the demo's two-layer nets
+    the first layer carries most of the signal, and the last alone scores
+    below chance for the first epochs); readout="linear", the model's last Linear as a softmax readout of
     the last hidden layer's normalised activity with the neutral label
     (1/n_classes each) embedded, trained by cross-entropy on that detached
     activity (no gradient reaches the FF layers).
@@ -141,8 +143,7 @@ class ForwardForwardLearner(Learner):
             self.thresholds = [as_float(t, rule, f"threshold[{i}]") for i, t in enumerate(threshold)]
         else:
             self.thresholds = [as_float(threshold, rule, "threshold")] * len(widths)
-        default_from = 1 if len(self.layers) > 1 else 0
-        self.score_from = as_int(default_from if score_from is None else score_from, rule, "score_from", minimum=0)
+        self.score_from = as_int(0 if score_from is None else score_from, rule, "score_from", minimum=0)
         if self.score_from >= len(self.layers):
             raise ValueError(f"{rule}: score_from must be below the number of FF layers ({len(self.layers)}), "
                              f"got {self.score_from}")
