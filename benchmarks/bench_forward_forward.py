@@ -20,8 +20,8 @@ one forward and backward (a different algorithm, for scale: FF sends two
 batches through every layer).
 
 Memory (peak per step, after a warm-up step): CPU, the growth of the
-process's peak resident set (ru_maxrss) over the step, each method in its
-own process; CUDA, torch.cuda.max_memory_allocated over the step. The model,
+process's peak resident set over the step (VmHWM, reset just before it),
+each method in its own process; CUDA, torch.cuda.max_memory_allocated over the step. The model,
 data and optimizer state are allocated before and not counted.
 """
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 
@@ -120,9 +119,12 @@ def methods(net, batch, device):
     }
 
 
-def _rss_now() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def memory_child(method, net, batch, device_name):
@@ -141,10 +143,13 @@ def memory_child(method, net, batch, device_name):
         torch.cuda.synchronize(device)
         print(json.dumps({"peak_bytes": torch.cuda.max_memory_allocated(device) - base}))
         return
-    base = _rss_now()
+    # Linux resets the process's high-water mark (VmHWM) on "5" to clear_refs:
+    # ru_maxrss would hold the peak of torch's import, above any step's.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = _status_bytes("VmRSS")
     step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"peak_bytes": max(0, peak - base)}))
+    print(json.dumps({"peak_bytes": max(0, _status_bytes("VmHWM") - base)}))
 
 
 def peak_memory(method, net, batch, device) -> float | None:
