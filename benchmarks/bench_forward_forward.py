@@ -155,7 +155,12 @@ def memory_child(method, net, batch, device_name):
 def peak_memory(method, net, batch, device) -> float | None:
     cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", method, "--nets", "-".join(map(str, net)),
            "--batches", str(batch), "--device", device.type]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    # A fixed mmap threshold: every large tensor gets fresh pages and gives
+    # them back when freed. glibc's adaptive threshold would otherwise serve
+    # the step from heap pages the setup's temporaries left resident (the
+    # step would look free).
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     if done.returncode != 0:
         print(f"memory of {method} failed: {done.stderr[-500:]}")
         return None
