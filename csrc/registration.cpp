@@ -229,6 +229,23 @@ void define_ops(torch::Library& m) {
       "Tensor[] biases, Tensor[] fb_weights, Tensor[] fb_biases, Tensor[] noise_in, Tensor[] noise_out, "
       "int[] kinds, float[] slopes, int variant, Tensor(a!)[] grad_weights, Tensor(b!)[] grad_biases, "
       "Tensor(c!) loss) -> ()");
+
+  // --- Forward-Forward (localgrad/ops/forward_forward.py) ---
+  set_module(m, "localgrad.ops.forward_forward");
+  // Forward-Forward (Hinton 2022; localgrad/reference/forward_forward.py
+  // step): every layer's local update for a positive batch x_pos (B, n_0)
+  // and its negative batch x_neg in one call. Layer l: z = n(h) W_l^T + b_l
+  // over both passes in one product, a = f(z) (kinds/slopes), goodness of a
+  // row g = sigma s (goodness 0 sumsq, 1 meansq, 2 neg_sumsq), logit
+  // u = sigma (s - thresholds[l]), loss 0 threshold (softplus(-u+) +
+  // softplus(u-)) or 1 symmetric (softplus(-alpha (u+ - u-))), normalize
+  // 0 l2, 1 rms, 2 none of every layer's input (eps in the divisor). Writes
+  // the batch means grad_weights[l] (m, n), grad_biases[l] (m,), each row's
+  // goodness goodness_out (L, 2, B) (positive, negative) and losses (L,).
+  m.def(
+      "forward_forward_step(Tensor x_pos, Tensor x_neg, Tensor[] weights, Tensor[] biases, int[] kinds, "
+      "float[] slopes, float[] thresholds, int goodness, int loss, int normalize, float alpha, float eps, "
+      "Tensor(a!)[] grad_weights, Tensor(b!)[] grad_biases, Tensor(c!) goodness_out, Tensor(d!) losses) -> ()");
 }
 
 }  // namespace

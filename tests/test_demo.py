@@ -144,3 +144,14 @@ def test_strided_model_is_the_cnn_ldrl_rows_net(monkeypatch):
     assert seen["rules"] == ["backprop", "ldrl"]
     result = demo.train("backprop", dataset, [16], 2, 64, None, 0, progress=False, model_name="strided")
     assert result.test_accuracy > 0.5
+
+
+def test_ff_row_trains_the_hidden_layers_alone_and_learns_the_digits():
+    from localgrad import data
+
+    dataset = data.digits(0)
+    model = demo.row_model("ff", "mlp", dataset, [32, 32])
+    assert [type(m).__name__ for m in model] == ["Flatten", "Linear", "ReLU", "Linear", "ReLU"]
+    result = demo.train("ff", dataset, [32, 32], 10, 64, None, 0, progress=False)
+    # Measured 0.66 (10 epochs, Adam 1e-3, accumulated goodness over 10 labels; chance 0.1).
+    assert result.test_accuracy > 0.5, result.curve

@@ -104,6 +104,16 @@ def gait_mlp(dataset: data.Dataset, hidden: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def ff_mlp(dataset: data.Dataset, hidden: list[int]) -> nn.Sequential:
+    """Forward-Forward's net: the demo MLP's hidden layers (ReLU after each)
+    and no output layer; the ff learner predicts by the goodness accumulated
+    over labels (n_classes given in ROW_OPTIONS), as Hinton 2022 does."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    for n_in, n_out in zip([dataset.n_features, *hidden[:-1]], hidden):
+        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
 def strided_model(dataset: data.Dataset, hidden: list[int]) -> nn.Sequential:
     side = round(dataset.n_features ** 0.5)
     if side * side != dataset.n_features:
@@ -114,13 +124,14 @@ def strided_model(dataset: data.Dataset, hidden: list[int]) -> nn.Sequential:
 
 # Rows whose net is not the --model's own: GAIT-prop's square layers, and on
 # --model cnn L-DRL's strided conv net (LeNet's pooling has no feedback in
-# target propagation).
-ROW_MODELS = {("gait", "mlp"): gait_mlp, ("ldrl", "cnn"): strided_model}
+# target propagation), Forward-Forward's hidden layers alone (no output layer).
+ROW_MODELS = {("gait", "mlp"): gait_mlp, ("ldrl", "cnn"): strided_model, ("ff", "mlp"): ff_mlp}
 # Rows' options besides the registry's defaults: iPC's in-inference weight
 # step is plain SGD, and a Conv2d weight's gradient sums over every output
 # position; at the default 0.01 the CNN's weights blow up within the first
-# batch (stable up to about 0.002).
-ROW_OPTIONS = {("pc-ipc", "cnn"): {"ipc_lr": 1e-3}}
+# batch (stable up to about 0.002). ff's classes: its net has no output
+# layer to count them (both demo datasets have 10).
+ROW_OPTIONS = {("pc-ipc", "cnn"): {"ipc_lr": 1e-3}, ("ff", "mlp"): {"n_classes": 10}}
 
 
 def row_model(rule: str, model_name: str, dataset: data.Dataset, hidden: list[int]) -> nn.Module:

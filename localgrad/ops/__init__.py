@@ -20,6 +20,7 @@ from localgrad.ops.hebbian import hebbian_update
 from localgrad.ops.predictive_coding import predictive_coding_infer, predictive_coding_update
 from localgrad.ops.kfrtrl import kfrtrl_step
 from localgrad.ops.target_prop import target_prop_feedback_grads
+from localgrad.ops.forward_forward import forward_forward_step
 
 __all__ = [
     "emulated",
@@ -37,4 +38,5 @@ __all__ = [
     "predictive_coding_update",
     "kfrtrl_step",
     "target_prop_feedback_grads",
+    "forward_forward_step",
 ]

@@ -45,6 +45,10 @@ EXPECTED.update({"plastic_forward_kernel<T, kAct>": 4, "plastic_rows_kernel<T, k
 for _name in ("noisy_kernel", "gate_kernel", "reduce_kernel"):
     for _t in ("double", "float"):
         EXPECTED[f"{_name}<{_t}>"] = 1
+# Forward-Forward: each kernel's dtypes launch from their own lines.
+for _name in ("normalize_kernel", "layer_kernel"):
+    for _t in ("double", "float"):
+        EXPECTED[f"{_name}<{_t}>"] = 1
 BY_FILE = {"eprop_lif_kernel.cu": 2 * 2 * 3, "eqprop_kernel.cu": 2 * 3 * 4 * 2}
 # KF-RTRL (kfrtrl_kernel.cu): rank 1 (norms, update) and rank >= 2 (terms), f32 and f64.
 EXPECTED.update({"kf_norms_kernel<scalar_t>": 2, "kf_update_kernel<scalar_t>": 2, "kf_terms_kernel<scalar_t>": 2})

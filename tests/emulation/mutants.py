@@ -248,6 +248,28 @@ MUTANTS += [
            "dL/dH_(t-1) forgets the (1 - eta) decay"),
 ]
 
+# Forward-Forward (forward_forward_kernel.cu): the warp sums, the row loops, the passes' wiring.
+FF = ["tests/test_forward_forward_op.py"]
+MUTANTS += [
+    Mutant("ff-short-warp-sum", "forward_forward_kernel.cu",
+           "  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);",
+           "  for (int o = kWarp / 2; o > 1; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);", FF,
+           "> 0 to > 1: a row's sum of squares misses half the lanes"),
+    Mutant("ff-pair-stride-short", "forward_forward_kernel.cu",
+           "       i += int64_t(gridDim.x) * kWarps) {",
+           "       i += 2 * int64_t(gridDim.x) * kWarps) {", FF,
+           "the layer pass's grid-stride loop skips every other stride: pairs keep their pre-activations"),
+    Mutant("ff-negatives-read-positives", "forward_forward_kernel.cu",
+           "r < p.batch ? p.pos : p.neg", "p.pos", FF,
+           "the negative rows normalise the positive batch's data"),
+    Mutant("ff-next-not-normalised", "forward_forward_kernel.cu",
+           "if (next != nullptr) next[j] = a * inv;", "if (next != nullptr) next[j] = a;", FF,
+           "the next layer reads the raw activity, not its normalisation"),
+    Mutant("ff-delta-no-derivative", "forward_forward_kernel.cu",
+           "z[j] = scale * a * predictive_coding::activate_derivative<kAct>(z[j], slope);",
+           "z[j] = scale * a;", FF, "delta forgets f'(z)"),
+]
+
 
 class EmulatedBuild:
     """The checkout's plain emulated build, as ninja recorded it: how each
