@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, jvp
+from torch.func import functional_call, jvp, vmap
 
 from localgrad.mlp_blocks import Block, Blocks
 
@@ -33,30 +33,28 @@ def output_error(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
 
 
 def weight_perturbation(model, params: dict[str, torch.Tensor], x, y, loss: str,
-                        tangents: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                        tangents: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(batch-mean loss, {name: mean_k (grad L . v_k) v_k}) over the
-    parameters in `params` (the others stay constants)."""
+    parameters in `params` (the others stay constants); tangents[name]:
+    (K, *param.shape), the K jvps vectorised by vmap."""
 
     def f(p):
         return per_sample_loss(functional_call(model, p, (x,)), y, loss).mean()
 
-    estimate = {n: torch.zeros_like(p) for n, p in params.items()}
-    value = None
-    for v in tangents:
-        value, directional = jvp(f, (params,), (v,))
-        for n, t in v.items():
-            estimate[n].add_(directional * t, alpha=1.0 / len(tangents))
-    return value, estimate
+    value, directional = vmap(lambda v: jvp(f, (params,), (v,)))(tangents)
+    k = directional.shape[0]
+    estimate = {n: torch.tensordot(directional, v, dims=1) / k for n, v in tangents.items()}
+    return value[0], estimate
 
 
 def _run_block(block: Block, h: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return block.after(block.linear(h) + delta)
 
 
-def activity_perturbation(blocks: Blocks, x, y, loss: str, tangents: list[list[torch.Tensor]]):
+def activity_perturbation(blocks: Blocks, x, y, loss: str, tangents: list[torch.Tensor]):
     """One loss for the whole net, every layer's pre-activation perturbed in
-    one jvp per tangent. Returns (batch-mean loss, output, [(dW, db)] per
-    Linear)."""
+    one jvp per tangent; tangents[l]: (K, batch, n_l). Returns (batch-mean
+    loss, output, [(dW, db)] per Linear)."""
     h0 = blocks.before(x)
 
     def f(*deltas):
@@ -66,24 +64,21 @@ def activity_perturbation(blocks: Blocks, x, y, loss: str, tangents: list[list[t
             h = _run_block(block, h, delta)
         return per_sample_loss(h, y, loss), (h, inputs)
 
-    zeros = [torch.zeros_like(u) for u in tangents[0]]
-    sums = [None] * len(blocks)
-    for u in tangents:
-        losses, directional, (out, inputs) = jvp(f, tuple(zeros), tuple(u), has_aux=True)
-        for l, (h, t) in enumerate(zip(inputs, u)):
-            dz = directional[:, None] * t
-            sums[l] = _accumulate(sums[l], dz, h)
-    return losses.mean(), out, _means(sums, x.shape[0] * len(tangents))
+    zeros = tuple(torch.zeros_like(u[0]) for u in tangents)
+    # The primal outputs do not depend on the tangent: vmap returns them unbatched (out_dims None).
+    losses, directional, (out, inputs) = vmap(lambda *u: jvp(f, zeros, u, has_aux=True),
+                                              out_dims=(None, 0, None))(*tangents)
+    grads = [_layer_estimate(directional, u, h) for u, h in zip(tangents, inputs)]
+    return losses.mean(), out, grads
 
 
-def local_perturbation(blocks: Blocks, heads, x, y, loss: str, tangents: list[list[torch.Tensor]]):
+def local_perturbation(blocks: Blocks, heads, x, y, loss: str, tangents: list[torch.Tensor]):
     """Ren et al.'s local greedy losses: block l's pre-activation perturbed
     against its own head's loss (the last block: the model's loss), its
     input a constant. Returns (the model's batch-mean loss, output,
     [(dW, db)] per Linear, [(dA, da)] per head: exact)."""
     h = blocks.before(x)
-    sums, head_grads, losses = [None] * len(blocks), [], None
-    batch = x.shape[0]
+    grads, head_grads = [], []
     for l, block in enumerate(blocks.blocks):
         head = heads[l] if l < len(heads) else None
 
@@ -92,21 +87,19 @@ def local_perturbation(blocks: Blocks, heads, x, y, loss: str, tangents: list[li
             out = h_out if head is None else head(h_out)
             return per_sample_loss(out, y, loss), (h_out, out)
 
-        zero = torch.zeros(batch, block.linear.out_features, dtype=h.dtype, device=h.device)
-        for u in tangents:
-            losses, directional, (h_out, out) = jvp(f, (zero,), (u[l],), has_aux=True)
-            sums[l] = _accumulate(sums[l], directional[:, None] * u[l], h)
+        zero = torch.zeros_like(tangents[l][0])
+        losses, directional, (h_out, out) = vmap(lambda u: jvp(f, (zero,), (u,), has_aux=True),
+                                                 out_dims=(None, 0, None))(tangents[l])
+        grads.append(_layer_estimate(directional, tangents[l], h))
         if head is not None:
             e = output_error(out, y, loss)
-            head_grads.append((e.T @ h_out / batch, e.mean(0)))
+            head_grads.append((e.T @ h_out / x.shape[0], e.mean(0)))
         h = h_out
-    return losses.mean(), out, _means(sums, batch * len(tangents)), head_grads
+    return losses.mean(), out, grads, head_grads
 
 
-def _accumulate(acc, dz, h):
-    term = (dz.T @ h, dz.sum(0))
-    return term if acc is None else (acc[0] + term[0], acc[1] + term[1])
-
-
-def _means(sums, count):
-    return [(w / count, b / count) for w, b in sums]
+def _layer_estimate(directional: torch.Tensor, u: torch.Tensor, h: torch.Tensor):
+    """directional: (K, batch), u: (K, batch, n), h: (batch, n_in) -> the
+    batch- and tangent-mean (dW, db)."""
+    dz = (directional[..., None] * u).sum(0) / (u.shape[0] * u.shape[1])
+    return dz.T @ h, dz.sum(0)

@@ -72,20 +72,21 @@ class ForwardGradientLearner(Learner):
         g.manual_seed((seed * _GOLDEN + step) % (1 << 63))
         return g
 
-    def draw_tangents(self, x: torch.Tensor) -> list:
-        """This step's K tangents for a batch like x: dicts {name: tensor}
-        over the trainable parameters (weight perturbation) or lists of
-        (batch, n_l) per Linear layer (activity perturbation)."""
+    def draw_tangents(self, x: torch.Tensor):
+        """This step's K tangents for a batch like x: {name: (K, *shape)}
+        over the trainable parameters (weight perturbation) or, per Linear
+        layer, (K, batch, n_l) (activity perturbation). Drawn in float32
+        whatever the model's dtype, so that a float32 and a float64 run
+        take the same directions."""
         g = self._generator()
         ref = self._reference_tensor()
+        k = self.tangents
         if self.perturbation == "weight":
-            named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-            return [{n: torch.randn(p.shape, generator=g, dtype=p.dtype, device=p.device) for n, p in named}
-                    for _ in range(self.tangents)]
+            return {n: torch.randn((k, *p.shape), generator=g, dtype=torch.float32, device=p.device).to(p.dtype)
+                    for n, p in self.model.named_parameters() if p.requires_grad}
         offset, union = distributed.shard_offset(x.shape[0], self.process_group)
-        rows = slice(offset, offset + x.shape[0])
-        return [[torch.randn(union, b.linear.out_features, generator=g, dtype=ref.dtype, device=ref.device)[rows]
-                 for b in self.blocks.blocks] for _ in range(self.tangents)]
+        return [torch.randn(k, union, b.linear.out_features, generator=g, dtype=torch.float32,
+                            device=ref.device)[:, offset:offset + x.shape[0]].to(ref.dtype) for b in self.blocks.blocks]
 
     def _step(self, x, y):
         n_out = self._n_out(x)
