@@ -70,15 +70,18 @@ class PepitaLearner(Learner):
         return list(self.mirrors)
 
     def default_optimizer(self, lr=None):
-        """Adam at lr (1e-3 unless given); the mirrors, when there are any,
-        at a tenth of it: at the same rate the mirrored F grew 10^4-fold in
-        300 steps on the tests' separable task and learning failed (53 %
-        accuracy against 94 % at a tenth)."""
-        lr = 1e-3 if lr is None else lr
+        """The paper's optimizer: SGD with momentum 0.9 at lr (0.01 unless
+        given); the mirrors, when there are any, at a tenth of it. Under
+        Adam at 1e-3 the demo's 784-256-256-10 MLP diverged (training loss
+        1,800 after 10 epochs, 42 % test accuracy); the paper's SGD reached
+        81 % in 3 epochs. The mirrors' tenth: at the model's rate the
+        mirrored F grew 10^4-fold in 300 steps on the tests' separable task
+        and learning failed."""
+        lr = 1e-2 if lr is None else lr
         groups = [{"params": list(self.model.parameters()), "lr": lr}]
         if len(self.mirrors):
             groups.append({"params": self.parameters(), "lr": lr / 10})
-        return torch.optim.Adam(groups)
+        return torch.optim.SGD(groups, momentum=0.9)
 
     def feedback(self) -> torch.Tensor:
         """F: (n_in, n_out), the fixed map or the product of the mirrors."""
