@@ -41,7 +41,7 @@ def weight_perturbation(model, params: dict[str, torch.Tensor], x, y, loss: str,
     def f(p):
         return per_sample_loss(functional_call(model, p, (x,)), y, loss).mean()
 
-    value, directional = vmap(lambda v: jvp(f, (params,), (v,)))(tangents)
+    value, directional = _over_tangents(lambda v: jvp(f, (params,), (v,)), (tangents,), (0, 0))
     k = directional.shape[0]
     estimate = {n: torch.tensordot(directional, v, dims=1) / k for n, v in tangents.items()}
     return value[0], estimate
@@ -66,8 +66,8 @@ def activity_perturbation(blocks: Blocks, x, y, loss: str, tangents: list[torch.
 
     zeros = tuple(torch.zeros_like(u[0]) for u in tangents)
     # The primal outputs do not depend on the tangent: vmap returns them unbatched (out_dims None).
-    losses, directional, (out, inputs) = vmap(lambda *u: jvp(f, zeros, u, has_aux=True),
-                                              out_dims=(None, 0, None))(*tangents)
+    losses, directional, (out, inputs) = _over_tangents(lambda *u: jvp(f, zeros, u, has_aux=True), tangents,
+                                                        (None, 0, None))
     grads = [_layer_estimate(directional, u, h) for u, h in zip(tangents, inputs)]
     return losses.mean(), out, grads
 
@@ -88,14 +88,27 @@ def local_perturbation(blocks: Blocks, heads, x, y, loss: str, tangents: list[to
             return per_sample_loss(out, y, loss), (h_out, out)
 
         zero = torch.zeros_like(tangents[l][0])
-        losses, directional, (h_out, out) = vmap(lambda u: jvp(f, (zero,), (u,), has_aux=True),
-                                                 out_dims=(None, 0, None))(tangents[l])
+        losses, directional, (h_out, out) = _over_tangents(lambda u: jvp(f, (zero,), (u,), has_aux=True),
+                                                           (tangents[l],), (None, 0, None))
         grads.append(_layer_estimate(directional, tangents[l], h))
         if head is not None:
             e = output_error(out, y, loss)
             head_grads.append((e.T @ h_out / x.shape[0], e.mean(0)))
         h = h_out
     return losses.mean(), out, grads, head_grads
+
+
+def _over_tangents(fn, tangents, out_dims):
+    """fn over the K tangents stacked along dim 0: vmap for K > 1; for K = 1
+    a plain call (vmap's batching rules cost more than the one jvp: 150 vs
+    58 ms a step on the benchmark's 784-1024-1024-10 MLP, one CPU thread).
+    Outputs with out_dims 0 come back with the K dimension either way."""
+    leaves = torch.utils._pytree.tree_leaves(tangents)
+    if leaves and leaves[0].shape[0] == 1:
+        one = torch.utils._pytree.tree_map(lambda t: t[0], tangents)
+        result = fn(*one)
+        return tuple(r.unsqueeze(0) if d == 0 else r for r, d in zip(result, out_dims))
+    return vmap(fn, out_dims=out_dims)(*tangents)
 
 
 def _layer_estimate(directional: torch.Tensor, u: torch.Tensor, h: torch.Tensor):
