@@ -104,20 +104,26 @@ class PepitaLearner(Learner):
         target = one_hot_targets(y, x.shape[0], self.blocks.blocks[-1].linear.weight, self.rule)
         h0 = self.blocks.before(x).flatten(1) if len(self.blocks.before) else x
         acts = self._forward(h0)
-        out = acts[-1]
+        out = acts[-1].clone()  # returned in StepOutput; the second pass releases acts[-1]
         loss = per_sample_loss(out, target, self.loss).mean()
         e = output_error(out, target, self.loss)
-        mod = self._forward(h0 + e @ self.feedback().T)
+        # The second pass forms each layer's update as soon as it has passed the layer and lets go
+        # of both passes' activity there: the step then holds the first pass's activities and one
+        # layer of the second (with both passes kept whole it peaked at 2x backprop's memory).
+        h = h0 + e @ self.feedback().T
         batch = x.shape[0]
         last = len(self.blocks) - 1
         for l, block in enumerate(self.blocks.blocks):
-            delta = e if l == last else acts[l + 1] - mod[l + 1]
-            dw = delta.T @ mod[l] / batch
+            h_next = block.after(block.linear(h))
+            delta = e if l == last else acts[l + 1].sub_(h_next)
+            acts[l + 1] = None
+            dw = delta.T @ h / batch
             if self.weight_decay:
                 dw.add_(block.linear.weight, alpha=self.weight_decay)
             add_to_grad(block.linear.weight, dw, owned=True)
             if block.linear.bias is not None:
                 add_to_grad(block.linear.bias, delta.mean(0), owned=True)
+            h = h_next
         if len(self.mirrors):
             self._mirror()
         self.counter[1] += 1
