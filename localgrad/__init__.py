@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 # first named: `import localgrad; localgrad.online.LeakyRNN` works without
 # importing every family at start-up.
 FAMILIES = ("feedback_alignment", "eqprop", "online", "hebbian", "predictive_coding", "synthetic_gradients",
-            "target_prop", "meta", "forward_forward")
+            "target_prop", "meta", "forward_forward", "forward_gradient", "pepita")
 _LAZY = (*FAMILIES, "training")
 
 
@@ -58,12 +58,14 @@ __all__ = [
     "data",
     "eqprop",
     "feedback_alignment",
+    "forward_gradient",
     "has_cuda_kernels",
     "has_extension",
     "hebbian",
     "meta",
     "metrics",
     "online",
+    "pepita",
     "predictive_coding",
     "target_prop",
     "ops",

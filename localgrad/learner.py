@@ -40,7 +40,7 @@ from localgrad import distributed
 INPUTS = ("static", "sequence")
 # The subpackages whose `learners` module registers rules, in the order rules() lists them.
 _REGISTERING_FAMILIES = ("feedback_alignment", "eqprop", "predictive_coding", "target_prop", "synthetic_gradients",
-                         "hebbian", "online", "forward_forward")
+                         "hebbian", "online", "forward_forward", "forward_gradient", "pepita")
 
 
 class UnsupportedModelError(ValueError, TypeError):

@@ -17,8 +17,8 @@ from localgrad.bench import benchmarks_dir
 # The installed scripts (localgrad.benchmarks in a wheel; benchmarks/ in a
 # checkout), so that the tests also run against an installed wheel.
 BENCHMARKS = str(benchmarks_dir())
-FAMILIES = ["dfa", "eprop_lif", "eqprop", "fa_family", "forward_forward", "hebbian", "meta", "online",
-            "predictive_coding", "rules", "target_prop"]
+FAMILIES = ["dfa", "eprop_lif", "eqprop", "fa_family", "forward_forward", "forward_gradient", "hebbian", "meta",
+            "online", "pepita", "predictive_coding", "rules", "target_prop"]
 
 pytestmark = pytest.mark.skipif(not localgrad.has_extension(), reason="the compiled extension is not built")
 
@@ -26,7 +26,8 @@ pytestmark = pytest.mark.skipif(not localgrad.has_extension(), reason="the compi
 @pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("script", ["bench_dfa.py", "bench_fa_family.py", "bench_eqprop.py", "bench_eprop_lif.py",
                                     "bench_hebbian.py", "bench_predictive_coding.py", "bench_meta.py",
-                                    "bench_target_prop.py", "bench_forward_forward.py"])
+                                    "bench_target_prop.py", "bench_forward_forward.py", "bench_forward_gradient.py",
+                                    "bench_pepita.py"])
 def test_quick_run_writes_rows(script, device, tmp_path):
     path = tmp_path / "result.json"
     done = subprocess.run(
