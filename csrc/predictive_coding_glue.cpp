@@ -4,6 +4,7 @@
 #include <string>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
 #include "checks.h"
 
@@ -78,6 +79,8 @@ void infer_impl(const at::Tensor& x, at::TensorList weights, at::TensorList bias
                 at::IntArrayRef kinds, at::ArrayRef<double> slopes, int64_t variant, int64_t loss,
                 double output_precision,
                 int64_t steps, double gamma, double lr, const Elementwise& backend) {
+  // The products below read tensors that may require grad: the op is autograd-free.
+  const c10::NoGradGuard no_grad;
   const char* op = kInfer;
   check_dim(x, 2, op, "x", "(batch, n_in)");
   check_real(x, op, "x");
@@ -256,6 +259,8 @@ void infer_impl(const at::Tensor& x, at::TensorList weights, at::TensorList bias
 void update_impl(const at::Tensor& x, at::TensorList states, at::TensorList errors,
                  at::IntArrayRef kinds, at::ArrayRef<double> slopes, double scale,
                  at::TensorList weight_grads, at::TensorList bias_grads) {
+  // The products below read tensors that may require grad: the op is autograd-free.
+  const c10::NoGradGuard no_grad;
   const char* op = kUpdate;
   check_dim(x, 2, op, "x", "(batch, n_in)");
   check_real(x, op, "x");

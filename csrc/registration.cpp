@@ -242,7 +242,7 @@ void define_ops(torch::Library& m) {
   // 0 l2, 1 rms, 2 none of every layer's input (eps in the divisor). Writes
   // the batch means grad_weights[l] (m, n), grad_biases[l] (m,), each row's
   // goodness goodness_out (L, 2, B) (positive, negative) and losses (L,).
-  m.def(
+  def(m,
       "forward_forward_step(Tensor x_pos, Tensor x_neg, Tensor[] weights, Tensor[] biases, int[] kinds, "
       "float[] slopes, float[] thresholds, int goodness, int loss, int normalize, float alpha, float eps, "
       "Tensor(a!)[] grad_weights, Tensor(b!)[] grad_biases, Tensor(c!) goodness_out, Tensor(d!) losses) -> ()");

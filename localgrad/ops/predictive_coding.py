@@ -12,7 +12,7 @@ import torch
 
 from localgrad import activations
 from localgrad._extension import has_extension
-from localgrad.ops._common import compiled_ops, fall_back, register_checked_fake, register_missing_cuda
+from localgrad.ops._common import compiled_ops, fall_back, REALS, register_checked_fake, register_missing_cuda
 from localgrad._checks import as_float, as_int
 from localgrad.reference import predictive_coding as ref
 from localgrad.reference.predictive_coding import LOSSES, VARIANTS
@@ -97,6 +97,13 @@ def predictive_coding_update(x: torch.Tensor, states: Sequence[torch.Tensor], er
     states, errors = list(states), list(errors)
     kinds, slopes = _activations(op, kinds, slopes)
     scale = as_float(scale, op, "scale")
+    # The glue checks the shapes; these only size outputs it was not given.
+    if not isinstance(x, torch.Tensor) or x.dim() != 2:
+        raise ValueError(f"{op}: x must be a 2-D tensor (batch, n_in), got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    for i, e in enumerate(errors):
+        if not isinstance(e, torch.Tensor) or e.dim() != 2:
+            raise ValueError(f"{op}: errors[{i}] must be a 2-D tensor (batch, width)")
     widths = [x.shape[1]] + [e.shape[1] for e in errors]
     if weight_grads is None:
         weight_grads = [x.new_empty((widths[l + 1], widths[l])) for l in range(len(errors))]
@@ -115,23 +122,46 @@ def predictive_coding_update(x: torch.Tensor, states: Sequence[torch.Tensor], er
     return weight_grads, bias_grads
 
 
-def _fake_checks(op, x, weights, states, errors, kinds, slopes):
-    # What the glue refuses before touching memory, so a traced call fails
-    # the same way as an eager one.
-    L = len(weights) if weights is not None else len(errors)
-    torch._check(x.dim() == 2, lambda: f"{op}: x must be 2-D (batch, n_in), got shape {tuple(x.shape)}")
+_MAX_LAYERS = 16  # kMaxLayers of csrc/predictive_coding.h
+_VALUE_NODE_KINDS = (activations.Activation.IDENTITY, activations.Activation.RELU, activations.Activation.LEAKY_RELU,
+                     activations.Activation.TANH, activations.Activation.SIGMOID)
+
+
+def _fake_checks(spec, x, weights, biases, states, errors, kinds, slopes):
+    """What csrc/predictive_coding_glue.cpp refuses before touching memory, so
+    a traced (meta) call fails as an eager one does. weights and biases are
+    None for the update op, whose widths come from the errors."""
+    op = spec.op
+    spec.tensor(x, "x", ("B", "N0"), floating=REALS)
+    if weights is not None:
+        if not 1 <= len(weights) <= _MAX_LAYERS:
+            spec.fail(f"weights must hold 1 to {_MAX_LAYERS} layers, got {len(weights)}")
+        if len(biases) != len(weights):
+            spec.fail(f"biases must have one tensor per layer ({len(weights)}), got {len(biases)}")
+        widths = [x.shape[1]]
+        for i, (w, b) in enumerate(zip(weights, biases)):
+            spec.tensor(w, f"weights[{i}]", (None, widths[-1]), like=(x, "x"))
+            spec.tensor(b, f"biases[{i}]", (w.shape[0],), like=(x, "x"))
+            widths.append(w.shape[0])
+    else:
+        widths = [x.shape[1]]
+        for i, e in enumerate(errors):
+            spec.tensor(e, f"errors[{i}]", ("B", None), like=(x, "x"))
+            widths.append(e.shape[1])
+    L = len(widths) - 1
     torch._check(len(kinds) == L and len(slopes) == L,
                  lambda: f"{op}: kinds and slopes must have one entry per layer ({L})")
-    torch._check(len(states) == L - 1, lambda: f"{op}: states must have one tensor per hidden layer ({L - 1})")
-    torch._check(len(errors) == L, lambda: f"{op}: errors must have one tensor per layer ({L})")
     for k in kinds:
-        torch._check(int(k) in (activations.Activation.IDENTITY, activations.Activation.RELU,
-                                activations.Activation.LEAKY_RELU, activations.Activation.TANH,
-                                activations.Activation.SIGMOID),
-                     lambda: f"{op}: kinds holds {k}, not an activation of a value node")
+        torch._check(int(k) in _VALUE_NODE_KINDS, lambda: f"{op}: kinds holds {k}, not an activation of a value node")
+    if len(states) != L - 1:
+        spec.fail(f"states must have one tensor per hidden layer ({L - 1}), got {len(states)}")
+    if len(errors) != L:
+        spec.fail(f"errors must have one tensor per layer ({L}), got {len(errors)}")
+    for k, t in enumerate(states):
+        spec.tensor(t, f"states[{k}]", ("B", widths[k + 1]), like=(x, "x"))
     for i, e in enumerate(errors):
-        torch._check(e.dim() == 2 and e.shape[0] == x.shape[0],
-                     lambda: f"{op}: errors[{i}] must have shape (batch, width)")
+        spec.tensor(e, f"errors[{i}]", ("B", widths[i + 1]), like=(x, "x"))
+    return widths
 
 
 if _compiled():
@@ -140,13 +170,20 @@ if _compiled():
     # there, where this fake would otherwise run and leave the outputs unwritten.
     def _check_infer(spec, x, weights, biases, states, errors, target, kinds, slopes, variant, loss,
                      output_precision, steps, gamma, lr):
-        _fake_checks("predictive_coding_infer", x, weights, states, errors, kinds, slopes)
+        widths = _fake_checks(spec, x, weights, biases, states, errors, kinds, slopes)
+        spec.tensor(target, "target", ("B", widths[-1]), like=(x, "x"))
         torch._check(0 <= variant < len(VARIANTS), lambda: "predictive_coding_infer: bad variant code")
         torch._check(0 <= loss < len(LOSSES), lambda: "predictive_coding_infer: bad loss code")
         torch._check(steps >= 0, lambda: "predictive_coding_infer: steps must be >= 0")
 
     def _check_update(spec, x, states, errors, kinds, slopes, scale, weight_grads, bias_grads):
-        _fake_checks("predictive_coding_update", x, None, states, errors, kinds, slopes)
+        widths = _fake_checks(spec, x, None, None, states, errors, kinds, slopes)
+        if len(weight_grads) != len(errors) or len(bias_grads) != len(errors):
+            spec.fail(f"weight_grads and bias_grads must have one tensor per layer ({len(errors)}), got "
+                      f"{len(weight_grads)} and {len(bias_grads)}")
+        for i in range(len(widths) - 1):
+            spec.tensor(weight_grads[i], f"weight_grads[{i}]", (widths[i + 1], widths[i]), like=(x, "x"))
+            spec.tensor(bias_grads[i], f"bias_grads[{i}]", (widths[i + 1],), like=(x, "x"))
 
     register_checked_fake("predictive_coding_infer", _check_infer, lambda *args: None)
     register_checked_fake("predictive_coding_update", _check_update, lambda *args: None)

@@ -560,3 +560,52 @@ class PredictiveCodingUpdate(OpSpec):
 
 
 SPECS.update({s.name: s for s in (PredictiveCodingInfer(), PredictiveCodingUpdate())})
+# --- Forward-Forward (localgrad/reference/forward_forward.py) ---
+from localgrad.reference import forward_forward as ref_ff  # noqa: E402
+
+
+def _ff_name(table, code):
+    """The wrapper takes names: a valid code becomes its name, anything else goes through as it is."""
+    return table[code] if isinstance(code, int) and not isinstance(code, bool) and 0 <= code < len(table) else code
+
+
+class ForwardForwardStep(OpSpec):
+    """Two layers (relu, tanh), sum-of-squares goodness, the threshold loss, rms normalisation."""
+
+    name = "forward_forward_step"
+    outputs = ("grad_weights", "grad_biases", "goodness_out", "losses")
+    anchor = "x_pos"
+    scalars = {"alpha": [float("nan"), float("inf")], "eps": [float("nan"), -1.0], "thresholds": [float("nan")]}
+    ints = ("kinds", "goodness", "loss", "normalize")
+
+    def make(self, dtype=torch.float64, batch=3):
+        g = _gen(15)
+        widths = [5, 4, 3]
+        nan = float("nan")
+        return dict(x_pos=_rand(g, dtype, batch, widths[0]), x_neg=_rand(g, dtype, batch, widths[0]),
+                    weights=[_rand(g, dtype, widths[k + 1], widths[k], scale=0.5) for k in range(2)],
+                    biases=[_rand(g, dtype, widths[k + 1], scale=0.1) for k in range(2)], kinds=[2, 4],
+                    slopes=[0.0, 0.0], thresholds=[1.0, 0.5], goodness=0, loss=0, normalize=1, alpha=1.0, eps=1e-8,
+                    grad_weights=[torch.full((widths[k + 1], widths[k]), nan, dtype=dtype) for k in range(2)],
+                    grad_biases=[torch.full((widths[k + 1],), nan, dtype=dtype) for k in range(2)],
+                    goodness_out=torch.full((2, 2, batch), nan, dtype=dtype),
+                    losses=torch.full((2,), nan, dtype=dtype))  # fmt: skip
+
+    def call_wrapper(self, a):
+        ops.forward_forward_step(a["x_pos"], a["x_neg"], a["weights"], a["biases"], a["kinds"], a["slopes"],
+                                 a["thresholds"], _ff_name(ref_ff.GOODNESS, a["goodness"]),
+                                 _ff_name(ref_ff.LOSSES, a["loss"]), _ff_name(ref_ff.NORMALIZE, a["normalize"]),
+                                 a["alpha"], a["eps"], a["grad_weights"], a["grad_biases"], a["goodness_out"],
+                                 a["losses"])  # fmt: skip
+
+    def reference(self, a):
+        gw, gb, good, losses = ref_ff.step(a["x_pos"], a["x_neg"], a["weights"], a["biases"], a["kinds"], a["slopes"],
+                                           ref_ff.GOODNESS[a["goodness"]], ref_ff.LOSSES[a["loss"]], a["thresholds"],
+                                           a["alpha"], ref_ff.NORMALIZE[a["normalize"]], a["eps"])  # fmt: skip
+        out = {f"grad_weights[{i}]": t for i, t in enumerate(gw)}
+        out.update({f"grad_biases[{i}]": t for i, t in enumerate(gb)})
+        out.update({"goodness_out": good, "losses": losses})
+        return out
+
+
+SPECS[ForwardForwardStep.name] = ForwardForwardStep()
