@@ -21,6 +21,43 @@ import resource
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
+
+import _timing as timing
+
+
+def mlp_and_batch(net, batch: int, device):
+    """The forward-only benchmarks' subject: a seeded ReLU MLP of widths
+    `net` on `device`, and one random batch (x, class labels) for it."""
+    torch.manual_seed(0)
+    device = torch.device(device)
+    model = timing.relu_mlp(net).to(device)
+    x = torch.randn(batch, net[0], device=device)
+    return model, x, torch.randint(0, net[-1], (batch,), device=device)
+
+
+def print_rows(title: str, rows: list[dict], columns: tuple = ()) -> None:
+    """Each method's time and peak memory per step, and both against the
+    first row's (backprop's); `columns`: (header, key) of extra columns."""
+    base = rows[0]
+
+    def ratio(r, key):
+        return f"{r[key] / max(base[key], 1e-30):.2f}" if key in r and key in base else ""
+
+    timing.print_table(title, ["method", *(h for h, _ in columns), "ms / step", "x backprop", "peak MiB",
+                               "x backprop mem"],
+                       [[r["method"], *(str(r[k]) for _, k in columns),
+                         f"{1e3 * r['step_s']:.2f}" if "step_s" in r else r.get("error", ""), ratio(r, "step_s"),
+                         f"{r['peak_bytes'] / 2**20:.2f}" if "peak_bytes" in r else "", ratio(r, "peak_bytes")]
+                        for r in rows])
+
+
+def backprop_step(model, x, y) -> Callable[[], None]:
+    """One step of the baseline: cross-entropy's gradient by autograd into .grad."""
+    def step():
+        model.zero_grad(set_to_none=False)
+        F.cross_entropy(model(x), y).backward()
+    return step
 
 
 def _rss_bytes() -> int:

@@ -1,5 +1,5 @@
 """Shared pieces of localgrad's benchmarks: timing, the device's measured
-peaks, aligned tables and the JSON record.
+peaks, aligned tables, the JSON record, and the plain MLP most of them time.
 
 Benchmarks are scripts, never timed tests: nothing here asserts on a time.
 """
@@ -244,6 +244,16 @@ def environment(device: torch.device) -> dict:
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(["python", *sys.argv]),
     }
+
+
+def relu_mlp(widths: Sequence[int]) -> torch.nn.Sequential:
+    """Linear layers of the given widths with ReLU between them (none after the last)."""
+    layers: list[torch.nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
 
 
 def parse_ints(text: str) -> list[int]:

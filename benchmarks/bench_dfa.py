@@ -167,15 +167,6 @@ def print_op_table(rows: list[dict], batch: int, n_out: int, widths: list[int], 
 # Part 2: the training step
 
 
-def make_mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
 def step_macs(sizes: list[int]) -> tuple[int, int]:
     """Multiply-adds per sample of one backprop step and one DFA step."""
     pairs = list(zip(sizes[:-1], sizes[1:]))
@@ -225,7 +216,7 @@ class ReferenceDFA:
 def bench_step(args, device, batch: int, macs: tuple[int, int], peaks) -> list[dict]:
     sizes = args.sizes
     torch.manual_seed(0)
-    base = make_mlp(sizes).to(device)
+    base = timing.relu_mlp(sizes).to(device)
     x = torch.randn(batch, sizes[0], device=device)
     y = torch.randint(0, sizes[-1], (batch,), device=device)
     lr = 1e-3  # small: hundreds of steps on one batch must stay finite (NaNs time differently)

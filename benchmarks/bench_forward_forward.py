@@ -36,21 +36,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import (  # noqa: E402
-    OtherLoad,
-    benchmark_parser,
-    fmt_num,
-    fmt_time,
-    measure_peaks,
-    parse_ints,
-    parse_nets,
-    print_peaks,
-    print_table,
-    resolve_device,
-    start,
-    time_fn,
-    write_json,
-)
+import _timing as timing  # noqa: E402
 
 from localgrad import ops  # noqa: E402
 from localgrad.reference import forward_forward as ref  # noqa: E402
@@ -129,7 +115,7 @@ def _status_bytes(field: str) -> int:
 
 def memory_child(method, net, batch, device_name):
     """Prints the peak bytes one step of `method` adds (see the docstring)."""
-    device = resolve_device(device_name)
+    device = timing.resolve_device(device_name)
     # Warm-up on a tiny batch: code, thread pools and CUDA context exist from
     # here on. ru_maxrss never falls, so the measured step must be the first
     # of its size.
@@ -168,37 +154,38 @@ def peak_memory(method, net, batch, device) -> float | None:
 
 
 def main(argv=None) -> int:
-    p = benchmark_parser(__doc__, repeats_default=7, repeats_default_help="7; 1 with --quick",
-                         quick_help="tiny shapes, one repeat: a smoke run")
-    p.add_argument("--nets", type=parse_nets, default=None,
+    p = timing.benchmark_parser(__doc__, repeats_default=7, repeats_default_help="7; 1 with --quick",
+                                quick_help="tiny shapes, one repeat: a smoke run")
+    p.add_argument("--nets", type=timing.parse_nets, default=None,
                    help="layer widths, comma-separated nets (default 784-2000-2000-2000-2000, 784-500-500)")
-    p.add_argument("--batches", type=parse_ints, default=None, help="batch sizes (default 256,1024)")
+    p.add_argument("--batches", type=timing.parse_ints, default=None, help="batch sizes (default 256,1024)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     p.add_argument("--memory-child", default=None, help=argparse_hidden())
     args = p.parse_args(argv)
     if args.memory_child:
         memory_child(args.memory_child, args.nets[0], args.batches[0], args.device)
         return 0
-    device, env = start(args)
+    device, env = timing.start(args)
     nets = args.nets or ([[20, 16, 12]] if args.quick else [[784, 2000, 2000, 2000, 2000], [784, 500, 500]])
     batches = args.batches or ([8] if args.quick else [256, 1024])
     repeats = 1 if args.quick else args.repeats
-    load = OtherLoad()
-    peaks = measure_peaks(device, quick=args.quick)
-    print_peaks(peaks)
+    load = timing.OtherLoad()
+    peaks = timing.measure_peaks(device, quick=args.quick)
+    timing.print_peaks(peaks)
 
     rows, table = [], []
     for net in nets:
         for batch in batches:
             steps = methods(net, batch, device)
-            fused = time_fn(steps["fused"], device, repeats)
-            eager = time_fn(steps["eager"], device, repeats)
-            backprop = time_fn(steps["backprop"], device, repeats)
+            fused = timing.time_fn(steps["fused"], device, repeats)
+            eager = timing.time_fn(steps["eager"], device, repeats)
+            backprop = timing.time_fn(steps["backprop"], device, repeats)
             x_pos, x_neg, weights, biases, thresholds = make(net, batch, device, torch.float64)
             kinds, slopes = [RELU] * len(weights), [0.0] * len(weights)
-            reference = time_fn(lambda: ref.step(x_pos, x_neg, weights, biases, kinds, slopes, "sumsq", "threshold",
-                                                 thresholds, 1.0, "rms", EPS), device, max(1, repeats // 2),
-                                min_repeat_s=0)
+            reference = timing.time_fn(lambda: ref.step(x_pos, x_neg, weights, biases, kinds, slopes, "sumsq",
+                                                        "threshold",
+                                                        thresholds, 1.0, "rms", EPS), device, max(1, repeats // 2),
+                                       min_repeat_s=0)
             # The eager loop and the op agree (float32): a benchmark of different maths would mean nothing.
             xp, xn, w32, b32, th = make(net, batch, device)
             eg = eager_step(xp, xn, w32, b32, th)
@@ -222,18 +209,20 @@ def main(argv=None) -> int:
             }
             rows.append(row)
             mib = {m: "-" if v is None else f"{v / 2**20:.1f}" for m, v in memory.items()}
-            table.append(["-".join(map(str, net)), str(batch), fmt_time(fused.median_s), fmt_time(eager.median_s),
-                          fmt_time(reference.median_s), fmt_time(backprop.median_s),
-                          fmt_num(row["eager_over_fused"]), fmt_num(row["fused_over_floor"]), f"{agree:.1e}",
+            table.append(["-".join(map(str, net)), str(batch), timing.fmt_time(fused.median_s),
+                          timing.fmt_time(eager.median_s),
+                          timing.fmt_time(reference.median_s), timing.fmt_time(backprop.median_s),
+                          timing.fmt_num(row["eager_over_fused"]), timing.fmt_num(row["fused_over_floor"]),
+                          f"{agree:.1e}",
                           " / ".join(mib.get(m, "-") for m in ("fused", "eager", "backprop"))])
-    print_table("one step's update of every layer (median)",
-                ["net", "batch", "fused", "eager", "reference f64", "backprop", "eager / fused", "fused / floor",
-                 "rel diff", "peak MiB fused / eager / bp"], table)
+    timing.print_table("one step's update of every layer (median)",
+                       ["net", "batch", "fused", "eager", "reference f64", "backprop", "eager / fused", "fused / floor",
+                        "rel diff", "peak MiB fused / eager / bp"], table)
     other = load.fraction()
     if other is not None:
         print(f"\nother processes used {100 * other:.0f}% of the CPUs during the run")
     if args.json:
-        write_json(args.json, {"environment": env, "peaks": peaks.as_dict(), "other_load": other, "rows": rows})
+        timing.write_json(args.json, {"environment": env, "peaks": peaks.as_dict(), "other_load": other, "rows": rows})
     return 0
 
 

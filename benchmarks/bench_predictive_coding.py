@@ -64,12 +64,7 @@ def net_name(sizes: list[int]) -> str:
 
 def make_mlp(sizes: list[int], device) -> nn.Sequential:
     torch.manual_seed(0)
-    layers: list[nn.Module] = [nn.Flatten()]
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers).to(device)
+    return nn.Sequential(nn.Flatten(), *timing.relu_mlp(sizes)).to(device)
 
 
 def make_inputs(sizes, batch, device):

@@ -38,8 +38,7 @@ import localgrad  # noqa: E402
 from localgrad import online  # noqa: E402
 
 def static_model(hidden: int) -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, 10))
+    return nn.Sequential(nn.Flatten(), *timing.relu_mlp([784, hidden, hidden, 10]))
 
 
 def sequence_models(hidden: int):

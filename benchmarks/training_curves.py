@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import environment  # noqa: E402
+import _timing as timing  # noqa: E402
 
 import localgrad  # noqa: E402
 from localgrad import data  # noqa: E402
@@ -41,12 +41,7 @@ DEFAULT_RULES = "backprop,fa,usf,frsf,dfa,eqprop,pc,pc-zil,dtp,ldrl,dni,cdni"
 
 def make_model(widths: list[int], seed: int) -> nn.Sequential:
     torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(widths) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+    return timing.relu_mlp(widths)
 
 
 def weight_angles(learner, x, y) -> dict[str, float]:
@@ -147,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         torch.set_num_threads(args.threads)
         dataset = data.digits(seed=args.seed)
-        record = {"benchmark": "training_curves", **environment(torch.device("cpu")),
+        record = {"benchmark": "training_curves", **timing.environment(torch.device("cpu")),
                   "args": {k: v for k, v in vars(args).items() if k not in ("json", "plot_prefix", "from_json")},
                   "rows": [run_rule(rule, dataset, args) for rule in args.rules.split(",")]}
         if args.json:

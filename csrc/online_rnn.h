@@ -36,4 +36,12 @@ struct RowInputs {
   }
 };
 
+// A step's RowInputs in the op's dtype, from its params (any struct with
+// x, h_prev, mask, input and hidden: RTRL's, SnAp's, UORO's).
+template <typename scalar_t, typename Params>
+LOCALGRAD_HD RowInputs<scalar_t> row_inputs(const Params& q) {
+  return {static_cast<const scalar_t*>(q.x), static_cast<const scalar_t*>(q.h_prev),
+          static_cast<const scalar_t*>(q.mask), q.input, q.hidden};
+}
+
 }  // namespace localgrad::online_rnn

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "activation.h"  // LOCALGRAD_HD
+
 namespace localgrad::rflo {
 
 struct ChunkParams {
@@ -23,6 +25,20 @@ struct ChunkParams {
   int64_t hidden = 0;
   int64_t input = 0;
   double alpha = 1.0;
+};
+
+// The chunk's inputs in the op's dtype, as both backends' kernels read them.
+template <typename scalar_t>
+struct ChunkInputs {
+  const scalar_t *trace, *xs, *h_prevs, *dphis, *signals, *mask;
+
+  LOCALGRAD_HD explicit ChunkInputs(const ChunkParams& q)
+      : trace(static_cast<const scalar_t*>(q.trace)),
+        xs(static_cast<const scalar_t*>(q.xs)),
+        h_prevs(static_cast<const scalar_t*>(q.h_prevs)),
+        dphis(static_cast<const scalar_t*>(q.dphis)),
+        signals(static_cast<const scalar_t*>(q.signals)),
+        mask(static_cast<const scalar_t*>(q.mask)) {}
 };
 
 }  // namespace localgrad::rflo

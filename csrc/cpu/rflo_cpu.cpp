@@ -20,12 +20,7 @@ void chunk(const ChunkParams& q) {
   const int64_t cols = q.input + q.hidden + 1;
   auto* trace_out = static_cast<scalar_t*>(q.trace_out);
   auto* grad = static_cast<scalar_t*>(q.grad);
-  const auto* trace = static_cast<const scalar_t*>(q.trace);
-  const auto* xs = static_cast<const scalar_t*>(q.xs);
-  const auto* h_prevs = static_cast<const scalar_t*>(q.h_prevs);
-  const auto* dphis = static_cast<const scalar_t*>(q.dphis);
-  const auto* signals = static_cast<const scalar_t*>(q.signals);
-  const auto* mask = static_cast<const scalar_t*>(q.mask);
+  const auto [trace, xs, h_prevs, dphis, signals, mask] = ChunkInputs<scalar_t>(q);
   const scalar_t alpha = static_cast<scalar_t>(q.alpha), keep = scalar_t(1) - alpha;
   const int64_t bh = q.batch * q.hidden;
   // Parallel over parameter rows i only, so each grad element is summed in

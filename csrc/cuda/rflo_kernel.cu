@@ -27,12 +27,7 @@ __global__ void __launch_bounds__(kThreads) chunk_kernel(const ChunkParams q) {
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kCols + threadIdx.x % kCols;
   const int slice = threadIdx.x / kCols;
   auto* trace_out = static_cast<scalar_t*>(q.trace_out);
-  const auto* trace = static_cast<const scalar_t*>(q.trace);
-  const auto* xs = static_cast<const scalar_t*>(q.xs);
-  const auto* h_prevs = static_cast<const scalar_t*>(q.h_prevs);
-  const auto* dphis = static_cast<const scalar_t*>(q.dphis);
-  const auto* signals = static_cast<const scalar_t*>(q.signals);
-  const auto* mask = static_cast<const scalar_t*>(q.mask);
+  const auto [trace, xs, h_prevs, dphis, signals, mask] = ChunkInputs<scalar_t>(q);
   const scalar_t alpha = static_cast<scalar_t>(q.alpha);
   const int64_t bh = q.batch * q.hidden;
   scalar_t acc = 0;

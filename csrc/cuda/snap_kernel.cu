@@ -17,9 +17,7 @@ template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads) step_kernel(const StepParams q) {
   const int64_t cols = q.input + q.hidden + 1;
   const int64_t total = q.batch * q.entries * cols;
-  const online_rnn::RowInputs<scalar_t> v{static_cast<const scalar_t*>(q.x),
-                                          static_cast<const scalar_t*>(q.h_prev),
-                                          static_cast<const scalar_t*>(q.mask), q.input, q.hidden};
+  const auto v = online_rnn::row_inputs<scalar_t>(q);
   auto* out = static_cast<scalar_t*>(q.out);
   const auto* m = static_cast<const scalar_t*>(q.influence);
   const auto* w = static_cast<const scalar_t*>(q.weight);
