@@ -77,7 +77,9 @@ def main(argv=None) -> int:
     demo.add_argument("--model", default="mlp", choices=["mlp", "cnn", "strided"],
                       help="MLP, LeNet-like CNN, or strided: the strided-conv net of the CNN ldrl row "
                            "(default rules there: backprop, ldrl)")
-    demo.add_argument("--dataset", default="mnist", choices=["mnist", "digits"])
+    demo.add_argument("--dataset", default="mnist", choices=["mnist", "digits", "fashion"],
+                      help="mnist: 5,000 MNIST digits (pip ships them); digits: 8x8 digits; fashion: all 70,000 "
+                      "Fashion-MNIST images (apt-get install dataset-fashion-mnist, or LOCALGRAD_DATA)")
     demo.add_argument("--hidden", type=_ints, default=[256, 256], help="hidden widths, e.g. 256,256")
     demo.add_argument("--epochs", type=_positive_int, default=15)
     demo.add_argument("--batch-size", type=_positive_int, default=64)
