@@ -1,9 +1,12 @@
 """The demo's promise: on the MNIST subset, DFA lands within 3 points of backprop."""
 
+import os
+
 import pytest
 import torch
 
 import localgrad
+from localgrad import data
 from localgrad.experiments import demo
 
 
@@ -144,3 +147,14 @@ def test_strided_model_is_the_cnn_ldrl_rows_net(monkeypatch):
     assert seen["rules"] == ["backprop", "ldrl"]
     result = demo.train("backprop", dataset, [16], 2, 64, None, 0, progress=False, model_name="strided")
     assert result.test_accuracy > 0.5
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(data.FASHION_MNIST_DIR, "t10k-labels-idx1-ubyte.gz"))
+                    and not os.environ.get("LOCALGRAD_DATA"), reason="Fashion-MNIST is not installed")
+def test_demo_loads_full_fashion_mnist_with_its_published_split():
+    # --dataset fashion: all 70,000 images; the seed orders minibatches, it does not re-split.
+    first, other = demo.load("fashion", 0, "cpu"), demo.load("fashion", 5, "cpu")
+    assert first.x_train.shape == (60000, 784) and first.x_test.shape == (10000, 784)
+    assert torch.equal(first.y_test, other.y_test)
+    model = demo.build_model("cnn", first, [256])  # the LeNet-like CNN takes its 28x28 images
+    assert model(first.x_test[:3]).shape == (3, 10)
