@@ -95,12 +95,13 @@ def main(argv=None) -> int:
                       help="online: a leaky RNN on a sequence task, online rules vs BPTT (localgrad.online); "
                       "hebbian: one wide Hebbian layer's features read by a linear probe; "
                       "meta: meta-learned plasticity (localgrad.meta)")
-    demo.add_argument("--task", default="delayed", choices=["delayed", "mnist1d", "spiking", *META_TASKS],
-                      help="online mode's task: delayed recall or MNIST-1D with the leaky RNN, or spiking: "
+    demo.add_argument("--task", default="delayed", choices=["delayed", "mnist1d", "fashion", "spiking", *META_TASKS],
+                      help="online mode's task: delayed recall, MNIST-1D or sequential Fashion-MNIST (28 rows as 28 "
+                      "steps) with the leaky RNN, or spiking: "
                       "MNIST-1D with an ALIF network, e-prop vs surrogate BPTT; meta mode's: "
                       f"{', '.join(META_TASKS)} (default: all three)")
     demo.add_argument("--alpha", type=_unit_float, default=None,
-                      help="online mode: the leaky RNN's alpha (default 0.5 delayed, 0.1 mnist1d)")
+                      help="online mode: the leaky RNN's alpha (default 0.5 delayed, 0.1 mnist1d and fashion)")
     demo.add_argument("--neuron", default="alif", choices=["alif", "lif"], help="spiking task's neurons")
     demo.add_argument("--iterations", type=_positive_int, default=150, help="online mode: minibatches per rule")
 

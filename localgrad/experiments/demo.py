@@ -256,8 +256,8 @@ ONLINE_RULES = ("bptt", "rtrl", "snap-1", "rflo", "eprop", "uoro", "kfrtrl", "tb
 
 # The leak of each task's RNN: MNIST-1D's single loss at step 40 needs long
 # time constants (α 0.1: a trace keeps 0.9 per step), which the delayed
-# recall task does not.
-ONLINE_ALPHA = {"delayed": 0.5, "mnist1d": 0.1}
+# recall task does not; sequential Fashion-MNIST (one loss at step 28) likewise.
+ONLINE_ALPHA = {"delayed": 0.5, "mnist1d": 0.1, "fashion": 0.1}
 
 
 def run_online(task_name: str = "delayed", rules=ONLINE_RULES, hidden: int = 32, iterations: int = 150,
@@ -267,7 +267,9 @@ def run_online(task_name: str = "delayed", rules=ONLINE_RULES, hidden: int = 32,
     and learner memory per sample."""
     from localgrad.experiments import online_tasks as tasks
 
-    task = tasks.delayed_recall(seed=seed) if task_name == "delayed" else tasks.mnist1d_sequences()
+    loaders = {"delayed": lambda: tasks.delayed_recall(seed=seed), "mnist1d": tasks.mnist1d_sequences,
+               "fashion": tasks.fashion_sequences}
+    task = loaders[task_name]()
     alpha = ONLINE_ALPHA[task_name] if alpha is None else alpha
     results = [tasks.train_rule(r, task, hidden=hidden, alpha=alpha, batch_size=batch_size, iterations=iterations,
                                 lr=lr, seed=seed) for r in rules]
