@@ -142,7 +142,7 @@ def test_cli_runs_the_rule_comparison_quick(tmp_path):
     path = tmp_path / "compare.json"
     done = subprocess.run(
         [sys.executable, "-m", "localgrad", "bench", "compare", "--quick", "--device", "cpu", "--json", str(path),
-         "--rules", "backprop,gait", "--models", "mlp,cnn", "--plot", str(tmp_path / "compare.png")],
+         "--rules", "backprop,gait", "--models", "mlp,cnn", "--threads", "1", "--plot", str(tmp_path / "compare.png")],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, f"localgrad bench compare failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
