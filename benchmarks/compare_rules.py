@@ -323,6 +323,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="every row's epochs (default: BUDGETS)")
     p.add_argument("--jobs", type=int, default=1, help="rows run at once, each in its own process (default 1)")
     p.add_argument("--plot", default=None, help="accuracy vs wall-clock PNG")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0 .. --repeats - 1); to add "
+                   "seeds to a run, then merge with --from-json")
     p.add_argument("--markdown", metavar="PATH", help="also write the summary as a markdown table")
     p.add_argument("--from-json", nargs="+", metavar="PATH",
                    help="train nothing: merge the rows of these records (e.g. one per model), summarize and plot")
@@ -330,7 +332,10 @@ def main(argv=None) -> int:
     if args.from_json:
         return report_from(args.from_json, args.json, args.plot, args.markdown)
     device, env = start(args, " (one thread per row)" if args.jobs > 1 else "")
-    seeds = list(range(args.repeats if args.repeats is not None else 1 if args.quick else 3))
+    if args.seeds:
+        seeds = [int(t) for t in args.seeds.split(",")]
+    else:
+        seeds = list(range(args.repeats if args.repeats is not None else 1 if args.quick else 3))
     if not seeds:
         raise SystemExit("compare_rules: --repeats must be at least 1 (it is the number of seeds)")
     rules = args.rules.split(",") if args.rules else localgrad.rules(inputs="static")
