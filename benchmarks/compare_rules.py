@@ -211,14 +211,16 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _std(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
+def _std(values: list[float]) -> float | None:
+    """The sample standard deviation; None for one value (a spread of one
+    seed is not zero, it is unknown)."""
+    return statistics.stdev(values) if len(values) > 1 else None
 
 
 def _pct(v, std=None) -> str:
     if v is None:
         return "-"
-    return f"{100 * v:.2f}" + ("" if std is None else f" ± {100 * std:.2f}")
+    return f"{100 * v:.2f}" + (" ± n/a" if std is None else f" ± {100 * std:.2f}")
 
 
 def print_summary(summary: list[dict]) -> None:
@@ -245,8 +247,8 @@ def markdown_table(summary: list[dict]) -> str:
         if "accuracy_mean" not in s:
             lines.append(f"{head} not run: {s['not_run'].split(';')[0]} | | | | | | |")
             continue
-        gap = "" if "gap_to_backprop_mean" not in s else \
-            f"{100 * s['gap_to_backprop_mean']:+.2f} ± {100 * s['gap_to_backprop_std']:.2f}"
+        gap = "" if "gap_to_backprop_mean" not in s else f"{100 * s['gap_to_backprop_mean']:+.2f} ± " + \
+            ("n/a" if s["gap_to_backprop_std"] is None else f"{100 * s['gap_to_backprop_std']:.2f}")
         reach = [_seconds(s, a) + ("" if s[f"seconds_to_{round(100 * a)}_reached"].startswith(str(len(s["seeds"])))
                                    else f" ({s[f'seconds_to_{round(100 * a)}_reached']} seeds)") for a in THRESHOLDS]
         lines.append(f"{head} {_pct(s['accuracy_mean'], s['accuracy_std'])} ({len(s['seeds'])} seeds) | {gap} | "
@@ -275,11 +277,14 @@ def plot(rows: list[dict], path: str, title: str) -> None:
         for r in rows:
             if r["model"] == model_name and "curve" in r:
                 by_rule.setdefault(r["rule"], []).append(r)
-        for i, (rule, rs) in enumerate(by_rule.items()):
+        order = {name: i for i, name in enumerate(localgrad.rules())}
+        colors = plt.get_cmap("tab20").colors
+        for i, (rule, rs) in enumerate(sorted(by_rule.items(), key=lambda kv: order[kv[0]])):
             n = min(len(r["curve"]) for r in rs)
             t = [statistics.fmean(r["curve"][k]["seconds"] for r in rs) for k in range(n)]
             a = [100 * statistics.fmean(r["curve"][k]["accuracy"] for r in rs) for k in range(n)]
-            ax.plot(t, a, label=rule, marker=".", linestyle="-" if i < 10 else "--" if i < 20 else ":")
+            label = rule if a[-1] >= 50 else f"{rule} (ends at {a[-1]:.0f} %)"
+            ax.plot(t, a, label=label, marker=".", color=colors[i % 20], linestyle="-" if i < 20 else "--")
         ax.set_xscale("log")
         ax.set_ylim(50, 92)
         ax.set_xlabel("training wall time (s, log scale)")

@@ -119,6 +119,7 @@ def test_compare_summary_pairs_seeds_for_the_gap_and_keeps_refusals():
 
     rows = [row("backprop", 0, 0.88, [(1, 0.81), (2, 0.86)]), row("backprop", 1, 0.90, [(1, 0.83), (3, 0.87)]),
             row("dfa", 1, 0.86, [(2, 0.80), (4, 0.84)]), row("dfa", 0, 0.87, [(5, 0.82), (6, 0.85)]),
+            row("fa", 0, 0.85, [(3, 0.80)]),
             {"rule": "gait", "model": "cnn", "seed": 0, "refused": "gait takes Linear layers only"}]
     by_rule = {(s["model"], s["rule"]): s for s in summarize(rows)}
     dfa = by_rule[("mlp", "dfa")]
@@ -133,7 +134,10 @@ def test_compare_summary_pairs_seeds_for_the_gap_and_keeps_refusals():
     assert by_rule[("mlp", "backprop")]["gap_to_backprop_mean"] == 0.0
     assert by_rule[("cnn", "gait")]["not_run"] == "gait takes Linear layers only"
     assert "accuracy_mean" not in by_rule[("cnn", "gait")]
-    assert list(by_rule) == [("mlp", "backprop"), ("mlp", "dfa"), ("cnn", "gait")]  # registry order, MLP first
+    assert list(by_rule) == [("mlp", "backprop"), ("mlp", "fa"), ("mlp", "dfa"), ("cnn", "gait")]  # registry order
+    fa = by_rule[("mlp", "fa")]  # one seed: its spread is unknown, not zero
+    assert fa["accuracy_std"] is None and fa["gap_to_backprop_std"] is None
+    assert abs(fa["gap_to_backprop_mean"] - (0.85 - 0.88)) < 1e-12
 
 
 @pytest.mark.skipif(not os.path.isfile("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")
