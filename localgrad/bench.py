@@ -38,10 +38,20 @@ def benchmarks_dir() -> Path:
     )
 
 
-def families() -> dict[str, Path]:
-    """Family name -> script: bench_dfa.py is "dfa"."""
+# Benchmarks that are not one family's kernels: run by name, left out of
+# `localgrad bench all` (the rule comparison trains every rule on full
+# Fashion-MNIST, hours at full size).
+STANDALONE = {"compare": "compare_rules.py"}
+
+
+def families(standalone: bool = True) -> dict[str, Path]:
+    """Benchmark name -> script: bench_dfa.py is "dfa"; with standalone, the
+    STANDALONE scripts too."""
     folder = benchmarks_dir()
-    return {p.stem[len("bench_"):]: p for p in sorted(folder.glob("bench_*.py"))}
+    found = {p.stem[len("bench_"):]: p for p in sorted(folder.glob("bench_*.py"))}
+    if standalone:
+        found.update({name: folder / script for name, script in STANDALONE.items() if (folder / script).is_file()})
+    return found
 
 
 def describe(script: Path) -> str:
@@ -129,7 +139,7 @@ def run(name: str, device: str = "auto", json_path: str | None = None, quick: bo
         return run_family(name, common + (["--json", json_path] if json_path else []) + extra, progress)
     if extra:
         raise SystemExit(f"localgrad bench all: arguments for one script ({' '.join(extra)}) need a family name")
-    names = list(families())
+    names = list(families(standalone=False))
     records, failed = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         for i, family in enumerate(names, 1):

@@ -77,7 +77,9 @@ def main(argv=None) -> int:
     demo.add_argument("--model", default="mlp", choices=["mlp", "cnn", "strided"],
                       help="MLP, LeNet-like CNN, or strided: the strided-conv net of the CNN ldrl row "
                            "(default rules there: backprop, ldrl)")
-    demo.add_argument("--dataset", default="mnist", choices=["mnist", "digits"])
+    demo.add_argument("--dataset", default="mnist", choices=["mnist", "digits", "fashion"],
+                      help="mnist: 5,000 MNIST digits (pip ships them); digits: 8x8 digits; fashion: all 70,000 "
+                      "Fashion-MNIST images (apt-get install dataset-fashion-mnist, or LOCALGRAD_DATA)")
     demo.add_argument("--hidden", type=_ints, default=[256, 256], help="hidden widths, e.g. 256,256")
     demo.add_argument("--epochs", type=_positive_int, default=15)
     demo.add_argument("--batch-size", type=_positive_int, default=64)
@@ -93,12 +95,13 @@ def main(argv=None) -> int:
                       help="online: a leaky RNN on a sequence task, online rules vs BPTT (localgrad.online); "
                       "hebbian: one wide Hebbian layer's features read by a linear probe; "
                       "meta: meta-learned plasticity (localgrad.meta)")
-    demo.add_argument("--task", default="delayed", choices=["delayed", "mnist1d", "spiking", *META_TASKS],
-                      help="online mode's task: delayed recall or MNIST-1D with the leaky RNN, or spiking: "
+    demo.add_argument("--task", default="delayed", choices=["delayed", "mnist1d", "fashion", "spiking", *META_TASKS],
+                      help="online mode's task: delayed recall, MNIST-1D or sequential Fashion-MNIST (28 rows as 28 "
+                      "steps) with the leaky RNN, or spiking: "
                       "MNIST-1D with an ALIF network, e-prop vs surrogate BPTT; meta mode's: "
                       f"{', '.join(META_TASKS)} (default: all three)")
     demo.add_argument("--alpha", type=_unit_float, default=None,
-                      help="online mode: the leaky RNN's alpha (default 0.5 delayed, 0.1 mnist1d)")
+                      help="online mode: the leaky RNN's alpha (default 0.5 delayed, 0.1 mnist1d and fashion)")
     demo.add_argument("--neuron", default="alif", choices=["alif", "lif"], help="spiking task's neurons")
     demo.add_argument("--iterations", type=_positive_int, default=150, help="online mode: minibatches per rule")
 

@@ -1,9 +1,12 @@
 """The demo's promise: on the MNIST subset, DFA lands within 3 points of backprop."""
 
+import os
+
 import pytest
 import torch
 
 import localgrad
+from localgrad import data
 from localgrad.experiments import demo
 
 
@@ -155,3 +158,14 @@ def test_ff_row_trains_the_hidden_layers_alone_and_learns_the_digits():
     result = demo.train("ff", dataset, [32, 32], 10, 64, None, 0, progress=False)
     # Measured 0.66 (10 epochs, Adam 1e-3, accumulated goodness over 10 labels; chance 0.1).
     assert result.test_accuracy > 0.5, result.curve
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(data.FASHION_MNIST_DIR, "t10k-labels-idx1-ubyte.gz"))
+                    and not os.environ.get("LOCALGRAD_DATA"), reason="Fashion-MNIST is not installed")
+def test_demo_loads_full_fashion_mnist_with_its_published_split():
+    # --dataset fashion: all 70,000 images; the seed orders minibatches, it does not re-split.
+    first, other = demo.load("fashion", 0, "cpu"), demo.load("fashion", 5, "cpu")
+    assert first.x_train.shape == (60000, 784) and first.x_test.shape == (10000, 784)
+    assert torch.equal(first.y_test, other.y_test)
+    model = demo.build_model("cnn", first, [256])  # the LeNet-like CNN takes its 28x28 images
+    assert model(first.x_test[:3]).shape == (3, 10)

@@ -2,6 +2,7 @@
 state_dict (hidden state, sensitivities/traces, RNG), and learning a task."""
 
 import io
+import os
 
 import pytest
 import torch
@@ -228,3 +229,19 @@ def test_saved_bytes_counts_each_saved_tensor_once_and_skips_shared_ones():
 
     assert saved_bytes(run) == 24 + 36 + 24
     assert saved_bytes(run, [w]) == 24 + 24
+
+
+@pytest.mark.skipif(not os.path.isfile("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")
+                    and not os.environ.get("LOCALGRAD_DATA"), reason="Fashion-MNIST is not installed")
+def test_sequential_fashion_mnist_reads_each_image_row_by_row():
+    from localgrad import data
+    from localgrad.experiments import online_tasks as tasks
+
+    task = tasks.fashion_sequences(n_train=64, n_test=32)
+    images = data.fashion_mnist(64, 32)
+    assert task.x_train.shape == (28, 64, 28) and task.x_test.shape == (28, 32, 28) and task.chance == 0.1
+    # Step t of sequence n is row t of image n: pixels 28 t .. 28 t + 27.
+    assert torch.equal(task.x_train[5, 7], images.x_train[7, 140:168])
+    assert torch.equal(task.y_test, images.y_test)
+    result = tasks.train_rule("eprop", task, hidden=8, iterations=2, batch_size=4)
+    assert 0.0 <= result.test_accuracy <= 1.0 and result.ms_per_step > 0

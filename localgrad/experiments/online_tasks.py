@@ -62,6 +62,18 @@ def mnist1d_sequences(seed: int = 42) -> SequenceTask:
     return SequenceTask("mnist1d (40 steps)", prep(d.x_train), d.y_train, prep(d.x_test), d.y_test, 10)
 
 
+def fashion_sequences(n_train: int | None = None, n_test: int | None = None) -> SequenceTask:
+    """Sequential Fashion-MNIST: each image's 28 rows as 28 time steps of 28
+    pixels, (28, N, 28), pixels in [0, 1] as data.fashion_mnist gives them;
+    n_train / n_test keep the first images of each split."""
+    from localgrad import data
+
+    d = data.fashion_mnist(n_train, n_test)
+    rows = lambda x: x.reshape(-1, 28, 28).transpose(0, 1).contiguous()  # noqa: E731
+    return SequenceTask("sequential Fashion-MNIST (28 rows as 28 steps)", rows(d.x_train), d.y_train,
+                        rows(d.x_test), d.y_test, 10)
+
+
 # Rules that run each sequence in windows (two per sequence unless
 # train_rule's window= says otherwise); the optimizer sees the summed
 # gradient of a sequence's windows, one step per minibatch as every row.
