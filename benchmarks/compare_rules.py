@@ -70,7 +70,10 @@ BUDGETS = {
     "target_prop": Budget(3, 64, None, "Adam 1e-3, feedback weights at 1e-2 (Meulemans et al. 2020's range)"),
     "synthetic_gradients": Budget(3, 64, None, "Adam 1e-3 for the model and the synthetic-gradient modules"),
     "hebbian": Budget(3, 64, None, "Adam 1e-3 on the rule's update, the learner's default_optimizer"),
+    "pepita": Budget(3, 64, None, "SGD lr 0.01, momentum 0.9 (Dellaferrera & Kreiman 2022), the default_optimizer"),
 }
+# A family without an entry (one registered after this table) gets this.
+DEFAULT_BUDGET = Budget(3, 64, None, "the learner's default_optimizer")
 # Rules whose step costs ~10x backprop's or more (measured: EqProp's phases,
 # iPC's and FPA's inner loops, TP's per-layer noise passes): these get the
 # SLOW_EPOCHS budget whatever their family's.
@@ -83,7 +86,7 @@ QUICK_SIZES = (2000, 1000)
 
 
 def budget_for(rule: str, epochs: int | None, quick: bool) -> Budget:
-    b = BUDGETS[localgrad.rule_info(rule).family]
+    b = BUDGETS.get(localgrad.rule_info(rule).family, DEFAULT_BUDGET)
     n = 1 if quick else epochs if epochs is not None else SLOW_EPOCHS if rule in SLOW_RULES else b.epochs
     return Budget(n, b.batch_size, b.lr, b.why)
 

@@ -104,6 +104,7 @@ class Table:
     # Applied to the kept rows before rendering (values derived across rows).
     prepare: Callable[[list[dict]], list[dict]] | None = None
     note: str = ""
+    rows: str = "rows"  # the record's list the table reads (the comparison's per-rule "summary")
 
 
 def _ratio(numerator: str, denominator: str) -> Callable[[dict], object]:
@@ -129,7 +130,40 @@ def _against_best_backprop(rows: list[dict]) -> list[dict]:
             for r in rows]
 
 
+def _mean_std(mean: str, std: str, scale: float = 1.0, signed: bool = False) -> Callable[[dict], object]:
+    def read(row: dict):
+        m, s = get(mean)(row), get(std)(row)
+        if m is None:
+            return None
+        sign = "+" if signed else ""
+        return f"{scale * m:{sign}.2f} ± {scale * s:.2f}" if s is not None else f"{scale * m:{sign}.2f}"
+
+    return read
+
+
+def _reached(key: str) -> Callable[[dict], object]:
+    """Seconds to an accuracy, or how many seeds never reached it."""
+    def read(row: dict):
+        value, reached = row.get(key), row.get(f"{key}_reached", "")
+        if value is None:
+            return f"- ({reached} seeds)"
+        return f"{value:.1f}" + ("" if reached.split("/")[0] == reached.split("/")[-1] else f" ({reached} seeds)")
+
+    return read
+
+
 TABLES: dict[str, Table] = {
+    "fashion-mlp": Table(
+        ("compare-cpu-2026-12-08.json",),
+        [("rule", get("rule"), text), ("family", lambda r: r["family"].replace("_", " "), text),
+         ("test accuracy % (mean ± std)", _mean_std("accuracy_mean", "accuracy_std", 100), text),
+         ("gap to backprop (pt ± std)", _mean_std("gap_to_backprop_mean", "gap_to_backprop_std", 100, True), text),
+         ("epochs", get("epochs"), number), ("s / epoch", get("seconds_per_epoch"), number),
+         ("s to 80 %", _reached("seconds_to_80"), text), ("s to 85 %", _reached("seconds_to_85"), text)],
+        where={"model": "mlp"}, rows="summary",
+        note="MLP 784-256-256-10, seeds 0-2, a short budget (3 epochs; 1 for the rules whose steps cost 5-40x "
+             "backprop's), on a machine shared with other jobs (load 5-22 on 2 cores): times are inflated and "
+             "not comparable between rows"),
     "curves": Table(
         ("curves-cpu-2026-12-08.json",),
         [("rule", get("rule"), text), ("family", lambda r: r["family"].replace("_", " "), text),
@@ -262,7 +296,7 @@ def _matches(row: dict, where: dict) -> bool:
 def rows_of(table: Table) -> list[dict]:
     rows = []
     for source in table.sources:
-        rows += [row for row in _load(source)["rows"] if _matches(row, table.where)]
+        rows += [row for row in _load(source)[table.rows] if _matches(row, table.where)]
     if table.key:
         merged: dict[tuple, dict] = {}
         floors: dict[tuple, float] = {}
