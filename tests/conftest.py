@@ -9,6 +9,13 @@ REQUIRE_CUDA = os.environ.get("LOCALGRAD_REQUIRE_CUDA") == "1"
 # CI's emulation step sets LOCALGRAD_REQUIRE_EMULATION=1: a missing emulated
 # build then fails the emulated tests instead of skipping them.
 REQUIRE_EMULATION = os.environ.get("LOCALGRAD_REQUIRE_EMULATION") == "1"
+# Under pytest-xdist every worker is a process of its own: torch's default of
+# one thread per core in each would oversubscribe the cores, and OpenMP's
+# spinning threads then stretch a test 10-20 times (measured: a demo test of
+# 8 s took 150 s). Each worker gets its share of the cores instead; tests
+# that set a thread count still do.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and not os.environ.get("OMP_NUM_THREADS"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
 def pytest_configure(config):

@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from testing import DEVICES, assert_resume_is_exact, rel_err
+from testing import DEVICES, assert_resume_is_exact, rel_err, without_extension
 from torch import nn
 
 import localgrad
@@ -413,15 +413,11 @@ def test_modules_without_a_dfa_gradient_are_named_once():
 
 def test_reference_fallback_without_the_extension(monkeypatch):
     """Importing and training work without localgrad._C (CPU); the op warns once."""
-    import localgrad.ops._common as common
-    import localgrad.ops.dfa as dfa_ops
-
     model = localgrad.convert(deep_mlp(), rule="dfa", seed=3)
     x, y = torch.randn(7, 12, dtype=F64), torch.randint(0, 4, (7,))
     run_step(model, x, y)
     compiled = [p.grad.clone() for p in model.parameters()]
-    monkeypatch.setattr(dfa_ops, "has_extension", lambda: False)
-    monkeypatch.setattr(common, "_warned_fallback", False)
+    without_extension(monkeypatch)
     with pytest.warns(RuntimeWarning, match="reference"):
         run_step(model, x, y)
     for p, g in zip(model.parameters(), compiled):

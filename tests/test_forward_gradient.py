@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from testing import rel_err
+from testing import linear_classes, rel_err
 
 import localgrad
 from localgrad.reference.forward_gradient import activity_estimate, weight_estimate
@@ -228,10 +228,7 @@ def test_float32_estimate_agrees_with_float64(rule):
 
 @pytest.mark.parametrize("rule", ["fg-activity", "fg-local"])
 def test_a_few_hundred_steps_learn_a_separable_task(rule):
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(7, 3, generator=g, dtype=torch.float64)
-    x = torch.randn(512, 7, generator=g, dtype=torch.float64)
-    y = (x @ w).argmax(1)
+    x, y = linear_classes(7)
     model = mlp()
     learner = localgrad.learner(model, rule, tangents=4)
     opt = learner.default_optimizer(1e-2)

@@ -4,7 +4,8 @@ masks, float32 tolerances, opcheck, compile, bad input."""
 
 import pytest
 import torch
-from testing import cpu_kernels, DEVICES, EMULATED, grid_cap, KERNEL_DEVICES, kernels, rel_err, TOLERANCE
+from testing import (cpu_kernels, DEVICES, EMULATED, grid_cap, KERNEL_DEVICES, kernels, rel_err, TOLERANCE,
+                     without_extension)
 
 import localgrad
 from localgrad import ops
@@ -522,14 +523,11 @@ def test_kfrtrl_learner_runs_the_op(monkeypatch, rank):
 @pytest.mark.parametrize("rank", [1, 2])
 def test_kfrtrl_reference_fallback_without_the_extension(monkeypatch, rank):
     """Without the compiled extension the wrapper runs the reference step."""
-    import warnings
-
     import localgrad.ops.kfrtrl as mod
 
-    monkeypatch.setattr(mod, "has_extension", lambda: False)
+    without_extension(monkeypatch)
     args = kfrtrl_inputs(3, 5, 4, rank, torch.float64, "cpu", seed=9)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # the once-per-process fallback warning
+    with pytest.warns(RuntimeWarning, match="reference"):  # the fallback ran
         got = mod.kfrtrl_step(*args, 0.7)
     exp = ref.kfrtrl_step(*args, 0.7, 1e-7)
     assert all(torch.equal(g, e) for g, e in zip(got, exp))

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from testing import rel_err
+from testing import linear_classes, rel_err
 
 import localgrad
 from localgrad.reference.pepita import mirror_updates, pepita_updates
@@ -185,10 +185,7 @@ def test_float32_agrees_with_float64():
 
 @pytest.mark.parametrize("feedback", ["fixed", "mirror"])
 def test_a_few_hundred_steps_learn_a_separable_task(feedback):
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(8, 3, generator=g, dtype=torch.float64)
-    x = torch.randn(512, 8, generator=g, dtype=torch.float64)
-    y = (x @ w).argmax(1)
+    x, y = linear_classes(8)
     model = mlp()
     learner = localgrad.learner(model, "pepita", feedback=feedback)
     opt = learner.default_optimizer(0.05)

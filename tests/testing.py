@@ -117,3 +117,22 @@ def assert_resume_is_exact(model, make_other, batches, split, lr=0.05):
     train(resumed, resumed_opt, batches[split:])
     for (key, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), key
+
+
+def linear_classes(n_in: int, n_classes: int = 3, n: int = 512, seed: int = 0):
+    """A task a small MLP learns in a few hundred steps: float64 x (n, n_in),
+    y the argmax of a fixed random linear map of x."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(n_in, n_classes, generator=g, dtype=torch.float64)
+    x = torch.randn(n, n_in, generator=g, dtype=torch.float64)
+    return x, (x @ w).argmax(1)
+
+
+def without_extension(monkeypatch) -> None:
+    """The op wrappers as on a machine without localgrad._C: their one
+    compiled-or-reference dispatch (localgrad.ops._common) sees no extension,
+    and the fallback's once-per-process warning is due again."""
+    import localgrad.ops._common as common
+
+    monkeypatch.setattr(common, "has_extension", lambda: False)
+    monkeypatch.setattr(common, "_warned_fallback", False)
