@@ -192,6 +192,7 @@ def hebbian_update(
     rate = adaptive_rate(wd, lr, lr_power, norm_p)
     if normalize and delta.numel() > 0:
         peak = delta.abs().max()
-        delta = delta / peak if peak > 0 else torch.zeros_like(delta)
+        # A NaN peak (a non-finite input) propagates, as in the kernels; only a zero update stays zero.
+        delta = torch.zeros_like(delta) if peak == 0 else delta / peak
     grad = -rate[:, None] * delta
     return u.to(x.dtype), grad.to(x.dtype)
